@@ -1,0 +1,61 @@
+# Set-up is two commands: `make demo` and `make test`. Each creates or reuses .venv, installs
+# the project (a regular install: mypy reads the installed, typed packages), and makes sure
+# Fashion-MNIST is present before it runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+PKGS := search spaces trainers reports
+SRC := pyproject.toml $(shell find $(PKGS) -name '*.py' -o -name '*.json' -o -name 'py.typed')
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data test lint unit demo bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Third-party dependencies (slow, once): re-run only when pyproject.toml changes.
+$(VENV)/.deps: pyproject.toml | $(VENV)/bin/python
+	$(PIP) '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import torch, torchvision, optuna" 
+	touch $@
+
+# The project itself (fast): re-installed whenever a source file changes.
+$(VENV)/.installed: $(VENV)/.deps $(SRC)
+	$(PIP) --no-deps --force-reinstall . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import bwbpf.search, bwbpf.spaces, bwbpf.trainers, bwbpf.reports"
+	touch $@
+
+install: $(VENV)/.installed
+
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	      (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	  else \
+	    echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'" \
+	         "or pass --data-dir to bwbpf-search"; \
+	  fi; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check $(PKGS) tests benchmarks
+	$(VENV)/bin/mypy -p bwbpf.search -p bwbpf.spaces -p bwbpf.trainers -p bwbpf.reports
+
+unit: install
+	$(VENV)/bin/pytest -q -m "not integration"
+
+test: install data lint
+	$(VENV)/bin/pytest -q
+
+demo: install data
+	$(VENV)/bin/bwbpf-search train --arch paper --backbone vgg8b --width 0.25 \
+	  --dataset fashion-mnist --train-subset 10000 --val-size 2000 --epochs 2 \
+	  --compare-bp --out runs/demo --force
+
+bench: install data
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs

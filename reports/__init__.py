@@ -1,0 +1,1 @@
+"""Reports: pandas frames of studies, plotly figures, the HTML report."""

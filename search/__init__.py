@@ -1,0 +1,1 @@
+"""The Optuna side: CLI, studies, the trial objective, export of winners."""

@@ -1,0 +1,3 @@
+from bwbpf.search.cli import main
+
+raise SystemExit(main())

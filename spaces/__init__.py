@@ -1,0 +1,28 @@
+"""What can be searched: backbones, aux heads, the Decoupling, and building a decoupled net."""
+
+from bwbpf.spaces.backbones import UnitInfo, get_backbone, list_backbones, stage_boundaries
+from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
+from bwbpf.spaces.errors import ConfigError, UserError
+from bwbpf.spaces.heads import AuxHead, list_aux_heads, make_aux_head
+from bwbpf.spaces.net import DecoupledNet, build
+from bwbpf.spaces.partition import balanced_cuts
+from bwbpf.spaces.registry import Registry
+
+__all__ = [
+    "AuxHead",
+    "AuxSpec",
+    "BlockOptim",
+    "ConfigError",
+    "DecoupledNet",
+    "Registry",
+    "Decoupling",
+    "UnitInfo",
+    "UserError",
+    "balanced_cuts",
+    "build",
+    "get_backbone",
+    "list_aux_heads",
+    "list_backbones",
+    "make_aux_head",
+    "stage_boundaries",
+]

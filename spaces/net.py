@@ -1,0 +1,97 @@
+"""A backbone cut into blocks, with one aux head per block but the last."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bwbpf.spaces.backbones import UnitInfo, get_backbone
+from bwbpf.spaces.decoupling import Decoupling
+from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.heads import AuxHead, final_head_loss, make_aux_head
+
+
+class DecoupledNet(nn.Module):
+    """``blocks[k]`` is an ``nn.Sequential`` of units; ``aux_heads[k]`` trains block k < K-1;
+    ``classifier`` sits after the last block and sees the global loss."""
+
+    def __init__(
+        self,
+        decoupling: Decoupling,
+        blocks: Sequence[nn.Module],
+        aux_heads: Sequence[AuxHead],
+        classifier: nn.Module,
+        units: list[UnitInfo],
+    ) -> None:
+        super().__init__()
+        self.decoupling = decoupling
+        self.units = units
+        self.blocks = nn.ModuleList(blocks)
+        self.aux_heads = nn.ModuleList(aux_heads)
+        self.classifier = classifier
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(x)
+
+    def head_loss(self, k: int, h: Tensor, y: Tensor, label_smoothing: float = 0.0
+                  ) -> tuple[Tensor, Tensor]:
+        """Block k's loss and logits from its output ``h``: local for k < K-1, global last."""
+        if k < self.num_blocks - 1:
+            head = self.aux_heads[k]
+            assert isinstance(head, AuxHead)
+            return head.loss(h, y, label_smoothing)
+        return final_head_loss(self.classifier, h, y, label_smoothing)
+
+    def head(self, k: int) -> nn.Module:
+        return self.aux_heads[k] if k < self.num_blocks - 1 else self.classifier
+
+    def block_parameters(self, k: int) -> list[nn.Parameter]:
+        """Everything block k's optimiser updates: its units and its head."""
+        return [*self.blocks[k].parameters(), *self.head(k).parameters()]
+
+    def block_output_info(self, k: int) -> UnitInfo:
+        return self.units[self.decoupling.block_ranges()[k][1] - 1]
+
+
+def build(
+    decoupling: Decoupling,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int | tuple[int, int] = 32,
+    *,
+    seed: int | None = None,
+) -> DecoupledNet:
+    """Builds the net; with ``seed`` the initial weights do not depend on the global RNG."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if num_classes < 2 or in_channels < 1 or min(size) < 1:
+        raise ConfigError(
+            f"input: need >= 2 classes, >= 1 channel and a positive size, got "
+            f"{num_classes} classes, {in_channels} channels, {size[0]}x{size[1]}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _build(decoupling, num_classes, in_channels, (size[0], size[1]))
+
+
+def _build(d: Decoupling, num_classes: int, in_channels: int, size: tuple[int, int]
+           ) -> DecoupledNet:
+    spec = get_backbone(d.backbone)
+    infos, units = spec.build_units(width=d.width, in_channels=in_channels, image_size=size)
+    blocks = [nn.Sequential(*units[a:b]) for a, b in d.block_ranges()]
+    heads = []
+    for k, aux in enumerate(d.aux):
+        out = infos[d.cuts[k] - 1]
+        heads.append(make_aux_head(aux.family, channels=out.channels, size=out.size,
+                                   num_classes=num_classes, width=aux.width, depth=aux.depth,
+                                   loss=aux.loss))
+    classifier = spec.build_classifier(infos[-1], num_classes, d.width)
+    return DecoupledNet(d, blocks, heads, classifier, infos)

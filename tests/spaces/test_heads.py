@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bwbpf.spaces import list_aux_heads, make_aux_head
+from bwbpf.spaces.heads import AUX_HEADS, similarity
+
+
+@pytest.mark.parametrize("family", list_aux_heads())
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (8, 8), (7, 5)])
+def test_every_head_and_depth_gives_logits(family: str, size: tuple[int, int]) -> None:
+    lo, hi = AUX_HEADS.get(family).depths
+    for depth in range(lo, hi + 1):
+        width = 0.5 if AUX_HEADS.get(family).has_width else 1.0
+        head = make_aux_head(family, channels=8, size=size, num_classes=5, width=width,
+                             depth=depth)
+        x = torch.randn(3, 8, *size)
+        loss, logits = head.loss(x, torch.tensor([0, 1, 4]))
+        assert logits.shape == (3, 5)
+        loss.backward()
+        assert all(p.grad is not None for p in head.parameters())
+
+
+def test_deeper_heads_have_more_parameters() -> None:
+    for family in ("conv", "mlp_sr", "ir"):
+        lo, hi = AUX_HEADS.get(family).depths
+        sizes = [sum(p.numel() for p in make_aux_head(family, channels=16, size=(8, 8),
+                                                      num_classes=10, depth=d).parameters())
+                 for d in range(lo, hi + 1)]
+        assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_similarity_of_one_hot_labels_is_same_class_structure() -> None:
+    y = torch.tensor([0, 1, 0, 2])
+    s = similarity(F.one_hot(y, 3))
+    assert s.shape == (4, 4)
+    assert s[0, 2] == pytest.approx(1.0) and s[0, 1] < 0 and s[1, 3] < 0
+
+
+def test_predsim_mixes_pred_and_sim() -> None:
+    torch.manual_seed(0)
+    pred = make_aux_head("linear", channels=8, size=(4, 4), num_classes=3)
+    both = make_aux_head("linear", channels=8, size=(4, 4), num_classes=3, loss="predsim")
+    both.logits.load_state_dict(pred.logits.state_dict())
+    x, y = torch.randn(6, 8, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    lp, logits_p = pred.loss(x, y)
+    ls, logits_s = both.loss(x, y)
+    assert torch.equal(logits_p, logits_s)
+    assert both.sim is not None and pred.sim is None
+    sim = F.mse_loss(similarity(both.sim(x)), similarity(F.one_hot(y, 3)))
+    assert ls.item() == pytest.approx(0.01 * lp.item() + 0.99 * sim.item(), rel=1e-5)

@@ -1,0 +1,115 @@
+"""Cost accounting: FLOPs, parameters, ideal parallel speed-up and saved activations.
+
+Counts are made once per configuration on a CPU copy of the net with a tiny batch and reported
+per image: forward+backward FLOPs with ``torch.utils.flop_counter`` and the bytes autograd saves
+for backward with ``saved_tensors_hooks`` (parameters and shared storages counted once).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from bwbpf.spaces import DecoupledNet, get_backbone
+
+PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
+
+
+@dataclass(frozen=True)
+class NetCost:
+    block_flops: list[int]  # per image, forward+backward of block k's units and its head
+    block_params: list[int]
+    block_saved_bytes: list[int]  # per image, saved for backward while block k trains
+    backprop_flops: int  # per image, the same backbone trained end to end (no aux heads)
+    backprop_saved_bytes: int  # per image, every unit's activations alive at once
+
+    @property
+    def ideal_speedup(self) -> float:
+        """sum of block costs / max block cost: the speed-up of one device per block."""
+        return sum(self.block_flops) / max(self.block_flops)
+
+    @property
+    def peak_saved_bytes(self) -> int:
+        """Per image, BP-free: only one block's activations are alive at a time."""
+        return max(self.block_saved_bytes)
+
+    @property
+    def memory_ratio(self) -> float:
+        return self.peak_saved_bytes / self.backprop_saved_bytes
+
+
+class _SavedBytes:
+    """Sums the distinct storages autograd saves for backward, excluding parameters."""
+
+    def __init__(self, skip: set[int]) -> None:
+        self.skip, self.total = skip, 0
+        self.seen: set[int] = set()
+
+    def pack(self, t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr not in self.skip and ptr not in self.seen:
+            self.seen.add(ptr)
+            self.total += st.nbytes()
+        return t
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+
+def measure_cost(net: DecoupledNet, in_channels: int, image_size: tuple[int, int]) -> NetCost:
+    """Probes a CPU copy of ``net`` (the original is untouched)."""
+    probe = copy.deepcopy(net).to("cpu", torch.float32).train()
+    x = torch.randn(PROBE_BATCH, in_channels, *image_size)
+    y = torch.arange(PROBE_BATCH) % 2
+    params = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    flops, saved, sizes = [], [], []
+    h = x
+    for k, block in enumerate(probe.blocks):
+        counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
+        with ExitStack() as stack:
+            stack.enter_context(counter)
+            stack.enter_context(mem.hooks())
+            out = block(h.detach().requires_grad_(k > 0))
+            probe.head_loss(k, out, y)[0].backward()
+        flops.append(counter.get_total_flops() // PROBE_BATCH)
+        saved.append(mem.total // PROBE_BATCH)
+        sizes.append(sum(p.numel() for p in probe.block_parameters(k)))
+        h = out.detach()
+    bp_flops, bp_saved = _backprop_probe(probe, x, y, params)
+    return NetCost(flops, sizes, saved, bp_flops // PROBE_BATCH, bp_saved // PROBE_BATCH)
+
+
+def _backprop_probe(net: DecoupledNet, x: Tensor, y: Tensor, params: set[int]) -> tuple[int, int]:
+    counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
+    with counter, mem.hooks():
+        h = x
+        for block in net.blocks:
+            h = block(h)
+        torch.nn.functional.cross_entropy(net.classifier(h), y).backward()
+    return counter.get_total_flops(), mem.total
+
+
+def unit_costs(backbone: str, *, width: float, in_channels: int, image_size: tuple[int, int]
+               ) -> tuple[list[int], list[int]]:
+    """Per image (forward+backward FLOPs, saved bytes) of every unit of a backbone, no heads;
+    feed either list to ``spaces.balanced_cuts`` for compute- or memory-balanced cuts."""
+    spec = get_backbone(backbone)
+    infos, units = spec.build_units(width=width, in_channels=in_channels, image_size=image_size)
+    h = torch.randn(PROBE_BATCH, in_channels, *image_size)
+    flops, saved = [], []
+    for k, unit in enumerate(units):
+        params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+        counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
+        with counter, mem.hooks():
+            out = unit.train()(h.detach().requires_grad_(k > 0))
+            out.sum().backward()
+        flops.append(counter.get_total_flops() // PROBE_BATCH)
+        saved.append(mem.total // PROBE_BATCH)
+        h = out.detach()
+    return flops, saved

@@ -1,0 +1,300 @@
+"""Dataset loaders: files (or a torchvision download) -> normalised tensors on the device."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bwbpf.spaces import UserError
+from bwbpf.spaces.registry import Registry
+from bwbpf.trainers.data import Data, Split
+
+# Where Debian's dataset-fashion-mnist package puts the four IDX .gz files.
+SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# train x (uint8, N C H W), train y, test x, test y, number of classes
+Raw = tuple[Tensor, Tensor, Tensor, Tensor, int]
+
+
+class DataError(UserError):
+    """Missing or unreadable data; the message says where we looked and how to get it."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    load: Callable[[Path | None, bool], Raw]  # (data_dir, download) -> raw tensors
+    flip: bool  # horizontal flip keeps the label
+    hint: str  # how to get the data, for error messages
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("BWBPF_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "bwbpf-search" / "data"
+
+
+def load_data(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    val_size: int | None = None,
+    train_subset: int | None = None,
+    seed: int = 0,
+    download: bool = True,
+    image_size: int | None = None,
+) -> Data:
+    """Loads ``name`` once, holds out a seeded validation split of ``val_size`` images (default
+    10% of train) from the training split, keeps ``train_subset`` of the rest, normalises with the
+    training statistics and puts every split on ``device``."""
+    info = DATASETS.get(name)
+    root = Path(data_dir).expanduser() if data_dir else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise DataError(f"--data-dir {root} is a file, not a directory")
+    tx, ty, sx, sy, classes = info.load(root, download)
+    n = len(ty)
+    val_n = n // 10 if val_size is None else val_size
+    if not 1 <= val_n < n:
+        raise DataError(f"val_size {val_n} not in 1..{n - 1} for {name} ({n} training images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:val_n], perm[val_n:]
+    if train_subset is not None:
+        if not 1 <= train_subset <= len(train_idx):
+            raise DataError(f"train_subset {train_subset} not in 1..{len(train_idx)} for {name}")
+        train_idx = train_idx[:train_subset]
+    to_float = _converter(tx[train_idx], image_size)
+    splits = [Split(to_float(x), y.long()).to(device) for x, y in
+              ((tx[train_idx], ty[train_idx]), (tx[val_idx], ty[val_idx]), (sx, sy))]
+    pad = max(1, splits[0].x.shape[-1] // 8)  # 4 px at 32x32, 3 at 28x28, 8 at 64x64
+    train, val, test = splits
+    return Data(name, train, val, test, num_classes=classes, flip=info.flip, crop_pad=pad)
+
+
+def _converter(train_x: Tensor, image_size: int | None) -> Callable[[Tensor], Tensor]:
+    """uint8 -> float, resized once, normalised by the training split's per-channel stats."""
+
+    def scale(x: Tensor) -> Tensor:
+        x = x.float().div_(255)
+        if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return x
+
+    ref = scale(train_x)
+    mean = ref.mean(dim=(0, 2, 3), keepdim=True)
+    std = ref.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return lambda x: ((scale(x) - mean) / std).contiguous()
+
+
+# ---------------------------------------------------------------- IDX (MNIST family)
+def read_idx(path: Path) -> Tensor:
+    """Reads an IDX file (optionally .gz) of unsigned bytes."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    ndim = data[3] if len(data) >= 4 else 0
+    if len(data) < 4 + 4 * ndim or data[:3] != b"\x00\x00\x08" or ndim == 0:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    body = data[4 + 4 * ndim:]
+    count = 1
+    for d in dims:
+        count *= d
+    if len(body) != count:
+        raise DataError(f"{path}: {len(body)} bytes of data, header says {count} (truncated?)")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx(dirs: list[Path]) -> list[Path] | None:
+    for d in dirs:
+        found = []
+        for base in IDX_FILES:
+            hits = [d / base, d / f"{base}.gz"]
+            found.append(next((p for p in hits if p.is_file()), None))
+        if all(found):
+            return [p for p in found if p is not None]
+    return None
+
+
+def _idx_set(name: str, folder: str, tv_class: str, root: Path | None, download: bool) -> Raw:
+    """MNIST-family IDX files from --data-dir, then the system folders, then a download."""
+    looked, files = [], None
+    if root is not None:
+        files = _find_idx([root, root / folder / "raw", root / name])
+        looked.append(f"--data-dir {root}")
+    else:
+        looked.append("no --data-dir given")
+    for sys_dir in SYSTEM_DIRS.get(name, ()):
+        if files is None:
+            files = _find_idx([sys_dir])
+            looked.append(str(sys_dir))
+    if files is None:
+        files = _download_idx(name, tv_class, folder, root, download, looked)
+    tx, ty, sx, sy = (read_idx(p) for p in files)
+    if tx.ndim != 3 or len(tx) != len(ty) or sx.ndim != 3 or len(sx) != len(sy):
+        raise DataError(f"{name}: IDX files in {files[0].parent} do not match each other")
+    return tx[:, None], ty, sx[:, None], sy, 10
+
+
+def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, download: bool,
+                  looked: list[str]) -> list[Path]:
+    target = root or default_data_dir()
+    if download:
+        try:
+            import torchvision.datasets as tvd
+
+            for train in (True, False):
+                getattr(tvd, tv_class)(str(target), train=train, download=True)
+            files = _find_idx([target / folder / "raw"])
+            if files:
+                return files
+            reason = "no IDX files after download"
+        except Exception as e:  # any network or IO failure ends up in the one-line error
+            reason = _one_line(e)
+        looked.append(f"torchvision download into {target} failed ({reason})")
+    else:
+        looked.append("download disabled")
+    raise DataError(f"{name} not found: looked in " + "; ".join(looked)
+                    + f". {DATASETS.get(name).hint}")
+
+
+def _one_line(e: BaseException) -> str:
+    return (" ".join(str(e).split())[:160]) or type(e).__name__
+
+
+# ---------------------------------------------------------------- torchvision sets
+def _torchvision_set(name: str, root: Path | None, download: bool) -> Raw:
+    """CIFAR-10/100 and SVHN through torchvision, from --data-dir or downloaded into it."""
+    import numpy as np
+    import torchvision.datasets as tvd
+
+    target = root or default_data_dir()
+    try:
+        if name == "svhn":
+            tr, te = (tvd.SVHN(str(target), split=s, download=download) for s in ("train", "test"))
+            xs = [torch.from_numpy(np.asarray(d.data)) for d in (tr, te)]  # (N, 3, 32, 32)
+            ys = [torch.as_tensor(d.labels) for d in (tr, te)]
+            classes = 10
+        else:
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            tr, te = (cls(str(target), train=t, download=download) for t in (True, False))
+            xs = [torch.from_numpy(np.asarray(d.data)).permute(0, 3, 1, 2) for d in (tr, te)]
+            ys = [torch.as_tensor(d.targets) for d in (tr, te)]
+            classes = len(tr.classes)
+    except Exception as e:  # missing files and failed downloads both land here
+        how = "download failed" if download else "download disabled"
+        raise DataError(f"{name} not found in {target} ({how}: {_one_line(e)}). "
+                        f"{DATASETS.get(name).hint}") from None
+    return xs[0].contiguous(), ys[0], xs[1].contiguous(), ys[1], classes
+
+
+# ---------------------------------------------------------------- image folders
+def _imagefolder(root: Path | None, download: bool) -> Raw:
+    """A class-per-folder tree: ``root/train/<class>/**`` with ``root/val`` or ``root/test`` as
+    the test split (Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` included)."""
+    if root is None or not (root / "train").is_dir():
+        raise DataError(f"imagefolder needs --data-dir with a train/ folder of class folders "
+                        f"(got {root}). {DATASETS.get('imagefolder').hint}")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'}: need at least 2 class folders, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    train = [(p, index[c]) for c in classes for p in _images(root / "train" / c)]
+    test = _test_listing(root, index)
+    tx, ty = _decode(train)
+    sx, sy = _decode(test, size=tuple(tx.shape[-2:]))
+    return tx, ty, sx, sy, len(classes)
+
+
+def _images(folder: Path) -> list[Path]:
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
+
+
+def _test_listing(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
+    notes = root / "val" / "val_annotations.txt"
+    if notes.is_file():  # Tiny-ImageNet: "<file>\t<wnid>\t<box>" per line
+        rows = [line.split("\t") for line in notes.read_text().splitlines() if line.strip()]
+        return [(root / "val" / "images" / r[0], index[r[1]]) for r in rows if r[1] in index]
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            return [(p, index[c]) for c in index for p in _images(root / name / c)]
+    raise DataError(f"{root}: no val/ or test/ folder with the same class folders as train/")
+
+
+def _decode(items: list[tuple[Path, int]], size: tuple[int, ...] | None = None
+            ) -> tuple[Tensor, Tensor]:
+    import numpy as np
+    from PIL import Image
+
+    if not items:
+        raise DataError("image folder split is empty")
+    arrays = []
+    for path, _ in items:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if size is None:
+                    size = (im.height, im.width)
+                if (im.height, im.width) != size:
+                    im = im.resize((size[1], size[0]))
+                arrays.append(np.asarray(im))
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {_one_line(e)}") from None
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor([label for _, label in items])
+
+
+# ---------------------------------------------------------------- synthetic
+def _synthetic(root: Path | None, download: bool) -> Raw:
+    """Seeded, tiny and learnable: each class is a smooth random template plus pixel noise.
+    3x16x16, 10 classes, 1,200 training and 400 test images; the same tensors every call."""
+    g = torch.Generator().manual_seed(20231221)
+    classes, c, s = 10, 3, 16
+    templates = F.interpolate(torch.randn(classes, c, 4, 4, generator=g), size=(s, s),
+                              mode="bilinear", align_corners=False)
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.randint(0, classes, (n,), generator=g)
+        x = 0.6 * templates[y] + 1.5 * torch.randn(n, c, s, s, generator=g)
+        return ((x.clamp(-3, 3) + 3) * (255 / 6)).round().to(torch.uint8), y
+
+    (tx, ty), (sx, sy) = draw(1200), draw(400)
+    return tx, ty, sx, sy, classes
+
+
+_HINT_FMNIST = ("Get it with `apt-get install dataset-fashion-mnist` (Debian), or put the four "
+                "IDX files in --data-dir")
+DATASETS.add("fashion-mnist", DatasetInfo(
+    lambda r, d: _idx_set("fashion-mnist", "FashionMNIST", "FashionMNIST", r, d), True,
+    _HINT_FMNIST))
+DATASETS.add("mnist", DatasetInfo(
+    lambda r, d: _idx_set("mnist", "MNIST", "MNIST", r, d), False,
+    "Put the four MNIST IDX files in --data-dir, or run once with network access"))
+for _name in ("cifar10", "cifar100", "svhn"):
+    DATASETS.add(_name, DatasetInfo(
+        partial(_torchvision_set, _name), _name != "svhn",
+        "Point --data-dir at a folder holding torchvision's files, or run once with network "
+        "access"))
+DATASETS.add("imagefolder", DatasetInfo(
+    _imagefolder, True, "Layout: <dir>/train/<class>/* and <dir>/val|test/<class>/* "
+    "(Tiny-ImageNet's own layout works as is)"))
+DATASETS.add("synthetic", DatasetInfo(_synthetic, False, ""))
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()

@@ -1,0 +1,44 @@
+"""Device choice and the per-device numerics (bf16 autocast and channels_last on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from bwbpf.spaces import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an unavailable device is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto"
+                        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {name}: only {count} CUDA device(s) (cuda:0..{count - 1})")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {name!r}: only cpu, cuda, cuda:N and auto are supported")
+    return dev
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager[object]:
+    """bf16 autocast on CUDA unless fp32 is asked for; plain fp32 on CPU unless bf16 is."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for queued kernels, so wall-clock timings are honest on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
