@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 import torch
 
-from bwbpf.spaces import BlockOptim, Decoupling, UserError, list_backbones
+from bwbpf.search.settings import SearchSettings
+from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, UserError, list_backbones
 from bwbpf.trainers import Data, TrainPlan, list_datasets, load_data, resolve_device
 
 log = logging.getLogger("bwbpf.search")
@@ -126,12 +128,138 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# ---------------------------------------------------------------- run
+DEFAULT_STORAGE = "sqlite:///study.db"
+
+
+def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
+        return tuple(kind(t) for t in items)
+
+    return parse
+
+
+def add_study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE),
+                   help="sqlite:///FILE (default sqlite:///study.db, env BWBPF_STORAGE), "
+                        "postgresql+psycopg://USER:PW@HOST/DB, or journal:FILE")
+    p.add_argument("--study", default="bwbpf", help="study name (default bwbpf)")
+
+
+def space_from(args: argparse.Namespace) -> SearchSpace:
+    base = SearchSpace.from_file(args.space) if args.space else SearchSpace()
+    over: dict[str, object] = {}
+    if args.backbone is not None:
+        over["backbones"] = args.backbone
+    for flag, key in (("width", "width"), ("max_blocks", "max_blocks"), ("heads", "heads"),
+                      ("min_units", "min_units")):
+        if getattr(args, flag) is not None:
+            over[key] = getattr(args, flag)
+    if args.max_blocks is not None and base.min_blocks > args.max_blocks:
+        over["min_blocks"] = 2
+    fields = {**base.__dict__, **over}
+    return SearchSpace.from_mapping(fields, where="search space")
+
+
+def settings_from(args: argparse.Namespace) -> SearchSettings:
+    return SearchSettings(
+        study=args.study, storage=args.storage, space=space_from(args), dataset=args.dataset,
+        data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
+        image_size=args.image_size, train_subset=args.train_subset, val_size=args.val_size,
+        epochs=args.epochs or 3, batch_size=args.batch_size, n_trials=args.n_trials,
+        timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
+        min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
+        pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
+        seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
+        heartbeat=args.heartbeat, quiet=args.quiet)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bwbpf.search.runner import run_search, summary
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    study = run_search(settings_from(args))
+    for line in summary(study):
+        print(line)
+    return 0
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="search decouplings (the main job)")
+    add_study_flags(p)
+    g = p.add_argument_group("search space")
+    g.add_argument("--space", type=Path, default=None, help="YAML or JSON file of space fields")
+    g.add_argument("--backbone", type=_csv(str), default=None,
+                   help="comma list of backbones (default vgg8b); valid: "
+                        + ", ".join(list_backbones()))
+    g.add_argument("--width", type=_positive_float, default=None,
+                   help="channel multiplier of the searched net (default 0.25, as SEDONA)")
+    g.add_argument("--max-blocks", type=_positive_int, default=None, help="largest K (default 4)")
+    g.add_argument("--min-units", type=_positive_int, default=None, help="units per block (1)")
+    g.add_argument("--heads", type=_csv(str), default=None, help="aux head families to try")
+    g = p.add_argument_group("trials")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="per trial (default 3)")
+    g.add_argument("--n-trials", type=_positive_int, default=20,
+                   help="the study's total over reruns and workers (default 20)")
+    g.add_argument("--timeout", type=_positive_float, default=None, help="seconds")
+    g.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2", "gp"])
+    g.add_argument("--pruner", default="hyperband", choices=["hyperband", "sha", "median", "none"])
+    g.add_argument("--min-epochs", type=_positive_int, default=1,
+                   help="earliest epoch a trial may be pruned at")
+    g.add_argument("--reduction-factor", type=_positive_int, default=3)
+    g.add_argument("--pruner-startup", type=int, default=4,
+                   help="median pruner: finished trials needed before it prunes")
+    g.add_argument("--objectives", type=_csv(str), default=("accuracy",),
+                   help="accuracy | accuracy,speedup | accuracy,speedup,memory")
+    g.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="queue the paper's and the uniform decoupling first and run the BP "
+                        "learning-rate sweep")
+    g.add_argument("--bp-lrs", type=_csv(float), default=(0.02, 0.05, 0.1))
+    g.add_argument("--heartbeat", type=_positive_int, default=60, help="seconds (RDB storages)")
+    g.add_argument("--seed", type=int, default=0)
+    add_data_flags(p)
+    p.set_defaults(func=cmd_run)
+
+
+# ---------------------------------------------------------------- studies
+def cmd_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bwbpf.search import budget
+    from bwbpf.search.runner import best_trial
+    from bwbpf.search.study import open_storage
+
+    storage = open_storage(args.storage, heartbeat_s=None)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if not names:
+        print("no studies")
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        counts = budget.finished(study)
+        best = best_trial(study)
+        where = f"best {best.values[0]:.4f} (trial {best.number})" if best else "no result yet"
+        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        dirs = ",".join(d.name.lower() for d in study.directions)
+        print(f"{name}: {states or 'empty'}; {dirs}; {where}")
+    return 0
+
+
+def add_studies(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("studies", help="the studies in a storage, trial counts and best values")
+    add_study_flags(p)
+    p.set_defaults(func=cmd_studies)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bwbpf-search", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (add_train,):
+    for add in (add_run, add_train, add_studies):
         add(sub)
     return parser
 
@@ -145,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.width_given = any(a.startswith("--width") for a in argv)
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr, force=True)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
         func: Command = args.func
         return func(args)
     except UserError as e:

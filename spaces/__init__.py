@@ -7,6 +7,7 @@ from bwbpf.spaces.heads import AuxHead, list_aux_heads, make_aux_head
 from bwbpf.spaces.net import DecoupledNet, build
 from bwbpf.spaces.partition import balanced_cuts
 from bwbpf.spaces.registry import Registry
+from bwbpf.spaces.space import SearchSpace, params_for, reference_decouplings, sample
 
 __all__ = [
     "AuxHead",
@@ -15,6 +16,7 @@ __all__ = [
     "ConfigError",
     "DecoupledNet",
     "Registry",
+    "SearchSpace",
     "Decoupling",
     "UnitInfo",
     "UserError",
@@ -24,5 +26,8 @@ __all__ = [
     "list_aux_heads",
     "list_backbones",
     "make_aux_head",
+    "params_for",
+    "reference_decouplings",
+    "sample",
     "stage_boundaries",
 ]

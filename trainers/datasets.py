@@ -270,7 +270,7 @@ def _synthetic(root: Path | None, download: bool) -> Raw:
 
     def draw(n: int) -> tuple[Tensor, Tensor]:
         y = torch.randint(0, classes, (n,), generator=g)
-        x = 0.6 * templates[y] + 1.5 * torch.randn(n, c, s, s, generator=g)
+        x = 0.5 * templates[y] + 2.0 * torch.randn(n, c, s, s, generator=g)
         return ((x.clamp(-3, 3) + 3) * (255 / 6)).round().to(torch.uint8), y
 
     (tx, ty), (sx, sy) = draw(1200), draw(400)

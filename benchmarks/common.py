@@ -1,0 +1,67 @@
+"""Shared bits of the benchmark scripts: a result row, timing, printing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Row:
+    name: str
+    measured: float
+    target: str  # e.g. "<= 1.15"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        op, value = self.target.split()
+        v = float(value)
+        return {"<=": self.measured <= v, ">=": self.measured >= v, "<": self.measured < v,
+                ">": self.measured > v}[op]
+
+    def line(self) -> str:
+        mark = "ok" if self.ok else "MISSED"
+        return (f"{self.name:58s} {self.measured:8.3f}  target {self.target:8s} {mark}  "
+                f"{self.detail}")
+
+
+def best_time(fn: Callable[[], None], repeats: int = 5, warmup: int = 2) -> float:
+    """Seconds of the fastest of ``repeats`` calls (after ``warmup``): the least noisy estimate
+    on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def best_times(fns: dict[str, Callable[[], None]], rounds: int = 7, warmup: int = 2
+               ) -> dict[str, float]:
+    """Fastest call of each function, the functions interleaved round by round so that a
+    slow spell of the machine hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def machine() -> str:
+    return f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def show(rows: list[Row]) -> None:
+    for r in rows:
+        print(r.line(), flush=True)

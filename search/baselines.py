@@ -1,0 +1,76 @@
+"""What every study is measured against: reference decouplings and the end-to-end BP run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from bwbpf.search.settings import SearchSettings
+from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for
+from bwbpf.spaces import reference_decouplings as references
+from bwbpf.trainers import Data, TrainPlan, fit
+
+log = logging.getLogger("bwbpf.search")
+BP_ATTR = "bp_baseline"
+BASELINE = "baseline"
+
+
+def enqueue_references(study: optuna.Study, s: SearchSettings) -> list[str]:
+    """Queues the paper's and the uniform decoupling as the study's first trials."""
+    queued = []
+    for name, d in references(s.space).items():
+        try:
+            params = params_for(d, s.space)
+        except ConfigError as e:
+            log.warning("baseline %s skipped: %s", name, e)
+            continue
+        study.enqueue_trial(params, user_attrs={BASELINE: name}, skip_if_exists=True)
+        queued.append(name)
+    return queued
+
+
+MAX_EXTRA_LRS = 2  # sweep points added beyond an edge that wins
+
+
+def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
+    """End-to-end BP on the same backbone, data and epochs; its learning rate is the best of a
+    small sweep on the validation split, so the comparison is fair to BP. When an end of the
+    sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice."""
+    wd = BlockOptim().weight_decay
+    lo, hi = s.space.weight_decay
+    wd = wd if lo <= wd <= hi else (lo * hi) ** 0.5
+    plan = TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, device=s.device)
+    sweep: list[dict[str, Any]] = []
+    todo = sorted(set(s.bp_lrs))
+    while todo:
+        lr = todo.pop(0)
+        d = Decoupling.end_to_end(backbone, width=s.space.width,
+                                  optim=BlockOptim(lr=lr, weight_decay=wd,
+                                                   optimizer=s.space.optimizer))
+        net = build(d, data.num_classes, data.in_channels, data.image_size, seed=s.seed)
+        r = fit(net, data, plan)
+        curve = [round(m.val_accuracy, 5) for m in r.history]
+        sweep.append({"lr": lr, "val_accuracy": round(r.val_accuracy, 5), "curve": curve,
+                      "train_seconds": round(r.train_seconds, 2)})
+        log.info("BP baseline %s lr %g: val %.4f", backbone, lr, r.val_accuracy)
+        if not todo and len(sweep) > 1 and len(sweep) < len(s.bp_lrs) + MAX_EXTRA_LRS:
+            lrs = sorted(row["lr"] for row in sweep)
+            top = max(sweep, key=lambda row: row["val_accuracy"])["lr"]
+            if top == lrs[0] or top == lrs[-1]:
+                nxt = top / 2 if top == lrs[0] else top * 2
+                if 0 < nxt <= 10:
+                    todo.append(nxt)
+    best = max(sweep, key=lambda row: row["val_accuracy"])
+    return {"backbone": backbone, "width": s.space.width, "epochs": s.epochs,
+            "weight_decay": wd, "best_lr": best["lr"], "val_accuracy": best["val_accuracy"],
+            "curve": best["curve"], "sweep": sweep}
+
+
+def ensure_bp_baselines(study: optuna.Study, s: SearchSettings, data: Data) -> None:
+    stored: dict[str, Any] = dict(study.user_attrs.get(BP_ATTR, {}))
+    for backbone in s.space.backbones:
+        if backbone not in stored:
+            stored[backbone] = bp_baseline(s, data, backbone)
+            study.set_user_attr(BP_ATTR, stored)

@@ -1,0 +1,166 @@
+"""`bwbpf-search run`: open the study, queue the baselines, run trials until the budget is used."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from bwbpf.search import budget
+from bwbpf.search.baselines import BASELINE, BP_ATTR, enqueue_references, ensure_bp_baselines
+from bwbpf.search.objective import FAILURES, Objective
+from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study import (
+    check_storage_url,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+)
+from bwbpf.spaces import UserError
+from bwbpf.trainers import Data, load_data, resolve_device
+
+log = logging.getLogger("bwbpf.search")
+SETTINGS_ATTR = "settings"
+
+
+def prepare_study(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
+    storage = open_storage(s.storage, heartbeat_s=s.heartbeat)
+    n_obj = len(s.objectives)
+    sampler = make_sampler(s.sampler, seed=s.seed + worker, n_trials=s.n_trials,
+                           n_objectives=n_obj)
+    pruner = make_pruner(s.pruner, epochs=s.epochs, min_epochs=s.min_epochs,
+                         reduction_factor=s.reduction_factor, startup_trials=s.pruner_startup)
+    study = open_study(storage, s.study, s.directions, sampler, pruner)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, s.record())
+    else:
+        bad = s.conflicts(stored)
+        if bad:
+            k = bad[0]
+            raise UserError(f"study {s.study!r} was created with {k}={stored[k]!r}; this run "
+                            f"asks {k}={s.record()[k]!r} (use another --study)")
+    return study
+
+
+def load_search_data(s: SearchSettings) -> Data:
+    return load_data(s.dataset, data_dir=s.data_dir, device=resolve_device(s.device),
+                     val_size=s.val_size, train_subset=s.train_subset, seed=s.seed,
+                     download=s.download, image_size=s.image_size)
+
+
+def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
+    """Runs trials until the study holds ``n_trials`` that use budget (or the timeout)."""
+    check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
+    resolve_device(s.device)
+    data = load_search_data(s)
+    study = prepare_study(s, worker=worker)
+    if budget.used(study) >= s.n_trials:
+        log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
+                 budget.used(study), s.n_trials)
+        return study
+    if s.baselines:
+        if not study.get_trials(deepcopy=False):
+            enqueue_references(study, s)
+        ensure_bp_baselines(study, s, data)
+    progress = Progress(study, s)
+    try:
+        study.optimize(Objective(s, data, progress=progress.enabled), timeout=s.timeout,
+                       catch=FAILURES, callbacks=[progress, _stop_at_budget(s.n_trials)],
+                       gc_after_trial=False)
+    finally:
+        progress.close()
+    return study
+
+
+def _stop_at_budget(n_trials: int) -> Any:
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if budget.used(study) >= n_trials:
+            study.stop()
+
+    return callback
+
+
+class Progress:
+    """A bar over the study's trials with the best so far, and one line per finished trial."""
+
+    def __init__(self, study: optuna.Study, s: SearchSettings) -> None:
+        self.s, self.enabled, self.bar = s, not s.quiet, None
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=s.n_trials, initial=budget.used(study), desc=s.study,
+                            unit="trial", dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(trial_line(trial))
+        self.bar.n = min(self.s.n_trials, budget.used(study))
+        best = best_trial(study)
+        if best is not None:
+            self.bar.set_postfix(best=f"{best.values[0]:.4f} (#{best.number})")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The most accurate finished trial (of the Pareto front, for multi-objective studies)."""
+    done = [t for t in study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,))]
+    return max(done, key=lambda t: t.values[0]) if done else None
+
+
+def describe(d: dict[str, Any]) -> str:
+    heads = "/".join(f"{a['family']}" + (f"-d{a['depth']}" if a['family'] != "linear" else "")
+                     + ("+sim" if a["loss"] == "predsim" else "") for a in d["aux"])
+    return f"{d['backbone']} K={len(d['cuts']) + 1} cuts {tuple(d['cuts'])} heads {heads or '-'}"
+
+
+def trial_line(t: optuna.trial.FrozenTrial) -> str:
+    tag = f" [{t.user_attrs[BASELINE]}]" if BASELINE in t.user_attrs else ""
+    d = t.user_attrs.get("decoupling")
+    what = describe(d) if d else ""
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        vals = " ".join(f"{v:.4f}" for v in t.values)
+        return f"trial {t.number}{tag}: {vals}  {what}"
+    extra = t.user_attrs.get("fail_reason") or (
+        f"at epoch {t.user_attrs['pruned_at']}" if "pruned_at" in t.user_attrs else "")
+    return f"trial {t.number}{tag}: {t.state.name.lower()} {extra}  {what}".rstrip()
+
+
+def summary(study: optuna.Study) -> list[str]:
+    """Best against the BP baseline and the paper's decoupling, whichever wins."""
+    counts = budget.finished(study)
+    lines = [f"study {study.study_name}: " + ", ".join(f"{v} {k.lower()}"
+                                                       for k, v in sorted(counts.items()))]
+    best = best_trial(study)
+    if best is None:
+        return lines + ["no finished trial yet"]
+    lines.append(f"best     trial {best.number}: val {best.values[0]:.4f}  "
+                 f"{describe(best.user_attrs['decoupling'])}, ideal speed-up "
+                 f"{best.user_attrs.get('ideal_speedup', float('nan')):.2f}x")
+    for t in study.get_trials(deepcopy=False):
+        name = t.user_attrs.get(BASELINE)
+        curve = t.user_attrs.get("curve")
+        if name and curve and t.state.is_finished():
+            gap = best.values[0] - curve[-1]
+            state = "" if t.state == optuna.trial.TrialState.COMPLETE else (
+                f", {t.state.name.lower()} after epoch {len(curve)}")
+            lines.append(f"{name:8s} trial {t.number}: val {curve[-1]:.4f}{state}  "
+                         f"(best {gap:+.4f})")
+    bp = study.user_attrs.get(BP_ATTR, {}).get(best.user_attrs["decoupling"]["backbone"])
+    if bp:
+        gap = best.values[0] - bp["val_accuracy"]
+        verdict = "beats" if gap > 0 else "does not beat"
+        lines.append(f"backprop lr {bp['best_lr']:g}: val {bp['val_accuracy']:.4f}  "
+                     f"(best {gap:+.4f}: the search {verdict} end-to-end BP)")
+    return lines

@@ -1,0 +1,98 @@
+"""SearchSettings: everything one `bwbpf-search run` is asked to do, validated up front."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, get_args
+
+from bwbpf.search.study import Pruner, Sampler, redact
+from bwbpf.spaces import SearchSpace, UserError
+
+DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
+MAX_STUDY_NAME = 512  # Optuna's study_name column
+# Settings that decide what a trial means; a rerun of a study must not change them.
+SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size", "epochs",
+                    "batch_size", "objectives", "seed")
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise UserError(msg)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    study: str
+    storage: str
+    space: SearchSpace = field(default_factory=SearchSpace)
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = True
+    image_size: int | None = None
+    train_subset: int | None = None
+    val_size: int | None = None
+    epochs: int = 3  # per trial; the pruners' resource
+    batch_size: int = 128
+    n_trials: int = 20  # the study's total, over reruns and workers
+    timeout: float | None = None  # seconds for this process
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "hyperband"
+    min_epochs: int = 1  # first epoch at which a trial may be pruned
+    reduction_factor: int = 3  # successive halving / hyperband
+    pruner_startup: int = 4  # median pruner: finished trials before it prunes
+    objectives: tuple[str, ...] = ("accuracy",)
+    device: str = "auto"
+    seed: int = 0  # data split, initial weights and sampler
+    baselines: bool = True  # enqueue the paper's and the uniform decoupling, run the BP sweep
+    bp_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)  # the BP baseline's learning-rate sweep
+    heartbeat: int = 60  # seconds between heartbeats of a running trial (RDB storages)
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _require(bool(self.study) and len(self.study) <= MAX_STUDY_NAME
+                 and self.study.isprintable(),
+                 f"--study: a name of 1..{MAX_STUDY_NAME} printable characters "
+                 f"(got {len(self.study)} characters)")
+        _require(self.sampler in get_args(Sampler),
+                 f"--sampler {self.sampler!r}: valid: {', '.join(get_args(Sampler))}")
+        _require(self.pruner in get_args(Pruner),
+                 f"--pruner {self.pruner!r}: valid: {', '.join(get_args(Pruner))}")
+        objs = self.objectives
+        _require(bool(objs) and objs[0] == "accuracy" and len(set(objs)) == len(objs)
+                 and all(o in DIRECTIONS for o in objs),
+                 f"--objectives {','.join(objs)!r}: accuracy first, then any of speedup, "
+                 "memory (e.g. accuracy,speedup)")
+        for name in ("epochs", "batch_size", "n_trials", "min_epochs", "heartbeat"):
+            v = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            _require(isinstance(v, int) and v >= 1, f"{flag}: {v!r} must be >= 1")
+        _require(self.min_epochs <= self.epochs,
+                 f"--min-epochs {self.min_epochs} exceeds --epochs {self.epochs}")
+        _require(self.reduction_factor >= 2, f"--reduction-factor {self.reduction_factor} < 2")
+        _require(self.timeout is None or (self.timeout > 0 and math.isfinite(self.timeout)),
+                 f"--timeout {self.timeout}: must be a positive number of seconds")
+        _require(bool(self.bp_lrs) and all(0 < lr <= 10 for lr in self.bp_lrs),
+                 f"--bp-lrs {self.bp_lrs}: learning rates in (0, 10]")
+
+    @property
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[o] for o in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able settings, stored with the study (storage password removed)."""
+        out = asdict(self)
+        out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
+        out["objectives"] = list(self.objectives)
+        out["bp_lrs"] = list(self.bp_lrs)
+        out["storage"] = redact(self.storage)
+        return out
+
+    def conflicts(self, stored: dict[str, Any]) -> list[str]:
+        """Keys whose value differs from the settings a study was created with."""
+        mine = self.record()
+        return [k for k in SAME_FOR_A_STUDY if k in stored and stored[k] != mine[k]]

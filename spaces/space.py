@@ -1,0 +1,245 @@
+"""The search space: which decouplings a study may try, and the trial -> Decoupling mapping.
+
+The encoding is fixed-dimensional: every trial suggests the same parameters with the same
+distributions, whatever K it draws, so TPE (multivariate), GP and NSGA-II all model the
+whole space and none falls back to independent sampling. Parameters a trial does not use
+(the heads of blocks beyond its K) are drawn and ignored. Parameter names are the study's
+schema: never rename them in a resumable study.
+
+    n_blocks           K, int in [min_blocks, max_blocks]
+    cut_{i}            i = 1..max_blocks-1: where cut i goes, as a fraction of the units left
+                       between cut i-1 and the last possible position (stick breaking), so
+                       cut_1 always means "how deep the first block is"
+    aux_{i}_head       i = 0..max_blocks-2: head family of block i
+    aux_{i}_depth      int in [1, max depth of the allowed families], clipped to the family's
+    aux_{i}_width      head width multiplier (ignored by the width-less linear head)
+    aux_{i}_loss       local loss
+    lr                 shared learning rate (log scale)
+    lr_mult_{i}        i = 0..max_blocks-1: block i's multiplier of lr (log scale)
+    weight_decay       shared weight decay (log scale)
+    backbone           only when the space has more than one backbone
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+from bwbpf.spaces.backbones import get_backbone
+from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
+from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss
+
+
+class TrialLike(Protocol):
+    """What ``sample`` needs of an Optuna trial (Trial, FixedTrial); spaces stays Optuna-free."""
+
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False
+                      ) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+def _fail(field: str, msg: str) -> None:
+    raise ConfigError(f"space.{field}: {msg}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    backbones: tuple[str, ...] = ("vgg8b",)
+    width: float = 0.25
+    min_blocks: int = 2
+    max_blocks: int = 4
+    min_units: int = 1  # smallest number of units in a block
+    heads: tuple[str, ...] = ("linear", "conv", "mlp_sr", "ir")
+    head_widths: tuple[float, ...] = (0.5, 1.0, 2.0)
+    losses: tuple[LocalLoss, ...] = ("pred", "predsim")
+    lr: tuple[float, float] = (0.01, 0.2)
+    lr_mult: tuple[float, float] = (0.5, 2.0)
+    weight_decay: tuple[float, float] = (1e-5, 1e-3)
+    optimizer: Optimizer = "sgd"
+
+    def __post_init__(self) -> None:
+        if not self.backbones:
+            _fail("backbones", "needs at least one backbone")
+        fewest = min(get_backbone(b).num_units for b in self.backbones)
+        if not 1 <= self.min_units:
+            _fail("min_units", f"{self.min_units} must be >= 1")
+        most = fewest // self.min_units
+        if not 2 <= self.min_blocks <= self.max_blocks:
+            _fail("min_blocks", f"need 2 <= min_blocks ({self.min_blocks}) <= max_blocks "
+                  f"({self.max_blocks})")
+        if self.max_blocks > most:
+            _fail("max_blocks", f"{self.max_blocks} blocks of >= {self.min_units} unit(s) do not "
+                  f"fit; {min(self.backbones, key=lambda b: get_backbone(b).num_units)} has "
+                  f"{fewest} units, so at most {most}")
+        for h in self.heads:
+            AuxSpec(h)  # unknown names list the valid ones
+        if not self.heads or not self.head_widths or not self.losses:
+            _fail("heads", "heads, head_widths and losses each need at least one entry")
+        for w in self.head_widths:
+            AuxSpec("conv", width=w)
+        for loss in self.losses:
+            if loss not in LOCAL_LOSSES:
+                _fail("losses", f"unknown local loss {loss!r}; valid: {', '.join(LOCAL_LOSSES)}")
+        for name in ("lr", "lr_mult", "weight_decay"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi and math.isfinite(hi)):
+                _fail(name, f"range [{lo}, {hi}] must satisfy 0 < low <= high")
+        if self.lr[1] * self.lr_mult[1] > 10:
+            _fail("lr", f"lr {self.lr[1]} x lr_mult {self.lr_mult[1]} exceeds 10")
+        BlockOptim(lr=self.lr[0] * self.lr_mult[0], optimizer=self.optimizer)
+        Decoupling.uniform(self.backbones[0], k=2, width=self.width)
+
+    @property
+    def max_depth(self) -> int:
+        return max(AUX_HEADS.get(h).depths[1] for h in self.heads)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], where: str = "space") -> SearchSpace:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; "
+                              f"valid: {', '.join(sorted(names))}")
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: Path) -> SearchSpace:
+        """A YAML or JSON file whose keys are this class's fields."""
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--space {path}: cannot read ({e.__class__.__name__})") from None
+        try:
+            if path.suffix.lower() == ".json":
+                raw = json.loads(text)
+            else:
+                import yaml
+
+                raw = yaml.safe_load(text)
+        except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
+            msg = " ".join(str(e).split())
+            kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+            raise ConfigError(f"--space {path}: not valid {kind} ({msg})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--space {path}: expected a mapping of space fields")
+        return cls.from_mapping(raw, where=f"--space {path}")
+
+
+# ---------------------------------------------------------------- trial -> Decoupling
+def cuts_from_fractions(fractions: Sequence[float], n: int, min_units: int) -> tuple[int, ...]:
+    """Stick breaking: cut i sits ``fractions[i]`` of the way through the positions it may take
+    given cut i-1 and the blocks still to come. Always valid: increasing, >= min_units each."""
+    k = len(fractions) + 1
+    cuts, prev = [], 0
+    for i, f in enumerate(fractions, start=1):
+        lo, hi = prev + min_units, n - min_units * (k - i)
+        prev = lo + round(f * (hi - lo))
+        cuts.append(prev)
+    return tuple(cuts)
+
+
+def _aux(family: str, depth: int, width: float, loss: LocalLoss) -> AuxSpec:
+    fam = AUX_HEADS.get(family)
+    depth = min(max(depth, fam.depths[0]), fam.depths[1])
+    return AuxSpec(family, depth, width if fam.has_width else 1.0, loss)
+
+
+def sample(trial: TrialLike, space: SearchSpace) -> Decoupling:
+    """Define-by-run: draws every parameter of the space (see the module docstring)."""
+    backbone = space.backbones[0]
+    if len(space.backbones) > 1:
+        backbone = trial.suggest_categorical("backbone", list(space.backbones))
+    k = trial.suggest_int("n_blocks", space.min_blocks, space.max_blocks)
+    fractions = [trial.suggest_float(f"cut_{i}", 0.0, 1.0) for i in range(1, space.max_blocks)]
+    aux = []
+    for i in range(space.max_blocks - 1):
+        family = trial.suggest_categorical(f"aux_{i}_head", list(space.heads))
+        depth = trial.suggest_int(f"aux_{i}_depth", 1, space.max_depth)
+        width = trial.suggest_categorical(f"aux_{i}_width", list(space.head_widths))
+        loss = trial.suggest_categorical(f"aux_{i}_loss", list(space.losses))
+        aux.append(_aux(family, depth, width, loss))
+    lr = trial.suggest_float("lr", *space.lr, log=True)
+    mults = [trial.suggest_float(f"lr_mult_{i}", *space.lr_mult, log=True)
+             for i in range(space.max_blocks)]
+    wd = trial.suggest_float("weight_decay", *space.weight_decay, log=True)
+    n = get_backbone(backbone).num_units
+    cuts = cuts_from_fractions(fractions[:k - 1], n, space.min_units)
+    optim = tuple(BlockOptim(lr=min(10.0, lr * mults[i]), weight_decay=wd,
+                             optimizer=space.optimizer) for i in range(k))
+    return Decoupling(backbone, cuts, tuple(aux[:k - 1]), optim, space.width)
+
+
+def params_for(d: Decoupling, space: SearchSpace) -> dict[str, Any]:
+    """The parameters that ``sample`` maps to ``d`` (for enqueuing reference decouplings);
+    a ConfigError says why ``d`` lies outside the space."""
+
+    def need(ok: bool, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"not in the search space: {why}")
+
+    need(d.backbone in space.backbones, f"backbone {d.backbone}")
+    need(d.width == space.width, f"width {d.width} (space: {space.width})")
+    k = d.num_blocks
+    need(space.min_blocks <= k <= space.max_blocks, f"{k} blocks")
+    sizes = [b - a for a, b in d.block_ranges()]
+    need(min(sizes) >= space.min_units, f"a block of {min(sizes)} units")
+    p: dict[str, Any] = {"n_blocks": k}
+    if len(space.backbones) > 1:
+        p["backbone"] = d.backbone
+    n, prev = get_backbone(d.backbone).num_units, 0
+    for i in range(1, space.max_blocks):
+        frac = 0.5
+        if i < k:
+            lo, hi = prev + space.min_units, n - space.min_units * (k - i)
+            frac = (d.cuts[i - 1] - lo) / (hi - lo) if hi > lo else 0.0
+            prev = d.cuts[i - 1]
+        p[f"cut_{i}"] = frac
+    for i in range(space.max_blocks - 1):
+        a = d.aux[i] if i < k - 1 else AuxSpec(space.heads[0], 1, 1.0, space.losses[0])
+        need(a.family in space.heads and a.loss in space.losses, f"aux[{i}] {a.family}/{a.loss}")
+        has_width = AUX_HEADS.get(a.family).has_width
+        need(not has_width or a.width in space.head_widths, f"aux[{i}] width {a.width}")
+        p.update({f"aux_{i}_head": a.family, f"aux_{i}_depth": a.depth,
+                  f"aux_{i}_width": a.width if has_width else space.head_widths[0],
+                  f"aux_{i}_loss": a.loss})
+    lrs = [o.lr for o in d.optim]
+    lr = min(max(math.exp(sum(map(math.log, lrs)) / k), space.lr[0]), space.lr[1])
+    p["lr"] = lr
+    for i in range(space.max_blocks):
+        mult = lrs[i] / lr if i < k else min(max(1.0, space.lr_mult[0]), space.lr_mult[1])
+        need(space.lr_mult[0] <= mult * (1 + 1e-9) and mult <= space.lr_mult[1] * (1 + 1e-9),
+             f"block {i} learning rate {lrs[i] if i < k else ''}")
+        p[f"lr_mult_{i}"] = min(max(mult, space.lr_mult[0]), space.lr_mult[1])
+    wds = {o.weight_decay for o in d.optim}
+    need(len(wds) == 1 and space.weight_decay[0] <= min(wds) <= space.weight_decay[1],
+         f"weight decay {sorted(wds)}")
+    p["weight_decay"] = wds.pop()
+    need(all(o.optimizer == space.optimizer and o.momentum == BlockOptim().momentum
+             for o in d.optim), "optimizer settings")
+    return p
+
+
+def reference_decouplings(space: SearchSpace) -> dict[str, Decoupling]:
+    """The baselines every study starts with: the BWBPF paper's decoupling and the uniform
+    split, with the same K (4, or the space's largest K) and the space's middle optimiser."""
+    backbone = space.backbones[0]
+    k = min(4, space.max_blocks)
+    lr = 0.05 if space.lr[0] <= 0.05 <= space.lr[1] else math.sqrt(space.lr[0] * space.lr[1])
+    lo, hi = space.weight_decay
+    wd = 5e-4 if lo <= 5e-4 <= hi else math.sqrt(lo * hi)
+    optim = BlockOptim(lr=lr, weight_decay=wd, optimizer=space.optimizer)
+    return {
+        "paper": Decoupling.paper_default(backbone, width=space.width, k=k, optim=optim),
+        "uniform": Decoupling.uniform(backbone, k=k, width=space.width, optim=optim),
+    }

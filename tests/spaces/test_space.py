@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bwbpf.spaces import (
+    ConfigError,
+    Decoupling,
+    SearchSpace,
+    params_for,
+    reference_decouplings,
+    sample,
+)
+from bwbpf.spaces.space import cuts_from_fractions
+
+SPACES = [SearchSpace(), SearchSpace(backbones=("resnet18", "vgg11"), max_blocks=5, min_units=1),
+          SearchSpace(backbones=("resnet50",), max_blocks=3, min_units=3,
+                      heads=("conv", "ir"), losses=("pred",))]
+
+
+@pytest.mark.parametrize("space", SPACES, ids=["default", "two-backbones", "resnet50"])
+def test_every_sample_validates_and_replays(space: SearchSpace) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        d = sample(trial, space)  # Decoupling validates on construction
+        sizes = [b - a for a, b in d.block_ranges()]
+        assert min(sizes) >= space.min_units
+        assert space.min_blocks <= d.num_blocks <= space.max_blocks
+        assert all(a.family in space.heads and a.loss in space.losses for a in d.aux)
+        assert sample(optuna.trial.FixedTrial(trial.params), space) == d
+        study.tell(trial, 0.5)
+
+
+def test_parameter_names_are_the_same_for_every_trial() -> None:
+    # Fixed-dimensional: whatever K a trial draws, it suggests the same parameters.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    names = set()
+    for _ in range(20):
+        t = study.ask()
+        sample(t, SearchSpace())
+        names.add(tuple(sorted(t.params)))
+        study.tell(t, 0.0)
+    assert len(names) == 1
+    assert {"n_blocks", "cut_1", "cut_3", "aux_2_head", "lr_mult_3", "weight_decay"} <= set(
+        next(iter(names)))
+
+
+def independently_sampled(sampler: optuna.samplers.BaseSampler, draw) -> set[str]:
+    """Parameters the sampler's joint (relative) model leaves out, after a few trials: those
+    are the ones it samples independently (Optuna 5's TPE does so silently)."""
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for i in range(8):
+            t = study.ask()
+            study.tell(t, draw(t) + (i % 3) * 0.01)
+        t = study.ask()
+        joint = sampler.infer_relative_search_space(study, study.get_trials()[-1])
+        draw(t)
+    return set(t.params) - set(joint)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
+    lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=3),
+    lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+], ids=["tpe", "gp", "nsga2"])
+def test_samplers_model_every_parameter_jointly(make) -> None:
+    left_out = independently_sampled(make(), lambda t: sample(t, SearchSpace()).num_blocks / 10)
+    assert left_out == set()
+
+
+def test_the_check_catches_a_conditional_space() -> None:
+    # A K-dependent (conditional) encoding, as the fixed-dimensional one avoids.
+    def conditional(t: optuna.Trial) -> float:
+        k = t.suggest_int("k", 2, 4)
+        return sum(t.suggest_float(f"cut_of_{k}_{i}", 0, 1) for i in range(k - 1))
+
+    left_out = independently_sampled(optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
+                                     conditional)
+    assert left_out and all(name.startswith("cut_of_") for name in left_out)
+
+
+def test_no_sampler_warning_on_the_space(caplog) -> None:
+    optuna.logging.enable_propagation()
+    try:
+        with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="optuna"):
+            warnings.simplefilter("error")
+            study = optuna.create_study(sampler=optuna.samplers.TPESampler(
+                seed=0, n_startup_trials=3), direction="maximize")
+            study.optimize(lambda t: sample(t, SearchSpace()).num_blocks / 10, n_trials=8)
+    finally:
+        optuna.logging.disable_propagation()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_cuts_from_fractions_cover_the_range() -> None:
+    assert cuts_from_fractions([0.0, 0.0, 0.0], 10, 1) == (1, 2, 3)
+    assert cuts_from_fractions([1.0, 1.0, 1.0], 10, 1) == (7, 8, 9)
+    assert cuts_from_fractions([1.0, 1.0], 10, 3) == (4, 7)  # min_units of 3 in every block
+    assert cuts_from_fractions([0.5], 9, 1) == (5,)
+
+
+def test_reference_decouplings_are_in_the_space() -> None:
+    space = SearchSpace()
+    refs = reference_decouplings(space)
+    assert refs["paper"] == Decoupling.paper_default("vgg8b", width=0.25,
+                                                     optim=refs["paper"].optim[0])
+    for d in refs.values():
+        assert sample(optuna.trial.FixedTrial(params_for(d, space)), space) == d
+    narrow = SearchSpace(heads=("conv",))
+    with pytest.raises(ConfigError, match="not in the search space: aux\\[0\\] linear"):
+        params_for(refs["paper"], narrow)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"max_blocks": 7}, r"space.max_blocks: 7 blocks .* vgg8b has 6 units, so at most 6"),
+    ({"min_blocks": 5, "max_blocks": 4}, r"space.min_blocks"),
+    ({"heads": ("conv", "mlp")}, r"unknown aux head 'mlp'"),
+    ({"lr": (0.1, 0.01)}, r"space.lr: range"),
+    ({"losses": ("sim",)}, r"space.losses: unknown local loss 'sim'"),
+    ({"backbones": ("vgg99",)}, r"unknown backbone 'vgg99'"),
+])
+def test_bad_spaces_are_refused(kwargs: dict, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        SearchSpace(**kwargs)
+
+
+def test_space_files(tmp_path: Path) -> None:
+    y = tmp_path / "space.yaml"
+    y.write_text("backbones: [resnet18]\nmax_blocks: 3\nheads: [conv, ir]\nlr: [0.01, 0.1]\n")
+    s = SearchSpace.from_file(y)
+    assert s.backbones == ("resnet18",) and s.max_blocks == 3 and s.lr == (0.01, 0.1)
+    j = tmp_path / "space.json"
+    j.write_text('{"heads": ["linear"], "colour": 1}')
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        SearchSpace.from_file(j)
+    j.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        SearchSpace.from_file(j)
