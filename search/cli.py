@@ -7,12 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
 from bwbpf.search.settings import SearchSettings
-from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, UserError, list_backbones
+from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.trainers import Data, TrainPlan, list_datasets, load_data, resolve_device
 
 log = logging.getLogger("bwbpf.search")
@@ -65,14 +65,6 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's choice)")
 
 
-def add_model_flags(p: argparse.ArgumentParser, backbone: str, width: float) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--backbone", default=backbone, choices=list_backbones())
-    g.add_argument("--width", type=_positive_float, default=width, help="channel multiplier")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--epochs", type=_positive_int, default=None)
-
-
 def load_data_from(args: argparse.Namespace, seed: int | None = None) -> Data:
     device = resolve_device(args.device)
     if args.threads:
@@ -84,48 +76,91 @@ def load_data_from(args: argparse.Namespace, seed: int | None = None) -> Data:
 
 # ---------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.training import builtin_decoupling, train_one, write_json_atomic
+    from bwbpf.search.exporting import write_json_atomic
+    from bwbpf.search.training import bp_for, load_arch, prepare_out, train_one
 
-    optim = BlockOptim(lr=args.lr)
-    d = builtin_decoupling(args.arch, args.backbone, args.width, optim)
-    if args.arch not in ("paper", "uniform") and (args.backbone_given or args.width_given):
-        from bwbpf.spaces import ConfigError
-
-        raise ConfigError("--backbone/--width with --arch FILE needs transfer (not yet supported)")
-    out = args.out or Path("runs") / f"train-{d.backbone}-{Path(args.arch).stem}-seed{args.seed}"
-    if (out / "metrics.json").exists() and not args.force:
-        raise UserError(f"--out {out} already holds metrics.json; pass --force to overwrite")
+    d, file_metrics = load_arch(args.arch, args.backbone, args.width, args.lr)
+    name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
+    out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
+    bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
+    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs or 10,
+                "batch_size": args.batch_size, "seed": args.seed, "train_subset":
+                args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
+                "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
+                "schedule": args.schedule}
+    prepare_out(out, settings, resume=args.resume, force=args.force)
     data = load_data_from(args)
-    plan = TrainPlan(epochs=args.epochs or 10, batch_size=args.batch_size, seed=args.seed,
-                     device=args.device)
-    results = {"blockwise": train_one(d, data, plan, "bp-free")}
+    plan = TrainPlan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
+                     device=args.device, schedule=args.schedule)
+    runs = {"blockwise": d}
     if args.compare_bp:
-        bp_optim = BlockOptim(lr=args.bp_lr or args.lr)
-        bp = Decoupling.end_to_end(d.backbone, width=d.width, optim=bp_optim)
-        results["backprop"] = train_one(bp, data, plan, "backprop")
-    results["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                           if k != "func"}
-    write_json_atomic(out / "metrics.json", results)
-    for name in ("blockwise", "backprop"):
-        if name in results:
-            print(f"{name:9s} test accuracy {results[name]['test_accuracy']:.4f}")
-    print(f"metrics: {out / 'metrics.json'}")
+        runs["backprop"] = bp_for(d, bp_lr)
+    results: dict[str, dict[str, Any]] = {}
+    for key, dec in runs.items():
+        r = train_one(dec, data, plan, out / key, key, resume=args.resume,
+                      stop_after=args.stop_after)
+        if r is None:
+            print(f"stopped after epoch {args.stop_after}; continue with --resume --out {out}")
+            return 0
+        results[key] = r
+    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
+    for key, res in results.items():
+        print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
+    print(f"results: {out / 'metrics.json'}")
     return 0
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="full training of one decoupling")
-    p.add_argument("--arch", default="paper", help="paper, uniform, or an exported JSON file")
-    add_model_flags(p, "vgg8b", 0.25)
+    p.add_argument("--arch", default="paper",
+                   help="paper, uniform, or an exported JSON file (transferred to --backbone "
+                        "and --width when they differ from the file's)")
+    p.add_argument("--backbone", default=None, choices=list_backbones(),
+                   help="backbone (default vgg8b for paper/uniform; the file's otherwise)")
+    p.add_argument("--width", type=_positive_float, default=None,
+                   help="channel multiplier (default 0.25 for paper/uniform; the file's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default 10")
+    p.add_argument("--schedule", default="sequential", choices=["sequential"])
     add_data_flags(p)
-    p.add_argument("--lr", type=_positive_float, default=0.05)
+    p.add_argument("--lr", type=_positive_float, default=0.05,
+                   help="learning rate of the built-in decouplings")
     p.add_argument("--bp-lr", type=_positive_float, default=None,
-                   help="learning rate of the BP baseline (default: --lr)")
+                   help="learning rate of the BP baseline (default: the study's BP sweep "
+                        "winner recorded in the file, else --lr)")
     p.add_argument("--compare-bp", action="store_true",
                    help="also train end-to-end BP on the same backbone and budget")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
+    p.add_argument("--out", type=Path, default=None, help="results folder")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--stop-after", type=_positive_int, default=None,
+                   help="stop after this epoch (resume later with --resume)")
+    p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     p.set_defaults(func=cmd_train)
+
+
+# ---------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from bwbpf.search.exporting import export
+    from bwbpf.search.study import load_existing, open_storage
+
+    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
+    paths = export(study, args.output, trial=args.trial, pareto=args.pareto, top=args.top,
+                   force=args.force)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write winning decouplings as versioned JSON")
+    add_study_flags(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, help="this trial number")
+    which.add_argument("--pareto", action="store_true", help="the Pareto set (into a folder)")
+    which.add_argument("--top", type=_positive_int, default=None, help="the K most accurate")
+    p.add_argument("-o", "--output", type=Path, required=True, help="file, or folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_export)
 
 
 # ---------------------------------------------------------------- run
@@ -259,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bwbpf-search", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (add_run, add_train, add_studies):
+    for add in (add_run, add_export, add_train, add_studies):
         add(sub)
     return parser
 
@@ -269,8 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        args.backbone_given = any(a.startswith("--backbone") for a in argv)
-        args.width_given = any(a.startswith("--width") for a in argv)
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr, force=True)
         import optuna

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 import optuna
 import torch
 
+from bwbpf.search.baselines import BP_ATTR
 from bwbpf.search.budget import INTERRUPTED, SURPLUS, SurplusTrial, used
 from bwbpf.search.pruning import CURVE, CurvePruner
 from bwbpf.search.settings import SearchSettings
-from bwbpf.spaces import Decoupling, build, sample
+from bwbpf.search.study import package_version, redact
+from bwbpf.spaces import Decoupling, build, sample, to_document
 from bwbpf.trainers import Data, EpochMetrics, NetCost, NonFiniteLoss, TrainPlan, fit, measure_cost
 
 log = logging.getLogger("bwbpf.search")
 MB = 2**20
+DOCUMENT = "decoupling"  # user attribute: the trial's versioned decoupling document
 FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, SurplusTrial)  # the trial fails, study goes on
 
 
@@ -64,9 +68,14 @@ class Objective:
         net = build(d, data.num_classes, data.in_channels, data.image_size, seed=self.s.seed)
         cost = measure_cost(net, data.in_channels, data.image_size)
         attrs = cost_attrs(cost, self.s.batch_size)
-        trial.set_user_attr("decoupling", d.to_dict())
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        metrics = {"ideal_speedup": attrs["ideal_speedup"], "block_flops": cost.block_flops,
+                   "peak_activation_mb": attrs["peak_activation_mb"],
+                   **self._bp(trial.study, d)}
+        # The exportable document rides on the trial from its start (optuna-dashboard shows
+        # it); its metrics are completed when the trial ends. A finished trial is read-only.
+        trial.set_user_attr(DOCUMENT, self._document(trial, d, metrics))
         bar = self._bar(trial)
         curve: list[float] = []
         blocks: list[list[float]] = []
@@ -86,6 +95,9 @@ class Objective:
         finally:
             if bar is not None:
                 bar.close()
+        metrics.update(val_accuracy=round(result.val_accuracy, 5),
+                       block_val_accuracy=blocks[-1] if blocks else [])
+        trial.set_user_attr(DOCUMENT, self._document(trial, d, metrics))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("device", result.device)
         if result.peak_memory_bytes is not None:
@@ -94,6 +106,23 @@ class Objective:
                   "memory": attrs["peak_activation_mb"]}
         out = tuple(float(values[o]) for o in self.s.objectives)
         return out if self.s.multi_objective else out[0]
+
+    @staticmethod
+    def _bp(study: optuna.Study, d: Decoupling) -> dict[str, Any]:
+        bp = study.user_attrs.get(BP_ATTR, {}).get(d.backbone)
+        return {"bp_val_accuracy": bp["val_accuracy"], "bp_lr": bp["best_lr"]} if bp else {}
+
+    def _document(self, trial: optuna.Trial, d: Decoupling, metrics: dict[str, Any]
+                  ) -> dict[str, Any]:
+        data = self.data
+        provenance = {"study": trial.study.study_name, "trial": trial.number,
+                      "storage": redact(self.s.storage), "dataset": self.s.dataset,
+                      "seed": self.s.seed, "epochs": self.s.epochs, "version": package_version(),
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        size = list(data.image_size)
+        return to_document(d, input={"channels": data.in_channels, "size": size,
+                                     "classes": data.num_classes, "dataset": self.s.dataset},
+                           metrics=dict(metrics), provenance=provenance)
 
     def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, curve: list[float]) -> None:
         if self.curve_pruner is None:

@@ -18,7 +18,7 @@ from bwbpf.search.study import (
     open_storage,
     open_study,
 )
-from bwbpf.spaces import UserError
+from bwbpf.spaces import UserError, from_document
 from bwbpf.trainers import Data, load_data, resolve_device
 
 log = logging.getLogger("bwbpf.search")
@@ -119,10 +119,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(done, key=lambda t: t.values[0]) if done else None
 
 
-def describe(d: dict[str, Any]) -> str:
-    heads = "/".join(f"{a['family']}" + (f"-d{a['depth']}" if a['family'] != "linear" else "")
-                     + ("+sim" if a["loss"] == "predsim" else "") for a in d["aux"])
-    return f"{d['backbone']} K={len(d['cuts']) + 1} cuts {tuple(d['cuts'])} heads {heads or '-'}"
+def describe(doc: dict[str, Any]) -> str:
+    """One line for a trial's decoupling document."""
+    d = from_document(doc)
+    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
+                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
+    return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
 
 
 def trial_line(t: optuna.trial.FrozenTrial) -> str:
@@ -157,7 +159,8 @@ def summary(study: optuna.Study) -> list[str]:
                 f", {t.state.name.lower()} after epoch {len(curve)}")
             lines.append(f"{name:8s} trial {t.number}: val {curve[-1]:.4f}{state}  "
                          f"(best {gap:+.4f})")
-    bp = study.user_attrs.get(BP_ATTR, {}).get(best.user_attrs["decoupling"]["backbone"])
+    backbone = from_document(best.user_attrs["decoupling"]).backbone
+    bp = study.user_attrs.get(BP_ATTR, {}).get(backbone)
     if bp:
         gap = best.values[0] - bp["val_accuracy"]
         verdict = "beats" if gap > 0 else "does not beat"

@@ -23,6 +23,15 @@ SQLITE_TIMEOUT_S = 60  # a second process waits this long for the write lock, no
 HEARTBEAT_RETRIES = 2  # a killed worker's trial is re-queued at most this often
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bwbpf-search")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ***; safe for logs, errors, JSON and reports."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

@@ -2,12 +2,14 @@
 
 from bwbpf.spaces.backbones import UnitInfo, get_backbone, list_backbones, stage_boundaries
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
+from bwbpf.spaces.document import SCHEMA_ID, from_document, to_document
 from bwbpf.spaces.errors import ConfigError, UserError
 from bwbpf.spaces.heads import AuxHead, list_aux_heads, make_aux_head
 from bwbpf.spaces.net import DecoupledNet, build
 from bwbpf.spaces.partition import balanced_cuts
 from bwbpf.spaces.registry import Registry
 from bwbpf.spaces.space import SearchSpace, params_for, reference_decouplings, sample
+from bwbpf.spaces.transfer import RelativeCut, transfer
 
 __all__ = [
     "AuxHead",
@@ -16,12 +18,15 @@ __all__ = [
     "ConfigError",
     "DecoupledNet",
     "Registry",
+    "RelativeCut",
+    "SCHEMA_ID",
     "SearchSpace",
     "Decoupling",
     "UnitInfo",
     "UserError",
     "balanced_cuts",
     "build",
+    "from_document",
     "get_backbone",
     "list_aux_heads",
     "list_backbones",
@@ -30,4 +35,6 @@ __all__ = [
     "reference_decouplings",
     "sample",
     "stage_boundaries",
+    "to_document",
+    "transfer",
 ]

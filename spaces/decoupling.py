@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping, get_args
 from bwbpf.spaces.backbones import get_backbone, stage_boundaries
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
 
 Optimizer = Literal["sgd", "adamw"]
 MAX_WIDTH = 16.0  # width multipliers beyond this are typos, not networks
@@ -111,6 +112,28 @@ class Decoupling:
         """[start, end) unit ranges of the blocks."""
         edges = [0, *self.cuts, get_backbone(self.backbone).num_units]
         return list(zip(edges[:-1], edges[1:]))
+
+    def relative_cuts(self) -> list[RelativeCut]:
+        """The cuts as (stage, fraction within the stage): the backbone-independent form."""
+        return relative_cuts(self.backbone, self.cuts)
+
+    def transfer(self, backbone: str, width: float | None = None) -> Decoupling:
+        """The same decoupling on another member of the family (see ``spaces.transfer``)."""
+        return transfer(self, backbone, width)
+
+    def to_json(self, **extras: Any) -> str:
+        """The versioned JSON document (``spaces.document``); extras: input, metrics,
+        provenance."""
+        from bwbpf.spaces.document import dumps, to_document
+
+        return dumps(to_document(self, **extras))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "decoupling") -> Decoupling:
+        """Parses and validates a versioned document; errors name the JSON path."""
+        from bwbpf.spaces.document import from_document, parse_json
+
+        return from_document(parse_json(text, where))
 
     # ------------------------------------------------------------ reference decouplings
     @classmethod

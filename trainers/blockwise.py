@@ -8,12 +8,13 @@ runs: no gradient crosses a block boundary and one block's activations are alive
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
+from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
 from bwbpf.trainers.device import autocast, resolve_device, synchronize
 from bwbpf.trainers.optim import make_optimizer, make_schedule
@@ -75,10 +76,14 @@ def prepare(net: DecoupledNet, data: Data, plan: TrainPlan) -> tuple[DecoupledNe
     return net, data.to(device)
 
 
-def fit(net: DecoupledNet, data: Data, plan: TrainPlan,
-        on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Trains ``net`` on ``data.train``; after every epoch evaluates every head on ``data.val``
-    and calls ``on_epoch(epoch, metrics)`` (which may raise to stop, e.g. to prune)."""
+def fit(net: DecoupledNet, data: Data, plan: TrainPlan, on_epoch: EpochCallback | None = None,
+        *, resume: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Trains ``net`` on ``data.train``; after every epoch evaluates every head on ``data.val``,
+    hands ``on_checkpoint`` the full training state (see ``trainers.checkpoint``) and calls
+    ``on_epoch(epoch, metrics)``, which may raise to stop (e.g. to prune). With ``resume`` (a
+    state from ``on_checkpoint``) training continues where it stopped, with the same arithmetic
+    as an uninterrupted run."""
     net, data = prepare(net, data, plan)
     device = data.device
     torch.manual_seed(plan.seed)
@@ -88,38 +93,48 @@ def fit(net: DecoupledNet, data: Data, plan: TrainPlan,
         plan.max_steps, per_epoch * plan.epochs)
     step = Stepper(net, plan, total)
     result = TrainResult(val_accuracy=0.0, device=str(device))
+    done = 0 if resume is None else restore(resume, net, step, gen, result)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for epoch in range(1, plan.epochs + 1):
-        net.train()
-        sums, seen, batches = torch.zeros(net.num_blocks, device=device), 0, 0
-        start = time.perf_counter()
-        for x, y in data.train_batches(plan.batch_size, gen, plan.augment):
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            sums += step(x, y)
-            seen, batches = seen + len(y), batches + 1
-            result.steps += 1
-            if result.steps % plan.check_every == 0:
-                _check_finite(sums, epoch, result.steps)
-            if result.steps >= total:
-                break
-        synchronize(device)
-        seconds = time.perf_counter() - start
-        _check_finite(sums, epoch, result.steps)
-        accs = evaluate(net, data.val, plan)
-        metrics = EpochMetrics(epoch, accs[-1], accs, (sums / max(1, batches)).tolist(),
-                               seconds, seen / seconds if seconds > 0 else 0.0)
-        result.history.append(metrics)
-        result.train_seconds += seconds
-        result.val_accuracy = metrics.val_accuracy
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+    for epoch in range(done + 1, plan.epochs + 1):
         if result.steps >= total:
             break
+        metrics = _train_epoch(net, data, plan, step, gen, epoch, result, total)
+        result.history.append(metrics)
+        result.train_seconds += metrics.seconds
+        result.val_accuracy = metrics.val_accuracy
+        if on_checkpoint is not None:
+            on_checkpoint(snapshot(epoch, net, step, gen, result))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
     return result
+
+
+def _train_epoch(net: DecoupledNet, data: Data, plan: TrainPlan, step: Stepper,
+                 gen: torch.Generator, epoch: int, result: TrainResult, total: int
+                 ) -> EpochMetrics:
+    device = data.device
+    net.train()
+    sums, seen, batches = torch.zeros(net.num_blocks, device=device), 0, 0
+    start = time.perf_counter()
+    for x, y in data.train_batches(plan.batch_size, gen, plan.augment):
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        sums += step(x, y)
+        seen, batches = seen + len(y), batches + 1
+        result.steps += 1
+        if result.steps % plan.check_every == 0:
+            _check_finite(sums, epoch, result.steps)
+        if result.steps >= total:
+            break
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    _check_finite(sums, epoch, result.steps)
+    accs = evaluate(net, data.val, plan)
+    return EpochMetrics(epoch, accs[-1], accs, (sums / max(1, batches)).tolist(), seconds,
+                        seen / seconds if seconds > 0 else 0.0)
 
 
 def _check_finite(sums: Tensor, epoch: int, steps: int) -> None:

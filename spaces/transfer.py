@@ -1,0 +1,84 @@
+"""Backbone-relative cut positions, and transfer of a decoupling to another family member.
+
+A cut (the unit a block starts at) is written as (stage, fraction): the stage that unit is in,
+and how far into that stage it sits, ``(unit - stage start) / stage length`` in [0, 1). A cut
+at a stage boundary has fraction 0. Transfer to a deeper or shallower member of the same family
+(same number of stages) puts cut i at ``stage start' + round(fraction * stage length')``; cuts
+that land on one another are pushed one unit deeper, in order. Aux heads and optimisers stay
+with their blocks; heads are re-sized from the target's channels when the net is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from bwbpf.spaces.backbones import get_backbone
+from bwbpf.spaces.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bwbpf.spaces.decoupling import Decoupling
+
+
+@dataclass(frozen=True)
+class RelativeCut:
+    stage: int
+    fraction: float  # in [0, 1)
+
+
+def _stages(backbone: str) -> list[tuple[int, int]]:
+    """(start unit, length) of every stage."""
+    out: list[tuple[int, int]] = []
+    for i, s in enumerate(get_backbone(backbone).stage_of_units()):
+        if s == len(out):
+            out.append((i, 0))
+        start, n = out[s]
+        out[s] = (start, n + 1)
+    return out
+
+
+def relative_cuts(backbone: str, cuts: tuple[int, ...]) -> list[RelativeCut]:
+    stages = _stages(backbone)
+    stage_of = get_backbone(backbone).stage_of_units()
+    out = []
+    for c in cuts:
+        s = stage_of[c]
+        start, n = stages[s]
+        out.append(RelativeCut(s, round((c - start) / n, 6)))
+    return out
+
+
+def place_cuts(backbone: str, rel: list[RelativeCut]) -> tuple[int, ...]:
+    """Unit indices on ``backbone`` for relative cuts (deterministic; keeps their number)."""
+    stages = _stages(backbone)
+    n_units = get_backbone(backbone).num_units
+    if len(rel) > n_units - 1:
+        raise ConfigError(f"backbone: {backbone} has {n_units} units and cannot hold "
+                          f"{len(rel) + 1} blocks")
+    cuts: list[int] = []
+    for i, r in enumerate(rel):
+        if not 0 <= r.stage < len(stages):
+            raise ConfigError(f"cuts[{i}]: stage {r.stage} does not exist in {backbone} "
+                              f"(stages 0..{len(stages) - 1})")
+        start, n = stages[r.stage]
+        c = max(1, start + math.floor(r.fraction * n + 0.5))  # round half up
+        cuts.append(max(c, cuts[-1] + 1) if cuts else c)
+    # Pushed past the end: pull back from the last unit, keeping one unit per block.
+    for i in range(len(cuts) - 1, -1, -1):
+        limit = n_units - (len(cuts) - i)
+        cuts[i] = min(cuts[i], limit)
+    return tuple(cuts)
+
+
+def transfer(d: Decoupling, backbone: str, width: float | None = None) -> Decoupling:
+    src, dst = get_backbone(d.backbone), get_backbone(backbone)
+    if src.family != dst.family:
+        raise ConfigError(f"backbone: cannot transfer a {src.family} decoupling ({d.backbone}) "
+                          f"to {backbone} ({dst.family}); same family only")
+    n_src, n_dst = len(_stages(d.backbone)), len(_stages(backbone))
+    if n_src != n_dst:
+        raise ConfigError(f"backbone: {d.backbone} has {n_src} stages and {backbone} {n_dst}; "
+                          "cuts transfer stage by stage, so both need the same number")
+    cuts = place_cuts(backbone, relative_cuts(d.backbone, d.cuts))
+    return replace(d, backbone=backbone, cuts=cuts, width=d.width if width is None else width)
