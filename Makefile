@@ -9,7 +9,7 @@ PKGS := search spaces trainers reports
 SRC := pyproject.toml $(shell find $(PKGS) -name '*.py' -o -name '*.json' -o -name 'py.typed')
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint unit demo bench clean
+.PHONY: install data system test lint unit demo bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ $(VENV)/.installed: $(VENV)/.deps $(SRC)
 	touch $@
 
 install: $(VENV)/.installed
+
+# System packages the tests need (Debian): Chromium for the browser tests.
+system:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	      (apt-get update -q >/dev/null && \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
+	  else \
+	    echo "Chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+	  fi; \
+	fi
 
 data:
 	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
@@ -46,7 +58,7 @@ lint: install
 unit: install
 	$(VENV)/bin/pytest -q -m "not integration"
 
-test: install data lint
+test: install data system lint
 	$(VENV)/bin/pytest -q
 
 # The main job: a 16-trial search on Fashion-MNIST with the small backbone (vgg8b at 0.25
@@ -58,6 +70,7 @@ DEMO_FLAGS := --study demo --backbone vgg8b --width 0.25 --dataset fashion-mnist
 demo: install data
 	$(VENV)/bin/bwbpf-search run $(DEMO_FLAGS)
 	$(VENV)/bin/bwbpf-search export --study demo -o best.json --force
+	$(VENV)/bin/bwbpf-search report --study demo -o report.html --csv trials.csv
 
 bench: install data
 	$(PY) benchmarks/run_all.py

@@ -1,1 +1,7 @@
-"""Reports: pandas frames of studies, plotly figures, the HTML report."""
+"""Reports: studies as pandas frames, plotly figures, and one self-contained HTML file."""
+
+from bwbpf.reports.frame import trials_frame
+from bwbpf.reports.html import figures, render, write_report
+from bwbpf.reports.plots import summary
+
+__all__ = ["figures", "render", "summary", "trials_frame", "write_report"]

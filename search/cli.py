@@ -289,12 +289,63 @@ def add_studies(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_studies)
 
 
+# ---------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from bwbpf.reports import trials_frame, write_report
+    from bwbpf.search.study import load_existing, open_storage
+
+    for flag, path in (("-o", args.output), ("--csv", args.csv), ("--parquet", args.parquet)):
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            raise UserError(f"{flag} {path}: need a file in an existing folder")
+    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
+    write_report(study, args.output)
+    print(args.output)
+    frame = trials_frame(study)
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        print(args.csv)
+    if args.parquet:
+        frame.to_parquet(args.parquet, index=False)
+        print(args.parquet)
+    return 0
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of a study")
+    add_study_flags(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
+    p.add_argument("--csv", type=Path, default=None, help="also the trials as CSV")
+    p.add_argument("--parquet", type=Path, default=None, help="also the trials as Parquet")
+    p.set_defaults(func=cmd_report)
+
+
+# ---------------------------------------------------------------- dashboard
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    from bwbpf.search.study import open_storage, redact
+
+    storage = open_storage(args.storage, heartbeat_s=None)
+    print(f"optuna-dashboard for {redact(args.storage)} on http://{args.host}:{args.port}/",
+          flush=True)
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a storage (localhost)")
+    p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
+    p.add_argument("--port", type=_positive_int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
+    p.set_defaults(func=cmd_dashboard)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bwbpf-search", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (add_run, add_export, add_train, add_studies):
+    for add in (add_run, add_export, add_train, add_report, add_dashboard, add_studies):
         add(sub)
     return parser
 

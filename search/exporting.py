@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports.files import write_text_atomic
 from bwbpf.search.objective import DOCUMENT
 from bwbpf.spaces import UserError, from_document
-from bwbpf.spaces.document import dumps
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from bwbpf.spaces.document import as_document, dumps
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -53,8 +40,8 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
 
 
 def document(t: FrozenTrial) -> dict[str, Any]:
-    doc = t.user_attrs.get(DOCUMENT)
-    if not isinstance(doc, dict):
+    doc = as_document(t.user_attrs.get(DOCUMENT))
+    if doc is None:
         raise UserError(f"trial {t.number} carries no decoupling document (not made by "
                         "bwbpf-search run?)")
     from_document(doc)  # what is exported must load

@@ -15,6 +15,7 @@ from bwbpf.search.pruning import CURVE, CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
 from bwbpf.spaces import Decoupling, build, sample, to_document
+from bwbpf.spaces.document import compact
 from bwbpf.trainers import Data, EpochMetrics, NetCost, NonFiniteLoss, TrainPlan, fit, measure_cost
 
 log = logging.getLogger("bwbpf.search")
@@ -75,7 +76,7 @@ class Objective:
                    **self._bp(trial.study, d)}
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
-        trial.set_user_attr(DOCUMENT, self._document(trial, d, metrics))
+        trial.set_user_attr(DOCUMENT, compact(self._document(trial, d, metrics)))
         bar = self._bar(trial)
         curve: list[float] = []
         blocks: list[list[float]] = []
@@ -97,7 +98,7 @@ class Objective:
                 bar.close()
         metrics.update(val_accuracy=round(result.val_accuracy, 5),
                        block_val_accuracy=blocks[-1] if blocks else [])
-        trial.set_user_attr(DOCUMENT, self._document(trial, d, metrics))
+        trial.set_user_attr(DOCUMENT, compact(self._document(trial, d, metrics)))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("device", result.device)
         if result.peak_memory_bytes is not None:

@@ -7,8 +7,10 @@ from typing import Any
 
 import optuna
 
+from bwbpf.reports.plots import describe
+from bwbpf.reports.plots import summary as report_summary
 from bwbpf.search import budget
-from bwbpf.search.baselines import BASELINE, BP_ATTR, enqueue_references, ensure_bp_baselines
+from bwbpf.search.baselines import BASELINE, enqueue_references, ensure_bp_baselines
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import (
@@ -18,7 +20,7 @@ from bwbpf.search.study import (
     open_storage,
     open_study,
 )
-from bwbpf.spaces import UserError, from_document
+from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, load_data, resolve_device
 
 log = logging.getLogger("bwbpf.search")
@@ -119,18 +121,9 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(done, key=lambda t: t.values[0]) if done else None
 
 
-def describe(doc: dict[str, Any]) -> str:
-    """One line for a trial's decoupling document."""
-    d = from_document(doc)
-    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
-                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
-    return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
-
-
 def trial_line(t: optuna.trial.FrozenTrial) -> str:
     tag = f" [{t.user_attrs[BASELINE]}]" if BASELINE in t.user_attrs else ""
-    d = t.user_attrs.get("decoupling")
-    what = describe(d) if d else ""
+    what = describe(t)
     if t.state == optuna.trial.TrialState.COMPLETE:
         vals = " ".join(f"{v:.4f}" for v in t.values)
         return f"trial {t.number}{tag}: {vals}  {what}"
@@ -140,30 +133,24 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
 
 
 def summary(study: optuna.Study) -> list[str]:
-    """Best against the BP baseline and the paper's decoupling, whichever wins."""
+    """Best against the BP baseline and the reference decouplings, whichever wins."""
     counts = budget.finished(study)
     lines = [f"study {study.study_name}: " + ", ".join(f"{v} {k.lower()}"
                                                        for k, v in sorted(counts.items()))]
-    best = best_trial(study)
-    if best is None:
+    rows = report_summary(study)
+    if not rows:
         return lines + ["no finished trial yet"]
-    lines.append(f"best     trial {best.number}: val {best.values[0]:.4f}  "
-                 f"{describe(best.user_attrs['decoupling'])}, ideal speed-up "
-                 f"{best.user_attrs.get('ideal_speedup', float('nan')):.2f}x")
-    for t in study.get_trials(deepcopy=False):
-        name = t.user_attrs.get(BASELINE)
-        curve = t.user_attrs.get("curve")
-        if name and curve and t.state.is_finished():
-            gap = best.values[0] - curve[-1]
-            state = "" if t.state == optuna.trial.TrialState.COMPLETE else (
-                f", {t.state.name.lower()} after epoch {len(curve)}")
-            lines.append(f"{name:8s} trial {t.number}: val {curve[-1]:.4f}{state}  "
-                         f"(best {gap:+.4f})")
-    backbone = from_document(best.user_attrs["decoupling"]).backbone
-    bp = study.user_attrs.get(BP_ATTR, {}).get(backbone)
-    if bp:
-        gap = best.values[0] - bp["val_accuracy"]
-        verdict = "beats" if gap > 0 else "does not beat"
-        lines.append(f"backprop lr {bp['best_lr']:g}: val {bp['val_accuracy']:.4f}  "
-                     f"(best {gap:+.4f}: the search {verdict} end-to-end BP)")
+    best = rows[0]
+    speed = f", ideal speed-up {best.speedup:.2f}x" if best.speedup else ""
+    lines.append(f"best     trial {best.trial}: val {best.accuracy:.4f}  {best.note}{speed}")
+    for r in rows[1:]:
+        gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
+        if r.label == "backprop":
+            verdict = "beats" if gap > 0 else "does not beat"
+            lines.append(f"backprop ({r.note}): val {r.accuracy:.4f}  (best {gap:+.4f}: "
+                         f"the search {verdict} end-to-end BP)")
+        else:
+            state = f", {r.note}" if r.note else ""
+            versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
+            lines.append(f"{r.label:8s} trial {r.trial}: val {r.accuracy:.4f}{state}{versus}")
     return lines

@@ -51,6 +51,22 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
     return doc
 
 
+def compact(doc: dict[str, Any]) -> str:
+    """The document as one compact JSON string (how trials carry it: optuna-dashboard shows
+    string attributes whole, but cuts structured ones at 1,024 characters)."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def as_document(value: Any) -> dict[str, Any] | None:
+    """A trial attribute (compact string, or a dict) as a document dict; None otherwise."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_json(text: str, where: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant)

@@ -47,7 +47,7 @@ def test_study_runs_prunes_resumes_and_keeps_studies_apart(cli: Runner, db: str)
     assert all(t.user_attrs["pruned_at"] == 1 and t.intermediate_values for t in pruned)
     bp = study.user_attrs[BP_ATTR]["vgg8b"]
     assert bp["best_lr"] == 0.05 and 0 < bp["val_accuracy"] <= 1
-    assert "best     trial" in out and "backprop lr 0.05" in out
+    assert "best     trial" in out and "backprop (lr 0.05, the best of 1 in a sweep)" in out
 
     # rerunning the same command runs nothing: 6 is the study's total
     before = hashlib.sha256(Path(db[len("sqlite:///"):]).read_bytes()).hexdigest()

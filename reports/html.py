@@ -1,0 +1,96 @@
+"""One self-contained HTML report of a study (plotly.js inside: it opens offline)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from bwbpf.reports import draw, plots
+from bwbpf.reports.frame import trials_frame
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left; }
+section { margin: 2em 0; } .note { color: #666; }
+"""
+
+
+def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
+    """Every figure that has data, with its id; figures without data are left out."""
+    frame = trials_frame(study)
+    out: list[tuple[str, go.Figure]] = []
+    if frame.empty or "value_" not in "".join(frame.columns):
+        return out
+    hist = plots.history(frame)
+    if hist.numbers:
+        out.append(("history", draw.draw_history(hist)))
+    curves = plots.curves(study)
+    if curves.numbers:
+        out.append(("curves", draw.draw_curves(curves)))
+    imp = plots.importances(study)
+    if imp.params:
+        out.append(("importance", draw.draw_importance(imp)))
+    splits = plots.split_stats(frame)
+    if splits.boundaries:
+        out.append(("splits", draw.draw_splits(splits)))
+    blocks = plots.block_accuracy(study)
+    if blocks is not None:
+        out.append(("blocks", draw.draw_block_accuracy(blocks)))
+    if "ideal_speedup" in frame:
+        front = plots.front(frame)
+        if front.numbers:
+            out.append(("front", draw.draw_front(front)))
+    diagram = plots.diagram(study)
+    if diagram is not None:
+        out.append(("diagram", draw.draw_diagram(diagram)))
+    return out
+
+
+def _summary_table(study: optuna.Study) -> str:
+    rows = plots.summary(study)
+    if not rows:
+        return '<p class="note">No finished trial yet.</p>'
+    best = rows[0].accuracy or 0.0
+    cells = []
+    for r in rows:
+        gap = "" if r.label == "best" or r.accuracy is None else f"{best - r.accuracy:+.4f}"
+        acc = "" if r.accuracy is None else f"{r.accuracy:.4f}"
+        spd = "" if r.speedup is None else f"{r.speedup:.2f}x"
+        trial = "" if r.trial is None else str(r.trial)
+        cells.append(f"<tr><td>{html.escape(r.label)}</td><td>{trial}</td><td>{acc}</td>"
+                     f"<td>{gap}</td><td>{spd}</td><td>{html.escape(r.note)}</td></tr>")
+    head = ("<tr><th></th><th>trial</th><th>val accuracy</th><th>best minus this</th>"
+            "<th>ideal speed-up</th><th></th></tr>")
+    return f"<table>{head}{''.join(cells)}</table>"
+
+
+def render(study: optuna.Study) -> str:
+    settings = study.user_attrs.get("settings", {})
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    facts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
+    detail = ", ".join(f"{k} {settings[k]}" for k in ("dataset", "epochs", "train_subset",
+                                                      "objectives", "sampler", "pruner",
+                                                      "storage") if k in settings)
+    parts = [f"<h1>bwbpf-search study {html.escape(study.study_name)}</h1>",
+             f"<p>{html.escape(facts)}. {html.escape(detail)}</p>",
+             "<section><h2>Summary</h2>", _summary_table(study), "</section>"]
+    for name, fig in figures(study):
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}")
+        parts.append(f'<section class="figure">{div}</section>')
+    title = html.escape(f"bwbpf-search report: {study.study_name}")
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{STYLE}</style>\n<script>{get_plotlyjs()}</script>\n</head>\n<body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_report(study: optuna.Study, path: Path) -> None:
+    from bwbpf.reports.files import write_text_atomic
+
+    write_text_atomic(path, render(study))

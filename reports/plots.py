@@ -1,0 +1,214 @@
+"""The data of every report figure, computed from a study into plain NamedTuples.
+
+Optuna's pattern: one function computes a plot's data (tested directly), another draws it
+(``reports.draw``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from bwbpf.reports.frame import decoupling_of
+from bwbpf.spaces import get_backbone
+from bwbpf.spaces.document import as_document
+
+
+class History(NamedTuple):
+    numbers: list[int]  # complete trials, in order
+    values: list[float]  # their accuracy
+    best: list[float]  # best accuracy so far
+    baselines: list[str]  # "paper", "uniform" or ""
+
+
+class Curves(NamedTuple):
+    numbers: list[int]
+    states: list[str]  # COMPLETE, PRUNED, FAIL, RUNNING
+    curves: list[list[float]]  # validation accuracy per epoch (pruned trials included)
+
+
+class Importance(NamedTuple):
+    params: list[str]
+    importances: list[float]
+
+
+class SplitStats(NamedTuple):
+    backbone: str
+    boundaries: list[int]  # unit index a block may start at: 1..n-1
+    top_frequency: list[float]  # share of the top trials that cut there
+    mean_accuracy: list[float | None]  # mean accuracy of complete trials that cut there
+    n_top: int
+
+
+class BlockAccuracy(NamedTuple):
+    number: int
+    final: list[float]  # every block's head, last epoch
+    curves: list[list[float]]  # [block][epoch]
+
+
+class Front(NamedTuple):
+    numbers: list[int]
+    accuracy: list[float]
+    speedup: list[float]
+    on_front: list[bool]  # not dominated in (accuracy up, speed-up up)
+
+
+class Unit(NamedTuple):
+    unit: int  # index in the backbone
+    stage: int
+    channels: int
+    size: tuple[int, int]
+    block: int
+
+
+class Diagram(NamedTuple):
+    title: str
+    units: list[Unit]
+    heads: list[str]  # label of block k's aux head; the last block: "classifier (global loss)"
+
+
+def accuracy_column(frame: pd.DataFrame) -> str:
+    return next(c for c in frame.columns if c.startswith("value_"))
+
+
+def history(frame: pd.DataFrame) -> History:
+    done = frame[frame["state"] == "COMPLETE"].sort_values("number")
+    col = accuracy_column(frame)
+    values = [float(v) for v in done[col]]
+    best = [max(values[: i + 1]) for i in range(len(values))]
+    tags = [b if isinstance(b, str) else "" for b in done.get("baseline", [None] * len(done))]
+    return History([int(n) for n in done["number"]], values, best, tags)
+
+
+def curves(study: optuna.Study) -> Curves:
+    rows = [(t.number, t.state.name, list(t.user_attrs.get("curve", [])))
+            for t in study.get_trials(deepcopy=False) if t.user_attrs.get("curve")]
+    return Curves([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def importances(study: optuna.Study) -> Importance:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < 3 or len({t.values[0] for t in done}) < 2:
+        return Importance([], [])
+    # PED-ANOVA (Optuna's default, no scikit-learn) rates what it takes to reach *low* target
+    # values, hence the negated accuracy; it warns about exactly that whenever a target is set.
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            imp = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, target=lambda t: -t.values[0], normalize=True)
+    except (RuntimeError, ValueError):  # too few distinct parameter values
+        return Importance([], [])
+    return Importance(list(imp), [float(v) for v in imp.values()])
+
+
+def split_stats(frame: pd.DataFrame, top_fraction: float = 0.25) -> SplitStats:
+    done = frame[(frame["state"] == "COMPLETE") & frame.get("cuts", pd.Series()).notna()]
+    if done.empty:
+        return SplitStats("", [], [], [], 0)
+    col = accuracy_column(frame)
+    backbone = str(done.sort_values(col, ascending=False)["backbone"].iloc[0])
+    done = done[done["backbone"] == backbone]
+    n = get_backbone(backbone).num_units
+    n_top = max(1, math.ceil(len(done) * top_fraction))
+    top = done.sort_values(col, ascending=False).head(n_top)
+    cut_sets = [{int(c) for c in s.split()} for s in done["cuts"]]
+    top_sets = [{int(c) for c in s.split()} for s in top["cuts"]]
+    bounds = list(range(1, n))
+    freq = [sum(b in s for s in top_sets) / n_top for b in bounds]
+    accs: list[float | None] = []
+    for b in bounds:
+        vals = [float(v) for v, s in zip(done[col], cut_sets) if b in s]
+        accs.append(sum(vals) / len(vals) if vals else None)
+    return SplitStats(backbone, bounds, freq, accs, n_top)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(done, key=lambda t: t.values[0]) if done else None
+
+
+def block_accuracy(study: optuna.Study) -> BlockAccuracy | None:
+    best = best_trial(study)
+    if best is None or not best.user_attrs.get("block_curve"):
+        return None
+    per_epoch = best.user_attrs["block_curve"]
+    per_block = [list(col) for col in zip(*per_epoch)]
+    return BlockAccuracy(best.number, list(per_epoch[-1]), per_block)
+
+
+def front(frame: pd.DataFrame) -> Front:
+    done = frame[(frame["state"] == "COMPLETE") & frame["ideal_speedup"].notna()]
+    col = accuracy_column(frame)
+    acc, spd = [float(v) for v in done[col]], [float(v) for v in done["ideal_speedup"]]
+    on = [not any((a2 >= a and s2 >= s) and (a2 > a or s2 > s) for a2, s2 in zip(acc, spd))
+          for a, s in zip(acc, spd)]
+    return Front([int(n) for n in done["number"]], acc, spd, on)
+
+
+def diagram(study: optuna.Study) -> Diagram | None:
+    best = best_trial(study)
+    d = decoupling_of(best) if best is not None else None
+    if best is None or d is None:
+        return None
+    doc_input = (as_document(best.user_attrs.get("decoupling")) or {}).get("input", {})
+    size = tuple(doc_input.get("size", (32, 32)))
+    infos = get_backbone(d.backbone).describe(width=d.width,
+                                              in_channels=doc_input.get("channels", 3),
+                                              image_size=(int(size[0]), int(size[1])))
+    ranges = d.block_ranges()
+    units = [Unit(u.index, u.stage, u.channels, u.size,
+                  next(k for k, (a, b) in enumerate(ranges) if a <= u.index < b)) for u in infos]
+    heads = [f"{a.family}" + (f" d{a.depth} w{a.width:g}" if a.family != "linear" else "")
+             + f" ({a.loss})" for a in d.aux] + ["classifier (global loss)"]
+    title = f"trial {best.number}: {d.backbone} x{d.width:g}, K={d.num_blocks}"
+    return Diagram(title, units, heads)
+
+
+class SummaryRow(NamedTuple):
+    label: str  # "best", "paper", "uniform", "backprop"
+    trial: int | None
+    accuracy: float | None  # validation accuracy (the last epoch for pruned baselines)
+    speedup: float | None
+    note: str
+
+
+def summary(study: optuna.Study) -> list[SummaryRow]:
+    """The best decoupling against the reference trials and end-to-end BP."""
+    best = best_trial(study)
+    if best is None:
+        return []
+    d = decoupling_of(best)
+    rows = [SummaryRow("best", best.number, best.values[0], best.user_attrs.get("ideal_speedup"),
+                       describe(best))]
+    for t in study.get_trials(deepcopy=False):
+        name, curve = t.user_attrs.get("baseline"), t.user_attrs.get("curve")
+        if name and curve and t.state.is_finished():
+            note = "" if t.state == TrialState.COMPLETE else (
+                f"{t.state.name.lower()} after epoch {len(curve)}")
+            if t.number == best.number:
+                note = "is the best"
+            rows.append(SummaryRow(name, t.number, curve[-1], t.user_attrs.get("ideal_speedup"),
+                                   note))
+    bp = study.user_attrs.get("bp_baseline", {}).get(d.backbone if d else "")
+    if bp:
+        rows.append(SummaryRow("backprop", None, bp["val_accuracy"], 1.0,
+                               f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} "
+                               "in a sweep"))
+    return rows
+
+
+def describe(t: optuna.trial.FrozenTrial) -> str:
+    """One line for a trial's decoupling: backbone, K, cuts, heads."""
+    d = decoupling_of(t)
+    if d is None:
+        return ""
+    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
+                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
+    return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
