@@ -28,15 +28,20 @@ $(VENV)/.installed: $(VENV)/.deps $(SRC)
 
 install: $(VENV)/.installed
 
-# System packages the tests need (Debian): Chromium for the browser tests.
+# System packages the tests need (Debian): Chromium for the browser tests, PostgreSQL for
+# the multi-worker tests (each test run starts its own server in a temporary folder).
+SYSTEM_PKGS := chromium postgresql
 system:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@need=""; \
+	[ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
-	      (apt-get update -q >/dev/null && \
-	       DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $$need >/dev/null || \
+	      (apt-get update -q >/dev/null && apt-get install -y -q $$need >/dev/null); \
 	  else \
-	    echo "Chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+	    echo "missing system packages:$$need (sudo apt-get install$$need)"; \
 	  fi; \
 	fi
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study import StorageLost, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.trainers import Data, TrainPlan, list_datasets, load_data, resolve_device
 
@@ -213,14 +215,30 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bwbpf.search.runner import run_search, summary
+    from bwbpf.search.runner import run_search, run_workers, summary
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    study = run_search(settings_from(args))
-    for line in summary(study):
-        print(line)
-    return 0
+    settings = settings_from(args)
+    code = 0
+    if args.jobs > 1:
+        study, code = run_workers(settings, [worker_command(args, i) for i in range(args.jobs)])
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        study = run_search(settings, worker=args.worker or 0)
+    if args.worker is None:  # a --jobs worker leaves the summary to its parent
+        for line in summary(study):
+            print(line)
+    return code
+
+
+def worker_command(args: argparse.Namespace, worker: int) -> list[str]:
+    """The same `run` for one of --jobs worker processes: baselines are queued already, the
+    cores are shared out, and the worker number offsets the sampler's seed."""
+    argv = list(args.argv)
+    rest = argv[argv.index("run") + 1:]
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    return [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
+            "--worker", str(worker), "--no-baselines", "--threads", str(threads)]
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -254,7 +272,12 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="queue the paper's and the uniform decoupling first and run the BP "
                         "learning-rate sweep")
     g.add_argument("--bp-lrs", type=_csv(float), default=(0.02, 0.05, 0.1))
-    g.add_argument("--heartbeat", type=_positive_int, default=60, help="seconds (RDB storages)")
+    g.add_argument("--heartbeat", type=_positive_int, default=60,
+                   help="seconds between a running trial's heartbeats (RDB storages); a "
+                        "trial that misses three is failed and re-queued")
+    g.add_argument("--jobs", type=_positive_int, default=1,
+                   help="worker processes on this machine sharing the study")
+    g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--seed", type=int, default=0)
     add_data_flags(p)
     p.set_defaults(func=cmd_run)
@@ -292,6 +315,7 @@ def add_studies(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
     from bwbpf.reports import trials_frame, write_report
+    from bwbpf.reports.files import write_bytes_atomic
     from bwbpf.search.study import load_existing, open_storage
 
     for flag, path in (("-o", args.output), ("--csv", args.csv), ("--parquet", args.parquet)):
@@ -302,10 +326,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(args.output)
     frame = trials_frame(study)
     if args.csv:
-        frame.to_csv(args.csv, index=False)
+        write_bytes_atomic(args.csv, frame.to_csv(index=False).encode())
         print(args.csv)
     if args.parquet:
-        frame.to_parquet(args.parquet, index=False)
+        write_bytes_atomic(args.parquet, frame.to_parquet(index=False))
         print(args.parquet)
     return 0
 
@@ -355,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr, force=True)
         import optuna
@@ -365,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"bwbpf-search: error: {e}", file=sys.stderr)
         return 2
+    except (StorageLost, SQLAlchemyError) as e:  # the storage went away mid-run
+        lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))
+        print(f"bwbpf-search: {lost}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bwbpf-search: interrupted", file=sys.stderr)
         return 130

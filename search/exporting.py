@@ -65,6 +65,9 @@ def export(study: optuna.Study, out: Path, *, trial: int | None = None, pareto: 
     if clash and not force:
         raise UserError(f"-o {clash[0]} exists; pass --force to overwrite")
     for path, (_, doc) in zip(targets, docs):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"-o {path.parent}: cannot create it ({e.strerror or e})") from None
         write_json_atomic(path, doc)
     return targets

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import time
 from typing import Any
 
 import optuna
@@ -19,6 +21,8 @@ from bwbpf.search.study import (
     make_sampler,
     open_storage,
     open_study,
+    storage_cause,
+    storage_lost,
 )
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, load_data, resolve_device
@@ -53,8 +57,9 @@ def load_search_data(s: SearchSettings) -> Data:
                      download=s.download, image_size=s.image_size)
 
 
-def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
-    """Runs trials until the study holds ``n_trials`` that use budget (or the timeout)."""
+def start(s: SearchSettings, *, worker: int = 0) -> tuple[optuna.Study, Data | None]:
+    """Checks everything, opens the study and queues its baselines; (study, data), or
+    (study, None) when the study's budget is already used."""
     check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
@@ -63,19 +68,60 @@ def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
     if budget.used(study) >= s.n_trials:
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
-        return study
+        return study, None
     if s.baselines:
         if not study.get_trials(deepcopy=False):
             enqueue_references(study, s)
         ensure_bp_baselines(study, s, data)
+    return study, data
+
+
+def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
+    """Runs trials until the study holds ``n_trials`` that use budget (or the timeout)."""
+    study, data = start(s, worker=worker)
+    if data is None:
+        return study
     progress = Progress(study, s)
     try:
         study.optimize(Objective(s, data, progress=progress.enabled), timeout=s.timeout,
                        catch=FAILURES, callbacks=[progress, _stop_at_budget(s.n_trials)],
                        gc_after_trial=False)
+    except Exception as e:
+        if storage_cause(e) is None:
+            raise
+        raise storage_lost(e, s.storage) from None
     finally:
         progress.close()
     return study
+
+
+def run_workers(s: SearchSettings, commands: list[list[str]], *, poll_s: float = 2.0
+                ) -> tuple[optuna.Study, int]:
+    """Starts the study (baselines included) here, then one process per command, each a
+    worker of the same study; shows their progress; returns the study and the worst exit
+    status. Processes, not threads: each has its own interpreter and torch thread pool."""
+    study, data = start(s)
+    if data is None:
+        return study, 0
+    if s.storage.startswith("sqlite"):
+        log.warning("SQLite serialises writers; for parallel workers use PostgreSQL or "
+                    "journal:FILE (see README)")
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+    progress, seen = Progress(study, s), set()
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(poll_s)
+            for t in study.get_trials(deepcopy=False):
+                if t.state.is_finished() and t.number not in seen:
+                    seen.add(t.number)
+                    progress(study, t)
+    except KeyboardInterrupt:
+        for p in procs:  # the terminal's Ctrl-C reached them too; wait for a clean exit
+            p.wait()
+        raise
+    finally:
+        progress.close()
+    return study, max(p.returncode for p in procs)
 
 
 def _stop_at_budget(n_trials: int) -> Any:

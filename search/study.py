@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -21,6 +22,31 @@ DIALECTS = ("sqlite", "postgresql", "mysql")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_TIMEOUT_S = 60  # a second process waits this long for the write lock, not "locked"
 HEARTBEAT_RETRIES = 2  # a killed worker's trial is re-queued at most this often
+SCHEMA_RACE_RETRIES = 5
+
+
+class StorageLost(RuntimeError):
+    """The storage went away mid-run (server restart, network); the message is one line."""
+
+
+def storage_cause(e: BaseException | None) -> BaseException | None:
+    """The SQLAlchemy error behind ``e``, if any (Optuna can mask it with its own error)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, SQLAlchemyError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def storage_lost(e: BaseException, url: str) -> StorageLost:
+    cause = storage_cause(e) or e
+    first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or ["?"])[0]
+    return StorageLost(f"storage {redact(url)} failed: {redact(first)[:200]}; what is stored "
+                       "is kept: rerun the same command to finish the study")
 
 
 def package_version() -> str:
@@ -80,19 +106,39 @@ def open_storage(url: str, *, heartbeat_s: int | None = 60) -> BaseStorage:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return _rdb(url, heartbeat_s)
+        except Exception as e:  # sqlalchemy.exc.*, a missing driver, a refused connection
+            if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
+                time.sleep(0.2 * (attempt + 1))  # the other process is creating the tables
+                continue
+            raise UserError(f"cannot open storage {redact(url)}: {_first_line(e)}") from None
+    raise AssertionError("unreachable")
+
+
+def _rdb(url: str, heartbeat_s: int | None) -> RDBStorage:
     sqlite = url.startswith("sqlite")
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if not heartbeat_s:
-                return RDBStorage(url, engine_kwargs=engine)
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                              grace_period=2 * heartbeat_s + 10,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=HEARTBEAT_RETRIES))
-    except Exception as e:  # sqlalchemy.exc.*, a missing driver, a refused connection
-        raise UserError(f"cannot open storage {redact(url)}: {_first_line(e)}") from None
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if not heartbeat_s:
+            return RDBStorage(url, engine_kwargs=engine)
+        # A trial whose worker missed three heartbeats is failed and re-queued.
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                          grace_period=max(2, 3 * heartbeat_s),
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                              max_retry=HEARTBEAT_RETRIES))
+
+
+def _schema_race(e: BaseException) -> bool:
+    """Two processes creating Optuna's tables at once: the loser sees a duplicate."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    text = str(e).lower()
+    return isinstance(e, IntegrityError) or (
+        isinstance(e, (OperationalError, ProgrammingError))
+        and ("already exists" in text or "duplicate" in text))
 
 
 def _first_line(e: BaseException) -> str:

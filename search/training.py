@@ -56,6 +56,10 @@ def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: boo
     """Refuses to mix runs: a finished or different run is kept unless --force."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     stored = out / "settings.json"
     if resume and stored.is_file():
         old = json.loads(stored.read_text())

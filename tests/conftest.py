@@ -125,6 +125,21 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         b.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server on 127.0.0.1 for this test session."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pgserver import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def free_port() -> int:
     with socket.socket() as s:

@@ -73,3 +73,96 @@ def test_a_file_that_is_not_sqlite_is_never_touched(cli: Runner, tmp_path: Path)
 def test_unknown_study_in_studies_command(cli: Runner, existing: Path) -> None:
     rc, out, _ = cli("studies", "--storage", f"sqlite:///{existing}")
     assert rc == 0 and out.startswith("keep: 2 complete")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from bwbpf.spaces import Decoupling
+
+    root = tmp_path_factory.mktemp("files")
+    good = Decoupling.paper_default("vgg11", width=0.125).to_json()
+    (root / "truncated.json").write_text(good[: len(good) // 3])
+    (root / "vgg11.json").write_text(good)
+    (root / "garbage.db").write_bytes(b"\x13\x37not sqlite at all" * 64)
+    (root / "empty").mkdir()
+    (root / "afile").write_text("x")
+    (root / "bad.yaml").write_text("heads: [conv\n  lr: ]]")
+    return {p.name: p for p in root.iterdir()}
+
+
+# (argv, message); {db} is the existing study's storage, {name} a file from ``files``.
+OTHER = [
+    (["train", "--arch", "{truncated.json}"], "not valid JSON"),
+    (["train", "--arch", "nothing-here.json"], "not 'paper', 'uniform' or an existing JSON"),
+    (["train", "--arch", "{vgg11.json}", "--backbone", "resnet18"],
+     "cannot transfer a vgg decoupling (vgg11) to resnet18"),
+    (["train", "--arch", "paper", "--out", "{afile}"], "is a file, not a folder"),
+    (["train", "--arch", "paper", "--out", "/proc/bwbpf-run"], "cannot create it"),
+    (["train", "--dataset", "imagefolder", "--data-dir", "{empty}"],
+     "imagefolder needs --data-dir with a train/ folder"),
+    (["train", "--dataset", "cifar10", "--data-dir", "{empty}", "--no-download"],
+     "cifar10 not found in"),
+    (["train", "--device", "cuda:7"], "--device cuda:7"),
+    (["train", "--epochs", "-3"], "argument --epochs: -3 must be >= 1"),
+    (["export", "--storage", "{db}", "--study", "\u00e9tude-\u03c0", "-o", "x.json"],
+     "no study named '\u00e9tude-\u03c0'"),
+    (["export", "--storage", "{db}", "--study", "k" * 700, "-o", "x.json"], "no study named"),
+    (["export", "--storage", "{db}", "--study", "keep", "-o", "/proc/best.json"],
+     "cannot write /proc/best.json"),
+    (["export", "--storage", "{db}", "--study", "keep", "-o", "/nope/dir/best.json"],
+     "folder /nope/dir does not exist"),
+    (["export", "--storage", "{db}", "--study", "keep", "--top", "0", "-o", "x"],
+     "argument --top: 0 must be >= 1"),
+    (["export", "--storage", "sqlite:///{garbage.db}", "--study", "keep", "-o", "x.json"],
+     "is not an SQLite database; refusing to touch it"),
+    (["report", "--storage", "{db}", "--study", "keep", "-o", "{empty}"],
+     "need a file in an existing folder"),
+    (["report", "--storage", "{db}", "--study", "keep", "-o", "/proc/r.html"],
+     "cannot write /proc/r.html"),
+    (["report", "--storage", "{db}", "--study", "missing", "-o", "r.html"],
+     "no study named 'missing'"),
+    (["studies", "--storage", "sqlite:///{garbage.db}"], "is not an SQLite database"),
+    (["studies", "--storage", "sqlite:///{empty}"], "is a directory"),
+    (["dashboard", "--storage", "oracle://u:pw@h/db"], "unknown dialect 'oracle'"),
+    (["dashboard", "--port", "0"], "argument --port: 0 must be >= 1"),
+    (["run", "--space", "nothing.yaml"], "--space nothing.yaml: cannot read"),
+    (["run", "--space", "{bad.yaml}"], "not valid YAML"),
+    (["run", "--min-units", "4", "--max-blocks", "2"],
+     "max_blocks: 2 blocks of >= 4 unit(s) do not fit; vgg8b has 6 units, so at most 1"),
+    (["run", "--timeout", "-5"], "argument --timeout: -5 must be a positive number"),
+    (["run", "--bp-lrs", "0"], "--bp-lrs (0.0,): learning rates in (0, 10]"),
+    (["run", "--objectives", "accuracy,accuracy"], "accuracy first"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), OTHER, ids=[" ".join(c[0][:2]) + f"-{i}"
+                                                         for i, c in enumerate(OTHER)])
+def test_every_subcommand_refuses_bad_input(cli: Runner, existing: Path, files: dict[str, Path],
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            argv: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = {"db": f"sqlite:///{existing}", **{k: str(v) for k, v in files.items()}}
+    for key, value in names.items():
+        argv = [a.replace("{" + key + "}", value) for a in argv]
+    if argv[0] in ("run", "train"):
+        argv += [] if argv[0] == "train" else ["--storage", f"sqlite:///{existing}"]
+        argv += ["--dataset", "synthetic"] if "--dataset" not in argv else []
+    before = hashlib.sha256(existing.read_bytes()).hexdigest()
+    garbage = files["garbage.db"].read_bytes()
+    rc, out, err = cli(*argv)
+    assert rc == 2, (out, err)
+    assert message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert hashlib.sha256(existing.read_bytes()).hexdigest() == before
+    assert files["garbage.db"].read_bytes() == garbage
+
+
+def test_non_ascii_study_names_work(cli: Runner, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    name = "\u00e9tude-\u03c0-\u7814\u7a76"
+    rc, out, err = cli("-q", "run", "--storage", db, "--study", name, "--n-trials", "1",
+                       "--no-baselines", *FAST)
+    assert rc == 0, err
+    rc, out, _ = cli("studies", "--storage", db)
+    assert rc == 0 and out.startswith(name + ": 1 complete")
