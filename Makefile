@@ -9,7 +9,7 @@ PKGS := search spaces trainers reports
 SRC := pyproject.toml $(shell find $(PKGS) -name '*.py' -o -name '*.json' -o -name 'py.typed')
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data system test lint unit demo bench clean
+.PHONY: install data system test lint unit demo bench gpu-bundle clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,17 @@ demo: install data
 
 bench: install data
 	$(PY) benchmarks/run_all.py
+
+# Everything benchmarks/gpu_check.sh needs on a GPU machine that has torch but no network:
+# the Fashion-MNIST files and wheels of the pure-Python dependencies (for Python 3.12).
+GPU_WHEELS := optuna sqlalchemy alembic Mako colorlog jsonschema jsonschema-specifications \
+  referencing rpds-py attrs plotly narwhals greenlet
+gpu-bundle: data
+	mkdir -p benchmarks/data/fashion-mnist .whl
+	cp $(FMNIST)/*.gz benchmarks/data/fashion-mnist/
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs

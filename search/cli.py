@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
+        return tuple(kind(t) for t in items)
+
+    return parse
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and device")
     g.add_argument("--dataset", default="fashion-mnist", choices=list_datasets())
@@ -65,6 +75,13 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--schedule", default="sequential", choices=["sequential", "pipelined"],
+                   help="pipelined: one worker per block, concurrently (same arithmetic)")
+    g.add_argument("--devices", type=_csv(str), default=(),
+                   help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the blocks and heads (pays off on CUDA; the cache is "
+                        "shared by the trials of a process)")
 
 
 def load_data_from(args: argparse.Namespace, seed: int | None = None) -> Data:
@@ -89,11 +106,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule}
+                "schedule": args.schedule, "devices": list(args.devices)}
+    for name in args.devices:
+        resolve_device(name)
     prepare_out(out, settings, resume=args.resume, force=args.force)
     data = load_data_from(args)
     plan = TrainPlan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
-                     device=args.device, schedule=args.schedule)
+                     device=args.device, schedule=args.schedule, devices=args.devices,
+                     compile=args.compile)
     runs = {"blockwise": d}
     if args.compare_bp:
         runs["backprop"] = bp_for(d, bp_lr)
@@ -123,7 +143,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="channel multiplier (default 0.25 for paper/uniform; the file's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=_positive_int, default=None, help="default 10")
-    p.add_argument("--schedule", default="sequential", choices=["sequential"])
     add_data_flags(p)
     p.add_argument("--lr", type=_positive_float, default=0.05,
                    help="learning rate of the built-in decouplings")
@@ -169,16 +188,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 DEFAULT_STORAGE = "sqlite:///study.db"
 
 
-def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
-        return tuple(kind(t) for t in items)
-
-    return parse
-
-
 def add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE),
                    help="sqlite:///FILE (default sqlite:///study.db, env BWBPF_STORAGE), "
@@ -211,7 +220,8 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
         pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
         seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
-        heartbeat=args.heartbeat, quiet=args.quiet)
+        heartbeat=args.heartbeat, quiet=args.quiet, schedule=args.schedule,
+        devices=tuple(args.devices), compile=args.compile)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -233,9 +243,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def worker_command(args: argparse.Namespace, worker: int) -> list[str]:
     """The same `run` for one of --jobs worker processes: baselines are queued already, the
-    cores are shared out, and the worker number offsets the sampler's seed."""
+    cores are shared out, and the worker number offsets the sampler's seed. The storage URL
+    goes by the environment (BWBPF_STORAGE), not the command line, where `ps` would show
+    its password."""
     argv = list(args.argv)
-    rest = argv[argv.index("run") + 1:]
+    rest, skip = [], False
+    for a in argv[argv.index("run") + 1:]:
+        if skip or a.startswith("--storage="):
+            skip = False
+            continue
+        if a == "--storage":
+            skip = True
+            continue
+        rest.append(a)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
             "--worker", str(worker), "--no-baselines", "--threads", str(threads)]

@@ -43,7 +43,9 @@ class Objective:
                                         startup_trials=settings.pruner_startup
                                         ) if settings.multi_objective else None
         self.plan = TrainPlan(epochs=settings.epochs, batch_size=settings.batch_size,
-                              seed=settings.seed, device=settings.device)
+                              seed=settings.seed, device=settings.device,
+                              schedule=settings.schedule,  # type: ignore[arg-type]
+                              devices=settings.devices, compile=settings.compile)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         if used(trial.study, before=trial.number) >= self.s.n_trials:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from typing import Any
@@ -106,7 +107,8 @@ def run_workers(s: SearchSettings, commands: list[list[str]], *, poll_s: float =
     if s.storage.startswith("sqlite"):
         log.warning("SQLite serialises writers; for parallel workers use PostgreSQL or "
                     "journal:FILE (see README)")
-    procs = [subprocess.Popen(cmd) for cmd in commands]
+    env = {**os.environ, "BWBPF_STORAGE": s.storage}  # not on the command line: `ps` shows it
+    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
     progress, seen = Progress(study, s), set()
     try:
         while any(p.poll() is None for p in procs):

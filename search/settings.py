@@ -8,6 +8,7 @@ from typing import Any, get_args
 
 from bwbpf.search.study import Pruner, Sampler, redact
 from bwbpf.spaces import SearchSpace, UserError
+from bwbpf.trainers import resolve_device
 
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
 MAX_STUDY_NAME = 512  # Optuna's study_name column
@@ -48,6 +49,9 @@ class SearchSettings:
     bp_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)  # the BP baseline's learning-rate sweep
     heartbeat: int = 60  # seconds between heartbeats of a running trial (RDB storages)
     quiet: bool = False
+    schedule: str = "sequential"  # or "pipelined": trials train their blocks concurrently
+    devices: tuple[str, ...] = ()  # pipelined: blocks spread over these devices
+    compile: bool = False  # torch.compile blocks and heads
 
     def __post_init__(self) -> None:
         _require(bool(self.study) and len(self.study) <= MAX_STUDY_NAME
@@ -74,6 +78,12 @@ class SearchSettings:
                  f"--timeout {self.timeout}: must be a positive number of seconds")
         _require(bool(self.bp_lrs) and all(0 < lr <= 10 for lr in self.bp_lrs),
                  f"--bp-lrs {self.bp_lrs}: learning rates in (0, 10]")
+        _require(self.schedule in ("sequential", "pipelined"),
+                 f"--schedule {self.schedule!r}: sequential or pipelined")
+        _require(not self.devices or self.schedule == "pipelined",
+                 "--devices needs --schedule pipelined")
+        for d in self.devices:
+            resolve_device(d)
 
     @property
     def directions(self) -> list[str]:
@@ -89,6 +99,7 @@ class SearchSettings:
         out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
         out["objectives"] = list(self.objectives)
         out["bp_lrs"] = list(self.bp_lrs)
+        out["devices"] = list(self.devices)
         out["storage"] = redact(self.storage)
         return out
 

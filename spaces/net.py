@@ -24,10 +24,12 @@ class DecoupledNet(nn.Module):
         aux_heads: Sequence[AuxHead],
         classifier: nn.Module,
         units: list[UnitInfo],
+        input_shape: tuple[int, tuple[int, int]] = (3, (32, 32)),
     ) -> None:
         super().__init__()
         self.decoupling = decoupling
         self.units = units
+        self.in_channels, self.image_size = input_shape
         self.blocks = nn.ModuleList(blocks)
         self.aux_heads = nn.ModuleList(aux_heads)
         self.classifier = classifier
@@ -94,4 +96,4 @@ def _build(d: Decoupling, num_classes: int, in_channels: int, size: tuple[int, i
                                    num_classes=num_classes, width=aux.width, depth=aux.depth,
                                    loss=aux.loss))
     classifier = spec.build_classifier(infos[-1], num_classes, d.width)
-    return DecoupledNet(d, blocks, heads, classifier, infos)
+    return DecoupledNet(d, blocks, heads, classifier, infos, (in_channels, size))

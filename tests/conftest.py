@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -40,7 +42,8 @@ class Browser:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-port=0",
              "--window-size=1280,1600", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group: close() ends every helper
         port_file = profile / "DevToolsActivePort"
         end = time.time() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -109,11 +112,11 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
             try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """How a decoupled net is trained: data on the device, the BP-free trainer, costs."""
 
 from bwbpf.trainers.blockwise import EpochCallback, evaluate, fit
-from bwbpf.trainers.cost import NetCost, measure_cost, unit_costs
+from bwbpf.trainers.cost import NetCost, measure_cost, unit_costs, unit_times
 from bwbpf.trainers.data import Data, Split
 from bwbpf.trainers.datasets import DataError, list_datasets, load_data
 from bwbpf.trainers.device import resolve_device
@@ -24,4 +24,5 @@ __all__ = [
     "measure_cost",
     "resolve_device",
     "unit_costs",
+    "unit_times",
 ]

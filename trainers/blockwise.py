@@ -11,60 +11,16 @@ import time
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
 from bwbpf.trainers.device import autocast, resolve_device, synchronize
-from bwbpf.trainers.optim import make_optimizer, make_schedule
-from bwbpf.trainers.plan import EpochMetrics, NonFiniteLoss, TrainPlan, TrainResult
+from bwbpf.trainers.pipeline import PipelinedStepper
+from bwbpf.trainers.plan import EpochMetrics, TrainPlan, TrainResult
+from bwbpf.trainers.stepper import Stepper, check_finite
 
 EpochCallback = Callable[[int, EpochMetrics], None]
-
-
-class Stepper:
-    """One training step of every block; holds the per-block optimisers and schedules."""
-
-    def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
-        self.net, self.plan = net, plan
-        self.device = next(net.parameters()).device
-        cfgs = net.decoupling.optim
-        self.opts = [make_optimizer(net.block_parameters(k), cfgs[k]) for k in range(len(cfgs))]
-        self.scheds = [make_schedule(o, total_steps, plan.warmup_fraction) for o in self.opts]
-
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        """Trains on one batch; returns the (K,) detached losses of the blocks."""
-        return self._blockwise(x, y) if self.plan.detach else self._deep_supervision(x, y)
-
-    def _blockwise(self, x: Tensor, y: Tensor) -> Tensor:
-        losses, h = [], x
-        for k, block in enumerate(self.net.blocks):
-            with autocast(self.device, self.plan.precision):
-                out = block(h.detach())  # the boundary: no gradient flows back into block k-1
-                loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing)
-            self.opts[k].zero_grad(set_to_none=True)
-            loss.backward()  # frees block k's graph before block k+1 runs
-            self.opts[k].step()
-            self.scheds[k].step()
-            losses.append(loss.detach())
-            h = out.detach()
-        return torch.stack(losses)
-
-    def _deep_supervision(self, x: Tensor, y: Tensor) -> Tensor:
-        # The BWBPF public code's arithmetic: one graph, the sum of all losses, one backward.
-        losses, h = [], x
-        with autocast(self.device, self.plan.precision):
-            for k, block in enumerate(self.net.blocks):
-                h = block(h)
-                losses.append(self.net.head_loss(k, h, y, self.plan.label_smoothing)[0])
-        for opt in self.opts:
-            opt.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
-        for opt, sched in zip(self.opts, self.scheds):
-            opt.step()
-            sched.step()
-        return torch.stack([loss.detach() for loss in losses])
 
 
 def prepare(net: DecoupledNet, data: Data, plan: TrainPlan) -> tuple[DecoupledNet, Data]:
@@ -73,6 +29,10 @@ def prepare(net: DecoupledNet, data: Data, plan: TrainPlan) -> tuple[DecoupledNe
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
+    if plan.compile:
+        for k in range(net.num_blocks):
+            net.blocks[k].compile(dynamic=False)
+            net.head(k).compile(dynamic=False)
     return net, data.to(device)
 
 
@@ -91,7 +51,7 @@ def fit(net: DecoupledNet, data: Data, plan: TrainPlan, on_epoch: EpochCallback 
     per_epoch = data.steps_per_epoch(plan.batch_size)
     total = per_epoch * plan.epochs if plan.max_steps is None else min(
         plan.max_steps, per_epoch * plan.epochs)
-    step = Stepper(net, plan, total)
+    step = (PipelinedStepper if plan.schedule == "pipelined" else Stepper)(net, plan, total)
     result = TrainResult(val_accuracy=0.0, device=str(device))
     done = 0 if resume is None else restore(resume, net, step, gen, result)
     if device.type == "cuda":
@@ -117,44 +77,32 @@ def _train_epoch(net: DecoupledNet, data: Data, plan: TrainPlan, step: Stepper,
                  ) -> EpochMetrics:
     device = data.device
     net.train()
-    sums, seen, batches = torch.zeros(net.num_blocks, device=device), 0, 0
     start = time.perf_counter()
-    for x, y in data.train_batches(plan.batch_size, gen, plan.augment):
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        sums += step(x, y)
-        seen, batches = seen + len(y), batches + 1
-        result.steps += 1
-        if result.steps % plan.check_every == 0:
-            _check_finite(sums, epoch, result.steps)
-        if result.steps >= total:
-            break
+    batches = data.train_batches(plan.batch_size, gen, plan.augment)
+    if device.type == "cuda":
+        batches = ((x.contiguous(memory_format=torch.channels_last), y) for x, y in batches)
+    sums, seen, n = step.run_epoch(batches, total - result.steps, epoch, result.steps)
+    result.steps += n
     synchronize(device)
     seconds = time.perf_counter() - start
-    _check_finite(sums, epoch, result.steps)
+    check_finite(sums, epoch, result.steps)
     accs = evaluate(net, data.val, plan)
-    return EpochMetrics(epoch, accs[-1], accs, (sums / max(1, batches)).tolist(), seconds,
+    return EpochMetrics(epoch, accs[-1], accs, (sums / max(1, n)).tolist(), seconds,
                         seen / seconds if seconds > 0 else 0.0)
-
-
-def _check_finite(sums: Tensor, epoch: int, steps: int) -> None:
-    bad = (~torch.isfinite(sums)).nonzero().flatten().tolist()  # syncs the device
-    if bad:
-        raise NonFiniteLoss(f"block {bad[0] + 1} loss is not finite (epoch {epoch}, "
-                            f"by step {steps})")
 
 
 @torch.no_grad()
 def evaluate(net: DecoupledNet, split: Split, plan: TrainPlan) -> list[float]:
     """Accuracy of every block's head on ``split``; the last entry is the final output."""
     device = next(net.parameters()).device
+    places = [next(b.parameters()).device for b in net.blocks]  # blocks may sit on devices
     net.eval()
     correct = torch.zeros(net.num_blocks, device=device)
     for x, y in eval_batches(split, plan.eval_batch_size):
-        x, y = x.to(device), y.to(device)
         h = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-        with autocast(device, plan.precision):
-            for k, block in enumerate(net.blocks):
+        for k, block in enumerate(net.blocks):
+            h, yk = h.to(places[k]), y.to(places[k])
+            with autocast(places[k], plan.precision):
                 h = block(h)
-                correct[k] += (net.head(k)(h).argmax(1) == y).sum()
+                correct[k] += (net.head(k)(h).argmax(1) == yk).sum().to(device)
     return (correct / max(1, len(split))).tolist()

@@ -18,7 +18,7 @@ from bwbpf.spaces import DecoupledNet, UserError
 from bwbpf.trainers.plan import EpochMetrics, TrainResult
 
 if TYPE_CHECKING:
-    from bwbpf.trainers.blockwise import Stepper
+    from bwbpf.trainers.stepper import Stepper
 
 FORMAT = 1
 

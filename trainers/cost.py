@@ -8,6 +8,7 @@ for backward with ``saved_tensors_hooks`` (parameters and shared storages counte
 from __future__ import annotations
 
 import copy
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -113,3 +114,27 @@ def unit_costs(backbone: str, *, width: float, in_channels: int, image_size: tup
         saved.append(mem.total // PROBE_BATCH)
         h = out.detach()
     return flops, saved
+
+
+def unit_times(backbone: str, *, width: float, in_channels: int, image_size: tuple[int, int],
+               batch: int = 64, repeats: int = 3) -> list[float]:
+    """Measured seconds of every unit's forward+backward on a batch (CPU, this process's
+    threads; the fastest of ``repeats``). Early, high-resolution units cost more time per FLOP
+    (memory-bound BatchNorm, ReLU, pooling), so cuts balanced by time beat cuts balanced by
+    FLOPs when blocks really run in parallel."""
+    spec = get_backbone(backbone)
+    _, units = spec.build_units(width=width, in_channels=in_channels, image_size=image_size)
+    h = torch.randn(batch, in_channels, *image_size)
+    out_times = []
+    for k, unit in enumerate(units):
+        unit.train()
+        x = h.detach().requires_grad_(k > 0)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = unit(x)
+            out.sum().backward()
+            best = min(best, time.perf_counter() - start)
+        out_times.append(best)
+        h = out.detach()
+    return out_times

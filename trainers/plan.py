@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 from bwbpf.spaces import ConfigError
 
-Schedule = Literal["sequential"]
+Schedule = Literal["sequential", "pipelined"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -23,7 +23,14 @@ class TrainPlan:
     max_steps: int | None = None  # stop after this many steps in all (smoke tests, benchmarks)
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    # sequential: block after block on one device. pipelined: one worker per block running
+    # concurrently (threads; on CUDA each with its own stream), the same arithmetic.
     schedule: Schedule = "sequential"
+    devices: tuple[str, ...] = ()  # pipelined: blocks spread over these, balanced by FLOPs
+    worker_threads: int | None = None  # pipelined on CPU: torch threads per worker
+    # torch.compile every block and head (in place: state_dict keys stay). Compiled graphs are
+    # cached by torch for the process (and on disk), so trials of one search share the cost.
+    compile: bool = False
     warmup_fraction: float = 0.05  # of all steps, linear warm-up before the cosine decay
     label_smoothing: float = 0.0
     augment: bool = True
@@ -51,6 +58,10 @@ class TrainPlan:
                  f"{self.precision!r} not one of {get_args(Precision)}")
         _require(self.eval_batch_size >= 1 and self.check_every >= 1, "eval_batch_size",
                  "eval_batch_size and check_every must be >= 1")
+        _require(not self.devices or self.schedule == "pipelined", "devices",
+                 "placing blocks on several devices needs schedule='pipelined'")
+        _require(self.worker_threads is None or self.worker_threads >= 1, "worker_threads",
+                 f"{self.worker_threads!r} must be >= 1")
 
 
 @dataclass

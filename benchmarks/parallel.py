@@ -1,0 +1,84 @@
+"""Block-parallel training on this machine's cores: the pipelined schedule (one thread per
+block worker) against the sequential one, as a share of the ideal speed-up, and against the best
+sequential set-up (intra-op threads on every core); and how well FLOPs predict it.
+
+    .venv/bin/python benchmarks/parallel.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from common import Row, show
+
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
+from bwbpf.trainers import TrainPlan, fit, load_data, measure_cost, unit_costs, unit_times
+
+BACKBONE, WIDTH, BATCH, STEPS = "vgg11", 0.5, 128, 40
+CORES = os.cpu_count() or 1
+
+
+def decoupling(cuts: tuple[int, ...]) -> Decoupling:
+    k = len(cuts) + 1
+    return Decoupling(BACKBONE, cuts, (AuxSpec("conv", 1, 0.5),) * (k - 1),
+                      (BlockOptim(lr=0.02),) * k, WIDTH)
+
+
+def train_seconds(d: Decoupling, data, schedule: str, threads: int) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
+    torch.set_num_threads(threads)
+    net = build(d, 10, data.in_channels, data.image_size, seed=0)
+    plan = TrainPlan(epochs=1, max_steps=STEPS, batch_size=BATCH, device="cpu",
+                     schedule=schedule, worker_threads=1 if schedule == "pipelined" else None,
+                     augment=False)  # type: ignore[arg-type]
+    r = fit(net, data, plan)
+    return r.train_seconds, net.state_dict()
+
+
+def best(d: Decoupling, data, schedule: str, threads: int, repeats: int = 2) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
+    runs = [train_seconds(d, data, schedule, threads) for _ in range(repeats)]
+    return min(r[0] for r in runs), runs[0][1]
+
+
+def run() -> list[Row]:
+    data = load_data("fashion-mnist", train_subset=BATCH * STEPS, val_size=256,
+                     download=False, image_size=32)
+    flops, _ = unit_costs(BACKBONE, width=WIDTH, in_channels=1, image_size=(32, 32))
+    torch.set_num_threads(1)
+    times = unit_times(BACKBONE, width=WIDTH, in_channels=1, image_size=(32, 32), batch=BATCH)
+    rows = []
+    for k in (2, 4):
+        # cuts balanced by measured unit time; the ideal is sum / max of the blocks' costs
+        d = decoupling(balanced_cuts(times, k))
+        cost = measure_cost(build(d, 10, 1, 32), 1, (32, 32))
+        edges = [0, *d.cuts, len(times)]
+        block_t = [sum(times[a:b]) for a, b in zip(edges, edges[1:])]
+        ideal = min(sum(block_t) / max(block_t), CORES)  # no more workers at once than cores
+        seq1, w_seq = best(d, data, "sequential", 1)
+        pipe, w_pipe = best(d, data, "pipelined", 1)
+        seq_all, _ = best(d, data, "sequential", CORES)
+        same = all(torch.equal(w_seq[n], w_pipe[n]) for n in w_seq)
+        speedup = seq1 / pipe
+        rows.append(Row(f"K={k} pipelined (1 thread/worker) vs sequential (1 thread) / ideal",
+                        speedup / ideal, ">= 0.85",
+                        f"{speedup:.2f}x of ideal {ideal:.2f}x (cuts {d.cuts} by unit time; "
+                        f"FLOPs say {cost.ideal_speedup:.2f}x; {CORES} cores); weights bitwise "
+                        f"equal: {same}"))
+        rows.append(Row(f"K={k} pipelined vs best sequential ({CORES} intra-op threads)",
+                        seq_all / pipe, ">= 1.0", f"{seq_all:.2f} s vs {pipe:.2f} s for {STEPS} "
+                        f"steps of {BATCH}"))
+    for cuts in ((1,), (2,), (6,)):  # unbalanced K=2: does the FLOP ratio predict the gain?
+        d = decoupling(cuts)
+        cost = measure_cost(build(d, 10, 1, 32), 1, (32, 32))
+        seq1, _ = best(d, data, "sequential", 1)
+        pipe, _ = best(d, data, "pipelined", 1)
+        ideal = min(cost.ideal_speedup, CORES)
+        rows.append(Row(f"K=2 cut at unit {cuts[0]}: measured / ideal speed-up from FLOPs",
+                        (seq1 / pipe) / ideal, ">= 0.85",
+                        f"measured {seq1 / pipe:.2f}x, FLOPs predict {ideal:.2f}x"))
+    torch.set_num_threads(CORES)
+    return rows
+
+
+if __name__ == "__main__":
+    show(run())
