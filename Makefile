@@ -9,7 +9,7 @@ PKGS := search spaces trainers reports
 SRC := pyproject.toml $(shell find $(PKGS) -name '*.py' -o -name '*.json' -o -name 'py.typed')
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data system test lint unit demo bench gpu-bundle clean
+.PHONY: install data system test lint unit demo bench quality gpu-bundle clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,10 @@ demo: install data
 
 bench: install data
 	$(PY) benchmarks/run_all.py
+
+# The evidence: searched decouplings vs BP and the paper's, transfer to deeper nets (~1 h).
+quality: install data
+	$(PY) benchmarks/quality.py
 
 # Everything benchmarks/gpu_check.sh needs on a GPU machine that has torch but no network:
 # the Fashion-MNIST files and wheels of the pure-Python dependencies (for Python 3.12).

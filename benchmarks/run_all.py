@@ -35,7 +35,10 @@ def main() -> int:
         for r in rows:
             print(r.line(), flush=True)
         sections.append((name, rows, time.perf_counter() - start))
-    args.out.write_text(render(sections))
+    text = render(sections)
+    if args.out.exists() and "## Quality" in args.out.read_text():  # written by quality.py
+        text += "\n## Quality" + args.out.read_text().split("## Quality", 1)[1]
+    args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
 
@@ -50,7 +53,8 @@ def render(sections: list[tuple[str, list[Row], float]]) -> str:
         f"({torch.get_num_threads()} threads), CUDA {'yes' if torch.cuda.is_available() else 'no'}",
         "- command: `make bench` (each script also runs alone: "
         "`.venv/bin/python benchmarks/<name>.py`)",
-        "- every figure below was measured by the script named in its section, in this run",
+        "- every figure in the sections before Quality was measured by the script named in its "
+        "section, in this run; the Quality section comes from `make quality` and says when",
         "",
     ]
     for name, rows, seconds in sections:

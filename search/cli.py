@@ -7,15 +7,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
-import torch
 from sqlalchemy.exc import SQLAlchemyError
 
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search import commands
 from bwbpf.search.study import StorageLost, storage_lost
-from bwbpf.spaces import SearchSpace, UserError, list_backbones
-from bwbpf.trainers import Data, TrainPlan, list_datasets, load_data, resolve_device
+from bwbpf.spaces import UserError, list_backbones
+from bwbpf.trainers import list_datasets
 
 log = logging.getLogger("bwbpf.search")
 Command = Callable[[argparse.Namespace], int]
@@ -84,54 +83,6 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                         "shared by the trials of a process)")
 
 
-def load_data_from(args: argparse.Namespace, seed: int | None = None) -> Data:
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return load_data(args.dataset, data_dir=args.data_dir, device=device, val_size=args.val_size,
-                     train_subset=args.train_subset, seed=args.seed if seed is None else seed,
-                     download=args.download, image_size=args.image_size)
-
-
-# ---------------------------------------------------------------- train
-def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.exporting import write_json_atomic
-    from bwbpf.search.training import bp_for, load_arch, prepare_out, train_one
-
-    d, file_metrics = load_arch(args.arch, args.backbone, args.width, args.lr)
-    name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
-    out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
-    bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
-    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs or 10,
-                "batch_size": args.batch_size, "seed": args.seed, "train_subset":
-                args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
-                "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule, "devices": list(args.devices)}
-    for name in args.devices:
-        resolve_device(name)
-    prepare_out(out, settings, resume=args.resume, force=args.force)
-    data = load_data_from(args)
-    plan = TrainPlan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
-                     device=args.device, schedule=args.schedule, devices=args.devices,
-                     compile=args.compile)
-    runs = {"blockwise": d}
-    if args.compare_bp:
-        runs["backprop"] = bp_for(d, bp_lr)
-    results: dict[str, dict[str, Any]] = {}
-    for key, dec in runs.items():
-        r = train_one(dec, data, plan, out / key, key, resume=args.resume,
-                      stop_after=args.stop_after)
-        if r is None:
-            print(f"stopped after epoch {args.stop_after}; continue with --resume --out {out}")
-            return 0
-        results[key] = r
-    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
-    for key, res in results.items():
-        print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
-    print(f"results: {out / 'metrics.json'}")
-    return 0
-
-
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="full training of one decoupling")
     p.add_argument("--arch", default="paper",
@@ -156,20 +107,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=_positive_int, default=None,
                    help="stop after this epoch (resume later with --resume)")
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
-    p.set_defaults(func=cmd_train)
-
-
-# ---------------------------------------------------------------- export
-def cmd_export(args: argparse.Namespace) -> int:
-    from bwbpf.search.exporting import export
-    from bwbpf.search.study import load_existing, open_storage
-
-    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
-    paths = export(study, args.output, trial=args.trial, pareto=args.pareto, top=args.top,
-                   force=args.force)
-    for p in paths:
-        print(p)
-    return 0
+    p.set_defaults(func=commands.cmd_train)
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -181,10 +119,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--top", type=_positive_int, default=None, help="the K most accurate")
     p.add_argument("-o", "--output", type=Path, required=True, help="file, or folder")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=commands.cmd_export)
 
 
-# ---------------------------------------------------------------- run
 DEFAULT_STORAGE = "sqlite:///study.db"
 
 
@@ -193,72 +130,6 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
                    help="sqlite:///FILE (default sqlite:///study.db, env BWBPF_STORAGE), "
                         "postgresql+psycopg://USER:PW@HOST/DB, or journal:FILE")
     p.add_argument("--study", default="bwbpf", help="study name (default bwbpf)")
-
-
-def space_from(args: argparse.Namespace) -> SearchSpace:
-    base = SearchSpace.from_file(args.space) if args.space else SearchSpace()
-    over: dict[str, object] = {}
-    if args.backbone is not None:
-        over["backbones"] = args.backbone
-    for flag, key in (("width", "width"), ("max_blocks", "max_blocks"), ("heads", "heads"),
-                      ("min_units", "min_units")):
-        if getattr(args, flag) is not None:
-            over[key] = getattr(args, flag)
-    if args.max_blocks is not None and base.min_blocks > args.max_blocks:
-        over["min_blocks"] = 2
-    fields = {**base.__dict__, **over}
-    return SearchSpace.from_mapping(fields, where="search space")
-
-
-def settings_from(args: argparse.Namespace) -> SearchSettings:
-    return SearchSettings(
-        study=args.study, storage=args.storage, space=space_from(args), dataset=args.dataset,
-        data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
-        image_size=args.image_size, train_subset=args.train_subset, val_size=args.val_size,
-        epochs=args.epochs or 3, batch_size=args.batch_size, n_trials=args.n_trials,
-        timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
-        min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
-        pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
-        seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
-        heartbeat=args.heartbeat, quiet=args.quiet, schedule=args.schedule,
-        devices=tuple(args.devices), compile=args.compile)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from bwbpf.search.runner import run_search, run_workers, summary
-
-    settings = settings_from(args)
-    code = 0
-    if args.jobs > 1:
-        study, code = run_workers(settings, [worker_command(args, i) for i in range(args.jobs)])
-    else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        study = run_search(settings, worker=args.worker or 0)
-    if args.worker is None:  # a --jobs worker leaves the summary to its parent
-        for line in summary(study):
-            print(line)
-    return code
-
-
-def worker_command(args: argparse.Namespace, worker: int) -> list[str]:
-    """The same `run` for one of --jobs worker processes: baselines are queued already, the
-    cores are shared out, and the worker number offsets the sampler's seed. The storage URL
-    goes by the environment (BWBPF_STORAGE), not the command line, where `ps` would show
-    its password."""
-    argv = list(args.argv)
-    rest, skip = [], False
-    for a in argv[argv.index("run") + 1:]:
-        if skip or a.startswith("--storage="):
-            skip = False
-            continue
-        if a == "--storage":
-            skip = True
-            continue
-        rest.append(a)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    return [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
-            "--worker", str(worker), "--no-baselines", "--threads", str(threads)]
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -300,58 +171,13 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--seed", type=int, default=0)
     add_data_flags(p)
-    p.set_defaults(func=cmd_run)
-
-
-# ---------------------------------------------------------------- studies
-def cmd_studies(args: argparse.Namespace) -> int:
-    import optuna
-
-    from bwbpf.search import budget
-    from bwbpf.search.runner import best_trial
-    from bwbpf.search.study import open_storage
-
-    storage = open_storage(args.storage, heartbeat_s=None)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if not names:
-        print("no studies")
-    for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
-        counts = budget.finished(study)
-        best = best_trial(study)
-        where = f"best {best.values[0]:.4f} (trial {best.number})" if best else "no result yet"
-        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-        dirs = ",".join(d.name.lower() for d in study.directions)
-        print(f"{name}: {states or 'empty'}; {dirs}; {where}")
-    return 0
+    p.set_defaults(func=commands.cmd_run)
 
 
 def add_studies(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("studies", help="the studies in a storage, trial counts and best values")
     add_study_flags(p)
-    p.set_defaults(func=cmd_studies)
-
-
-# ---------------------------------------------------------------- report
-def cmd_report(args: argparse.Namespace) -> int:
-    from bwbpf.reports import trials_frame, write_report
-    from bwbpf.reports.files import write_bytes_atomic
-    from bwbpf.search.study import load_existing, open_storage
-
-    for flag, path in (("-o", args.output), ("--csv", args.csv), ("--parquet", args.parquet)):
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
-            raise UserError(f"{flag} {path}: need a file in an existing folder")
-    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
-    write_report(study, args.output)
-    print(args.output)
-    frame = trials_frame(study)
-    if args.csv:
-        write_bytes_atomic(args.csv, frame.to_csv(index=False).encode())
-        print(args.csv)
-    if args.parquet:
-        write_bytes_atomic(args.parquet, frame.to_parquet(index=False))
-        print(args.parquet)
-    return 0
+    p.set_defaults(func=commands.cmd_studies)
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -360,20 +186,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
     p.add_argument("--csv", type=Path, default=None, help="also the trials as CSV")
     p.add_argument("--parquet", type=Path, default=None, help="also the trials as Parquet")
-    p.set_defaults(func=cmd_report)
-
-
-# ---------------------------------------------------------------- dashboard
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    import optuna_dashboard
-
-    from bwbpf.search.study import open_storage, redact
-
-    storage = open_storage(args.storage, heartbeat_s=None)
-    print(f"optuna-dashboard for {redact(args.storage)} on http://{args.host}:{args.port}/",
-          flush=True)
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
-    return 0
+    p.set_defaults(func=commands.cmd_report)
 
 
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
@@ -381,10 +194,9 @@ def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
     p.add_argument("--port", type=_positive_int, default=8080)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
-    p.set_defaults(func=cmd_dashboard)
+    p.set_defaults(func=commands.cmd_dashboard)
 
 
-# ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bwbpf-search", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

@@ -109,7 +109,8 @@ def run_workers(s: SearchSettings, commands: list[list[str]], *, poll_s: float =
                     "journal:FILE (see README)")
     env = {**os.environ, "BWBPF_STORAGE": s.storage}  # not on the command line: `ps` shows it
     procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
-    progress, seen = Progress(study, s), set()
+    progress = Progress(study, s)
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(poll_s)

@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet, balanced_cuts
-from bwbpf.trainers.device import autocast, resolve_device
-from bwbpf.trainers.optim import make_optimizer, make_schedule
+from bwbpf.trainers.device import resolve_device
 from bwbpf.trainers.plan import NonFiniteLoss, TrainPlan
 from bwbpf.trainers.stepper import Stepper
 
@@ -62,9 +61,7 @@ class PipelinedStepper(Stepper):
             net.blocks[k].to(dev)
             net.head(k).to(dev)
         self.device = self.devices[0]
-        cfgs = net.decoupling.optim
-        self.opts = [make_optimizer(net.block_parameters(k), cfgs[k]) for k in range(len(cfgs))]
-        self.scheds = [make_schedule(o, total_steps, plan.warmup_fraction) for o in self.opts]
+        self._optimisers(total_steps)
         cores = os.cpu_count() or 1
         self.threads = plan.worker_threads or max(1, cores // net.num_blocks)
 
@@ -137,15 +134,9 @@ class PipelinedStepper(Stepper):
             stream.wait_event(ready)  # the producer's kernels for x are done
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if stream is not None:
-            x.record_stream(stream)
-        with autocast(dev, self.plan.precision):
-            out = self.net.blocks[k](x)  # x is detached: nothing flows back to block k-1
-            loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing)
-        self.opts[k].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[k].step()
-        self.scheds[k].step()
-        return out.detach(), y, loss.detach()
+            x.record_stream(stream)  # x came from another stream: keep it until we are done
+        out, loss = self.train_block(k, x, y, dev)
+        return out, y, loss
 
     @staticmethod
     def _event(stream: Any) -> Any:

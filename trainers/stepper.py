@@ -19,9 +19,28 @@ class Stepper:
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         self.net, self.plan = net, plan
         self.device = next(net.parameters()).device
-        cfgs = net.decoupling.optim
-        self.opts = [make_optimizer(net.block_parameters(k), cfgs[k]) for k in range(len(cfgs))]
-        self.scheds = [make_schedule(o, total_steps, plan.warmup_fraction) for o in self.opts]
+        self._optimisers(total_steps)
+
+    def _optimisers(self, total_steps: int) -> None:
+        """Block k's optimiser and schedule, over the parameters where they are now."""
+        cfgs = self.net.decoupling.optim
+        self.opts = [make_optimizer(self.net.block_parameters(k), cfg)
+                     for k, cfg in enumerate(cfgs)]
+        self.scheds = [make_schedule(o, total_steps, self.plan.warmup_fraction)
+                       for o in self.opts]
+
+    def train_block(self, k: int, x: Tensor, y: Tensor, device: torch.device
+                    ) -> tuple[Tensor, Tensor]:
+        """Block k's whole update on its (detached) input: forward, local loss, backward,
+        optimiser step. Returns the detached output and loss. Its graph is freed on return."""
+        with autocast(device, self.plan.precision):
+            out = self.net.blocks[k](x)  # x is detached: no gradient flows back to block k-1
+            loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing)
+        self.opts[k].zero_grad(set_to_none=True)
+        loss.backward()
+        self.opts[k].step()
+        self.scheds[k].step()
+        return out.detach(), loss.detach()
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Trains on one batch; returns the (K,) detached losses of the blocks."""
@@ -43,16 +62,9 @@ class Stepper:
 
     def _blockwise(self, x: Tensor, y: Tensor) -> Tensor:
         losses, h = [], x
-        for k, block in enumerate(self.net.blocks):
-            with autocast(self.device, self.plan.precision):
-                out = block(h.detach())  # the boundary: no gradient flows back into block k-1
-                loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing)
-            self.opts[k].zero_grad(set_to_none=True)
-            loss.backward()  # frees block k's graph before block k+1 runs
-            self.opts[k].step()
-            self.scheds[k].step()
-            losses.append(loss.detach())
-            h = out.detach()
+        for k in range(self.net.num_blocks):
+            h, loss = self.train_block(k, h, y, self.device)
+            losses.append(loss)
         return torch.stack(losses)
 
     def _deep_supervision(self, x: Tensor, y: Tensor) -> Tensor:
