@@ -115,8 +115,11 @@ def test_sigint_mid_trial_leaves_a_loadable_study_and_rerun_completes(tmp_path: 
     argv = [sys.executable, "-m", "bwbpf.search", "-q", "run", "--storage", db, "--study", "s",
             "--n-trials", "4", "--pruner", "none", "--no-baselines",
             *[a if a != "2" else "4" for a in FAST]]
+    # a shell's background job (`make test &`, nohup) inherits SIGINT ignored; Python then
+    # installs no KeyboardInterrupt handler, so the child gets the default disposition back
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def mid_trial() -> bool:
         try:
