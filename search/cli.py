@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence, get_args
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -15,6 +15,7 @@ from bwbpf.search import commands
 from bwbpf.search.study import StorageLost, storage_lost
 from bwbpf.spaces import UserError, list_backbones
 from bwbpf.trainers import list_datasets
+from bwbpf.trainers.plan import Schedule
 
 log = logging.getLogger("bwbpf.search")
 Command = Callable[[argparse.Namespace], int]
@@ -74,7 +75,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--schedule", default="sequential", choices=["sequential", "pipelined"],
+    g.add_argument("--schedule", default="sequential", choices=get_args(Schedule),
                    help="pipelined: one worker per block, concurrently (same arithmetic)")
     g.add_argument("--devices", type=_csv(str), default=(),
                    help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")

@@ -44,7 +44,7 @@ class Objective:
                                         ) if settings.multi_objective else None
         self.plan = TrainPlan(epochs=settings.epochs, batch_size=settings.batch_size,
                               seed=settings.seed, device=settings.device,
-                              schedule=settings.schedule,  # type: ignore[arg-type]
+                              schedule=settings.schedule,
                               devices=settings.devices, compile=settings.compile)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:

@@ -9,6 +9,7 @@ from typing import Any, get_args
 from bwbpf.search.study import Pruner, Sampler, redact
 from bwbpf.spaces import SearchSpace, UserError
 from bwbpf.trainers import resolve_device
+from bwbpf.trainers.plan import Schedule
 
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
 MAX_STUDY_NAME = 512  # Optuna's study_name column
@@ -49,7 +50,7 @@ class SearchSettings:
     bp_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)  # the BP baseline's learning-rate sweep
     heartbeat: int = 60  # seconds between heartbeats of a running trial (RDB storages)
     quiet: bool = False
-    schedule: str = "sequential"  # or "pipelined": trials train their blocks concurrently
+    schedule: Schedule = "sequential"  # or "pipelined": trials train their blocks concurrently
     devices: tuple[str, ...] = ()  # pipelined: blocks spread over these devices
     compile: bool = False  # torch.compile blocks and heads
 
@@ -78,8 +79,8 @@ class SearchSettings:
                  f"--timeout {self.timeout}: must be a positive number of seconds")
         _require(bool(self.bp_lrs) and all(0 < lr <= 10 for lr in self.bp_lrs),
                  f"--bp-lrs {self.bp_lrs}: learning rates in (0, 10]")
-        _require(self.schedule in ("sequential", "pipelined"),
-                 f"--schedule {self.schedule!r}: sequential or pipelined")
+        _require(self.schedule in get_args(Schedule),
+                 f"--schedule {self.schedule!r}: one of {', '.join(get_args(Schedule))}")
         _require(not self.devices or self.schedule == "pipelined",
                  "--devices needs --schedule pipelined")
         for d in self.devices:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, nullcontext, suppress
 from typing import Any, Iterable
 
 import torch
@@ -22,8 +22,8 @@ from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet, balanced_cuts
 from bwbpf.trainers.device import resolve_device
-from bwbpf.trainers.plan import NonFiniteLoss, TrainPlan
-from bwbpf.trainers.stepper import Stepper
+from bwbpf.trainers.plan import TrainPlan
+from bwbpf.trainers.stepper import Stepper, check_finite
 
 INBOX = 2  # batches a worker may run ahead of the next one (bounds memory)
 POLL_S = 0.05  # how often a blocked worker looks whether the pipeline was stopped
@@ -79,16 +79,8 @@ class PipelinedStepper(Stepper):
             torch.set_num_threads(self.threads)
         for w in workers:
             w.start()
-        seen = n = 0
         try:
-            for x, y in batches:
-                self._put(boxes[0], (x, y, None))
-                seen, n = seen + len(y), n + 1
-                if n >= limit:
-                    break
-            self._put(boxes[0], None)  # end of the epoch, passed down the pipeline
-        except Stopped:
-            pass
+            seen, n = self._feed(boxes[0], batches, limit)
         finally:
             if self.errors:
                 self.stop.set()
@@ -99,6 +91,21 @@ class PipelinedStepper(Stepper):
         if self.errors:
             raise self.errors[0]
         return torch.stack([s.to(self.devices[0]) for s in sums]), seen, n
+
+    def _feed(self, box: queue.Queue[Any], batches: Iterable[tuple[Tensor, Tensor]],
+              limit: int) -> tuple[int, int]:
+        """Sends at most ``limit`` batches into block 1's inbox, then the end of the epoch (passed
+        down the pipeline); returns (images, batches) sent. When a worker fails, the feed stops
+        early and run_epoch raises that worker's error."""
+        seen = n = 0
+        with suppress(Stopped):
+            for x, y in batches:
+                self._put(box, (x, y, None))
+                seen, n = seen + len(y), n + 1
+                if n >= limit:
+                    break
+            self._put(box, None)
+        return seen, n
 
     def _worker(self, k: int, boxes: list[queue.Queue[Any]], sums: list[Tensor], epoch: int,
                 done: int) -> None:
@@ -115,10 +122,10 @@ class PipelinedStepper(Stepper):
                     sums[k] += loss
                     steps += 1
                     if (done + steps) % self.plan.check_every == 0:
-                        self._check(k, sums[k], epoch, done + steps)
+                        check_finite(sums[k].reshape(1), epoch, done + steps, first_block=k)
                     if not last:
                         self._put(boxes[k + 1], (out, y, self._event(stream)))
-                self._check(k, sums[k], epoch, done + steps)
+                check_finite(sums[k].reshape(1), epoch, done + steps, first_block=k)
                 if not last:
                     self._put(boxes[k + 1], None)
         except Stopped:
@@ -145,11 +152,6 @@ class PipelinedStepper(Stepper):
         ev = torch.cuda.Event()
         ev.record(stream)
         return ev
-
-    def _check(self, k: int, total: Tensor, epoch: int, steps: int) -> None:
-        if not bool(torch.isfinite(total)):
-            raise NonFiniteLoss(f"block {k + 1} loss is not finite (epoch {epoch}, "
-                                f"by step {steps})")
 
     def _get(self, box: queue.Queue[Any]) -> Any:
         while True:

@@ -83,8 +83,10 @@ class Stepper:
         return torch.stack([loss.detach() for loss in losses])
 
 
-def check_finite(sums: Tensor, epoch: int, steps: int) -> None:
+def check_finite(sums: Tensor, epoch: int, steps: int, first_block: int = 0) -> None:
+    """Raises NonFiniteLoss naming the first block whose loss sum is not finite; ``sums`` holds
+    the sums of blocks ``first_block``, ``first_block + 1``, ..."""
     bad = (~torch.isfinite(sums)).nonzero().flatten().tolist()  # syncs the device
     if bad:
-        raise NonFiniteLoss(f"block {bad[0] + 1} loss is not finite (epoch {epoch}, "
+        raise NonFiniteLoss(f"block {first_block + bad[0] + 1} loss is not finite (epoch {epoch}, "
                             f"by step {steps})")
