@@ -11,6 +11,7 @@ from plotly.offline import get_plotlyjs
 
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
+from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -91,6 +92,4 @@ def render(study: optuna.Study) -> str:
 
 
 def write_report(study: optuna.Study, path: Path) -> None:
-    from bwbpf.reports.files import write_text_atomic
-
     write_text_atomic(path, render(study))

@@ -25,8 +25,8 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.exporting import write_json_atomic
     from bwbpf.search.training import bp_for, load_arch, prepare_out, train_one
+    from bwbpf.spaces.files import write_json_atomic
 
     d, file_metrics = load_arch(args.arch, args.backbone, args.width, args.lr)
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
@@ -164,8 +164,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bwbpf.reports import trials_frame, write_report
-    from bwbpf.reports.files import write_bytes_atomic
     from bwbpf.search.study import load_existing, open_storage
+    from bwbpf.spaces.files import write_bytes_atomic
 
     for flag, path in (("-o", args.output), ("--csv", args.csv), ("--parquet", args.parquet)):
         if path is not None and (path.is_dir() or not path.parent.is_dir()):

@@ -8,15 +8,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.files import write_text_atomic
 from bwbpf.search.objective import DOCUMENT
 from bwbpf.spaces import UserError, from_document
-from bwbpf.spaces.document import as_document, dumps
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, dumps(payload))
+from bwbpf.spaces.document import as_document
+from bwbpf.spaces.files import write_json_atomic
 
 
 def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | None

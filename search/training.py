@@ -11,10 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bwbpf.reports.files import write_text_atomic
-from bwbpf.search.exporting import write_json_atomic
 from bwbpf.spaces import BlockOptim, Decoupling, UserError, build, from_document, to_document
 from bwbpf.spaces.document import parse_json
+from bwbpf.spaces.files import write_json_atomic, write_text_atomic
 from bwbpf.trainers import Data, EpochMetrics, TrainPlan, evaluate, fit, measure_cost
 from bwbpf.trainers.checkpoint import load_checkpoint, save_checkpoint
 

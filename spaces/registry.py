@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to entries; ``get`` of an unknown name lists the valid ones."""
+    """Maps names to entries; ``get`` of an unknown name raises ``error`` (a UserError of the
+    owner's kind: ConfigError for backbones and heads, DataError for datasets) listing the
+    valid ones."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, *, error: type[UserError] = ConfigError) -> None:
+        self.kind, self.error = kind, error
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
@@ -35,7 +37,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             valid = ", ".join(self._entries)
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
+            raise self.error(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def names(self) -> list[str]:
         return list(self._entries)

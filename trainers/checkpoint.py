@@ -6,8 +6,6 @@ A snapshot holds only tensors, numbers, strings, lists and dicts, so it loads wi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bwbpf.spaces import DecoupledNet, UserError
+from bwbpf.spaces.files import write_atomic
 from bwbpf.trainers.plan import EpochMetrics, TrainResult
 
 if TYPE_CHECKING:
@@ -59,15 +58,7 @@ def restore(state: dict[str, Any], net: DecoupledNet, step: Stepper, gen: torch.
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared like any result
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class DatasetInfo:
     hint: str  # how to get the data, for error messages
 
 
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
+DATASETS: Registry[DatasetInfo] = Registry("dataset", error=DataError)
 
 
 def default_data_dir() -> Path:

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from bwbpf.spaces import ConfigError
 from bwbpf.trainers import DataError, load_data
 from bwbpf.trainers import datasets as ds
 from bwbpf.trainers.data import augment_batch
@@ -91,7 +90,7 @@ def test_truncated_idx_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_unknown_dataset_lists_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'.*"
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'.*"
                        "fashion-mnist.*synthetic"):
         load_data("imagenet")
 

@@ -1,0 +1,192 @@
+"""The trial record: what `search` writes on every trial and study, and what `reports` reads.
+
+One typed contract for both sides. The attribute names below are stored in users' studies,
+so they never change; a field renamed here is one edit that mypy checks everywhere.
+
+- ``TrialRecord``: a trial's user attributes as a frozen dataclass. ``TrialRecord.of(trial)``
+  reads them; ``save(trial, old, new)`` writes the fields that changed; ``attrs()`` gives the
+  attribute dict (tests build trials by hand with it).
+- Study attributes: the run's settings and the BP baselines (``study_settings``,
+  ``bp_baselines``).
+- ``best_trial``, ``state_counts`` and the ``summary`` rows that the run's last lines and the
+  report's table show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, Union
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bwbpf.spaces import ConfigError, Decoupling, from_document
+from bwbpf.spaces.document import as_document, compact
+
+MB = 2**20  # bytes in the MB of every *_mb figure
+
+# Study user attributes.
+SETTINGS = "settings"  # SearchSettings.record() of the run that created the study
+BP_BASELINE = "bp_baseline"  # backbone -> the BP learning-rate sweep and its winner
+
+AnyTrial = Union[FrozenTrial, optuna.Trial]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's user attributes; every field but ``document`` is stored under its own name."""
+
+    document: dict[str, Any] | None = None  # the versioned decoupling document ("decoupling")
+    baseline: str | None = None  # "paper" / "uniform" for the reference trials
+    # Costs known before training.
+    block_flops: tuple[int, ...] = ()
+    block_params: tuple[int, ...] = ()
+    ideal_speedup: float | None = None
+    peak_activation_mb: float | None = None
+    backprop_activation_mb: float | None = None
+    # Per epoch.
+    curve: tuple[float, ...] = ()  # validation accuracy of the final output
+    block_curve: tuple[tuple[float, ...], ...] = ()  # [epoch][block] head accuracy
+    # How it ended.
+    pruned_at: int | None = None  # epoch
+    fail_reason: str | None = None
+    interrupted: bool = False  # Ctrl-C or a lost worker: does not use budget
+    surplus: bool = False  # numbered past the study's budget: not run
+    train_seconds: float | None = None
+    device: str | None = None
+    peak_memory_mb: float | None = None  # CUDA only
+
+    @classmethod
+    def of(cls, trial: AnyTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        raw = {f.name: attrs[_key(f.name)] for f in fields(cls) if _key(f.name) in attrs}
+        if "document" in raw:
+            raw["document"] = as_document(raw["document"])
+        for name in ("block_flops", "block_params", "curve"):
+            if name in raw:
+                raw[name] = tuple(raw[name])
+        if "block_curve" in raw:
+            raw["block_curve"] = tuple(tuple(row) for row in raw["block_curve"])
+        return cls(**raw)
+
+    def attrs(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, as user attributes."""
+        blank = TrialRecord()
+        return {_key(f.name): _stored(f.name, getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) != getattr(blank, f.name)}
+
+    def decoupling(self) -> Decoupling | None:
+        """The trial's decoupling, or None for a trial without a (valid) document."""
+        if self.document is None:
+            return None
+        try:
+            return from_document(self.document)
+        except ConfigError:
+            return None
+
+
+def _key(name: str) -> str:
+    return "decoupling" if name == "document" else name
+
+
+def _stored(name: str, value: Any) -> Any:
+    if name == "document":
+        # A compact string: optuna-dashboard shows string attributes whole, but cuts
+        # structured ones at 1,024 characters.
+        return compact(value)
+    if name == "block_curve":
+        return [list(row) for row in value]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def save(trial: optuna.Trial, old: TrialRecord, new: TrialRecord) -> TrialRecord:
+    """Writes the fields of ``new`` that differ from ``old``; returns ``new``."""
+    for f in fields(new):
+        value = getattr(new, f.name)
+        if value != getattr(old, f.name):
+            trial.set_user_attr(_key(f.name), _stored(f.name, value))
+    return new
+
+
+# ---------------------------------------------------------------- study attributes
+def study_settings(study: optuna.Study) -> dict[str, Any]:
+    return dict(study.user_attrs.get(SETTINGS) or {})
+
+
+def bp_baselines(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    return dict(study.user_attrs.get(BP_BASELINE) or {})
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
+    names = study_settings(study).get("objectives")
+    n = len(study.directions)
+    return list(names) if names and len(names) == n else [f"objective_{i}" for i in range(n)]
+
+
+# ---------------------------------------------------------------- what summaries show
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The most accurate complete trial (accuracy is always the first objective); ties go to
+    the earlier trial."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(done, key=lambda t: (t.values[0], -t.number)) if done else None
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, e.g. {"complete": 12, "pruned": 4}, in a stable order."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials"
+
+
+def describe(trial: AnyTrial) -> str:
+    """One line for a trial's decoupling: backbone, K, cuts, heads."""
+    d = TrialRecord.of(trial).decoupling()
+    if d is None:
+        return ""
+    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
+                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
+    return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
+
+
+class SummaryRow(NamedTuple):
+    label: str  # "best", "paper", "uniform", "backprop"
+    trial: int | None
+    accuracy: float | None  # validation accuracy (the last epoch for pruned baselines)
+    speedup: float | None
+    note: str
+
+
+def summary(study: optuna.Study) -> list[SummaryRow]:
+    """The best decoupling, then the reference trials and end-to-end BP."""
+    best = best_trial(study)
+    if best is None:
+        return []
+    rec = TrialRecord.of(best)
+    d = rec.decoupling()
+    rows = [SummaryRow("best", best.number, best.values[0], rec.ideal_speedup, describe(best))]
+    for t in study.get_trials(deepcopy=False):
+        r = TrialRecord.of(t)
+        if r.baseline and r.curve and t.state.is_finished():
+            note = "" if t.state == TrialState.COMPLETE else (
+                f"{t.state.name.lower()} after epoch {len(r.curve)}")
+            if t.number == best.number:
+                note = "is the best"
+            rows.append(SummaryRow(r.baseline, t.number, r.curve[-1], r.ideal_speedup, note))
+    bp = bp_baselines(study).get(d.backbone if d else "")
+    if bp:
+        rows.append(SummaryRow("backprop", None, bp["val_accuracy"], 1.0,
+                               f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} "
+                               "in a sweep"))
+    return rows
+
+
+def verdict(gap: float, *, digits: int = 4) -> str:
+    """How the best compares with another row, at the precision shown."""
+    shown = round(gap, digits)
+    return "beats" if shown > 0 else "ties" if shown == 0 else "does not beat"

@@ -1,0 +1,59 @@
+"""Atomic file writes for every output of the project (reports, exports, runs, checkpoints).
+
+A temporary file in the target's folder, then a rename: a reader sees the old file or the new
+one, never a part. Written files get the mode of a plain file (0666 less the umask).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from bwbpf.spaces.errors import UserError
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it over ``path``.
+    A path that cannot be written is a UserError naming it; nothing is left behind."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain file is 0666 - umask
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Indented JSON (``spaces.document.dumps``), creating the folder when needed."""
+    from bwbpf.spaces.document import dumps
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {path.parent}: {e.strerror or e}") from None
+    write_text_atomic(path, dumps(payload))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
