@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from bwbpf.reports.frame import decoupling_of
-from bwbpf.search.runner import best_trial, run_search
+from bwbpf.reports.record import TrialRecord, best_trial
+from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.trainers import Data, TrainPlan, evaluate, fit, load_data, measure_cost
@@ -84,7 +84,7 @@ def row(name: str, backbone: str, d: Decoupling, data: Data, b: Budget, *, detac
     return {"backbone": backbone, "row": name, "K": k, "cuts": list(d.cuts),
             "heads": [a.family for a in d.aux], "test": tests,
             "mean": statistics.mean(tests), "std": statistics.pstdev(tests),
-            "ideal_speedup": cost.ideal_speedup if k > 1 else 1.0,
+            "speedup": cost.speedup if k > 1 else 1.0,
             "peak_mb": (cost.peak_saved_bytes if detach else cost.backprop_saved_bytes)
             * b.batch / MB, "search_cpu_hours": search_hours, "note": note,
             "decoupling": d.to_dict()}
@@ -102,7 +102,7 @@ def search(backbone: str, b: Budget, storage: str) -> tuple[Decoupling, float]:
     hours = (time.perf_counter() - start) * torch.get_num_threads() / 3600  # CPU-hours
     best = best_trial(study)
     assert best is not None
-    d = decoupling_of(best)
+    d = TrialRecord.of(best).decoupling()
     assert d is not None
     print(f"  searched {backbone}: trial {best.number}, val {best.values[0]:.4f}, K="
           f"{d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
@@ -173,11 +173,12 @@ def markdown(rows: list[dict], b: Budget, command: str, minutes: float,
            f"split; validation: {b.val_size} images held out of train. Command: "
            f"`{command}` ({minutes:.0f} min on {os.cpu_count()} cores, finished {when})."
            , "",
-           "| backbone | decoupling | K | test accuracy (mean +- std) | ideal speed-up | peak "
-           "activations (MB/batch) | search CPU-h | note |", "|---|---|---|---|---|---|---|---|"]
+           "| backbone | decoupling | K | test accuracy (mean +- std) | speed-up over BP (FLOPs) "
+           "| peak activations (MB/batch) | search CPU-h | note |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['backbone']} | {r['row']} | {r['K']} | {r['mean']:.4f} +- "
-                   f"{r['std']:.4f} | {r['ideal_speedup']:.2f} | {r['peak_mb']:.1f} | "
+                   f"{r['std']:.4f} | {r.get('speedup', float('nan')):.2f} | {r['peak_mb']:.1f} | "
                    f"{r['search_cpu_hours']:.2f} | {r['note']} |")
     for name, r in (rounds or {}).items():
         rb = r["budget"]

@@ -2,6 +2,7 @@
 
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.html import figures, render, write_report
-from bwbpf.reports.plots import summary
+from bwbpf.reports.record import TrialRecord, best_trial, summary
 
-__all__ = ["figures", "render", "summary", "trials_frame", "write_report"]
+__all__ = ["TrialRecord", "best_trial", "figures", "render", "summary", "trials_frame",
+           "write_report"]

@@ -103,7 +103,8 @@ def draw_front(f: Front) -> go.Figure:
     pts = sorted((s, a) for s, a, on in zip(f.speedup, f.accuracy, f.on_front) if on)
     fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
                     name="Pareto front", line=dict(color=PALETTE[3], dash="dot"))
-    return _layout(fig, "Accuracy against ideal parallel speed-up", "ideal speed-up (x)",
+    return _layout(fig, "Accuracy against speed-up over end-to-end BP (one device per block)",
+                   "speed-up over BP (x)",
                    "validation accuracy")
 
 

@@ -7,43 +7,21 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bwbpf.spaces import ConfigError, Decoupling, from_document
-from bwbpf.spaces.document import as_document
-
-DOCUMENT = "decoupling"
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
-    names = study.user_attrs.get("settings", {}).get("objectives")
-    n = len(study.directions)
-    return list(names) if names and len(names) == n else [f"objective_{i}" for i in range(n)]
-
-
-def decoupling_of(trial: optuna.trial.FrozenTrial) -> Decoupling | None:
-    doc = as_document(trial.user_attrs.get(DOCUMENT))
-    if doc is None:
-        return None
-    try:
-        return from_document(doc)
-    except ConfigError:
-        return None
+from bwbpf.reports.record import TrialRecord, objective_names
 
 
 def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
-    attrs = t.user_attrs
+    rec = TrialRecord.of(t)
     row: dict[str, Any] = {"number": t.number, "state": t.state.name}
     for i, name in enumerate(names):
         row[f"value_{name}"] = t.values[i] if t.values else None
-    curve = attrs.get("curve", [])
-    blocks = attrs.get("block_curve", [])
     duration = t.duration.total_seconds() if t.duration is not None else None
-    row.update(baseline=attrs.get("baseline"), epochs_run=len(curve), duration_s=duration,
-               pruned_at=attrs.get("pruned_at"), fail_reason=attrs.get("fail_reason"),
-               ideal_speedup=attrs.get("ideal_speedup"),
-               peak_activation_mb=attrs.get("peak_activation_mb"),
-               final_val_accuracy=curve[-1] if curve else None)
-    d = decoupling_of(t)
+    row.update(baseline=rec.baseline, epochs_run=len(rec.curve), duration_s=duration,
+               pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
+               speedup=rec.speedup, compute_overhead=rec.compute_overhead,
+               memory_ratio=rec.memory_ratio, peak_activation_mb=rec.peak_activation_mb,
+               final_val_accuracy=rec.curve[-1] if rec.curve else None)
+    d = rec.decoupling()
     if d is None:
         return row
     row.update(backbone=d.backbone, width=d.width, K=d.num_blocks,
@@ -58,7 +36,7 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
     for k, o in enumerate(d.optim, start=1):
         row[f"lr_{k}"] = o.lr
     row["weight_decay"] = d.optim[0].weight_decay
-    for k, acc in enumerate(blocks[-1] if blocks else [], start=1):
+    for k, acc in enumerate(rec.block_curve[-1] if rec.block_curve else [], start=1):
         row[f"block_{k}_val_accuracy"] = acc
     return row
 

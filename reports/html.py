@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import optuna
@@ -11,6 +12,7 @@ from plotly.offline import get_plotlyjs
 
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
+from bwbpf.reports.record import describe_counts, state_counts, study_settings, summary
 from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """
@@ -42,7 +44,7 @@ def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     blocks = plots.block_accuracy(study)
     if blocks is not None:
         out.append(("blocks", draw.draw_block_accuracy(blocks)))
-    if "ideal_speedup" in frame:
+    if "speedup" in frame:
         front = plots.front(frame)
         if front.numbers:
             out.append(("front", draw.draw_front(front)))
@@ -53,7 +55,7 @@ def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
 
 
 def _summary_table(study: optuna.Study) -> str:
-    rows = plots.summary(study)
+    rows = summary(study)
     if not rows:
         return '<p class="note">No finished trial yet.</p>'
     best = rows[0].accuracy or 0.0
@@ -66,16 +68,28 @@ def _summary_table(study: optuna.Study) -> str:
         cells.append(f"<tr><td>{html.escape(r.label)}</td><td>{trial}</td><td>{acc}</td>"
                      f"<td>{gap}</td><td>{spd}</td><td>{html.escape(r.note)}</td></tr>")
     head = ("<tr><th></th><th>trial</th><th>val accuracy</th><th>best minus this</th>"
-            "<th>ideal speed-up</th><th></th></tr>")
+            "<th>speed-up over BP</th><th></th></tr>")
     return f"<table>{head}{''.join(cells)}</table>"
 
 
+def storage_shown(url: str) -> str:
+    """Where the study lives, with no credentials: user, password and query are dropped (a
+    report gets shared, and a study stored by an older version may hold a password in its
+    settings). Not search.study.redact: reports never import search."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url  # journal:FILE
+    before, _, host = rest.rpartition("@")
+    if "?" in before:  # an '@' in the query (or a '?' in a password): nothing is safe to show
+        return f"{scheme}://..."
+    return f"{scheme}://{re.split(r'[?&]', host)[0]}"
+
+
 def render(study: optuna.Study) -> str:
-    settings = study.user_attrs.get("settings", {})
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-    facts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
+    settings = study_settings(study)
+    if "storage" in settings:
+        settings["storage"] = storage_shown(str(settings["storage"]))
+    facts = describe_counts(state_counts(study))
     detail = ", ".join(f"{k} {settings[k]}" for k in ("dataset", "epochs", "train_subset",
                                                       "objectives", "sampler", "pruner",
                                                       "storage") if k in settings)

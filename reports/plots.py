@@ -14,9 +14,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from bwbpf.reports.frame import decoupling_of
+from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.spaces import get_backbone
-from bwbpf.spaces.document import as_document
 
 
 class History(NamedTuple):
@@ -86,8 +85,8 @@ def history(frame: pd.DataFrame) -> History:
 
 
 def curves(study: optuna.Study) -> Curves:
-    rows = [(t.number, t.state.name, list(t.user_attrs.get("curve", [])))
-            for t in study.get_trials(deepcopy=False) if t.user_attrs.get("curve")]
+    rows = [(t.number, t.state.name, list(c)) for t in study.get_trials(deepcopy=False)
+            if (c := TrialRecord.of(t).curve)]
     return Curves([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
@@ -129,24 +128,19 @@ def split_stats(frame: pd.DataFrame, top_fraction: float = 0.25) -> SplitStats:
     return SplitStats(backbone, bounds, freq, accs, n_top)
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(done, key=lambda t: t.values[0]) if done else None
-
-
 def block_accuracy(study: optuna.Study) -> BlockAccuracy | None:
     best = best_trial(study)
-    if best is None or not best.user_attrs.get("block_curve"):
+    per_epoch = TrialRecord.of(best).block_curve if best is not None else ()
+    if best is None or not per_epoch:
         return None
-    per_epoch = best.user_attrs["block_curve"]
     per_block = [list(col) for col in zip(*per_epoch)]
     return BlockAccuracy(best.number, list(per_epoch[-1]), per_block)
 
 
 def front(frame: pd.DataFrame) -> Front:
-    done = frame[(frame["state"] == "COMPLETE") & frame["ideal_speedup"].notna()]
+    done = frame[(frame["state"] == "COMPLETE") & frame["speedup"].notna()]
     col = accuracy_column(frame)
-    acc, spd = [float(v) for v in done[col]], [float(v) for v in done["ideal_speedup"]]
+    acc, spd = [float(v) for v in done[col]], [float(v) for v in done["speedup"]]
     on = [not any((a2 >= a and s2 >= s) and (a2 > a or s2 > s) for a2, s2 in zip(acc, spd))
           for a, s in zip(acc, spd)]
     return Front([int(n) for n in done["number"]], acc, spd, on)
@@ -154,10 +148,11 @@ def front(frame: pd.DataFrame) -> Front:
 
 def diagram(study: optuna.Study) -> Diagram | None:
     best = best_trial(study)
-    d = decoupling_of(best) if best is not None else None
+    rec = TrialRecord.of(best) if best is not None else TrialRecord()
+    d = rec.decoupling()
     if best is None or d is None:
         return None
-    doc_input = (as_document(best.user_attrs.get("decoupling")) or {}).get("input", {})
+    doc_input = (rec.document or {}).get("input", {})
     size = tuple(doc_input.get("size", (32, 32)))
     infos = get_backbone(d.backbone).describe(width=d.width,
                                               in_channels=doc_input.get("channels", 3),
@@ -169,46 +164,3 @@ def diagram(study: optuna.Study) -> Diagram | None:
              + f" ({a.loss})" for a in d.aux] + ["classifier (global loss)"]
     title = f"trial {best.number}: {d.backbone} x{d.width:g}, K={d.num_blocks}"
     return Diagram(title, units, heads)
-
-
-class SummaryRow(NamedTuple):
-    label: str  # "best", "paper", "uniform", "backprop"
-    trial: int | None
-    accuracy: float | None  # validation accuracy (the last epoch for pruned baselines)
-    speedup: float | None
-    note: str
-
-
-def summary(study: optuna.Study) -> list[SummaryRow]:
-    """The best decoupling against the reference trials and end-to-end BP."""
-    best = best_trial(study)
-    if best is None:
-        return []
-    d = decoupling_of(best)
-    rows = [SummaryRow("best", best.number, best.values[0], best.user_attrs.get("ideal_speedup"),
-                       describe(best))]
-    for t in study.get_trials(deepcopy=False):
-        name, curve = t.user_attrs.get("baseline"), t.user_attrs.get("curve")
-        if name and curve and t.state.is_finished():
-            note = "" if t.state == TrialState.COMPLETE else (
-                f"{t.state.name.lower()} after epoch {len(curve)}")
-            if t.number == best.number:
-                note = "is the best"
-            rows.append(SummaryRow(name, t.number, curve[-1], t.user_attrs.get("ideal_speedup"),
-                                   note))
-    bp = study.user_attrs.get("bp_baseline", {}).get(d.backbone if d else "")
-    if bp:
-        rows.append(SummaryRow("backprop", None, bp["val_accuracy"], 1.0,
-                               f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} "
-                               "in a sweep"))
-    return rows
-
-
-def describe(t: optuna.trial.FrozenTrial) -> str:
-    """One line for a trial's decoupling: backbone, K, cuts, heads."""
-    d = decoupling_of(t)
-    if d is None:
-        return ""
-    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
-                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
-    return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"

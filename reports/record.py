@@ -41,8 +41,11 @@ class TrialRecord:
     # Costs known before training.
     block_flops: tuple[int, ...] = ()
     block_params: tuple[int, ...] = ()
-    ideal_speedup: float | None = None
-    peak_activation_mb: float | None = None
+    # Against end-to-end BP on the same backbone and batch (see trainers.cost.NetCost).
+    speedup: float | None = None  # BP step / slowest block step, its head included
+    compute_overhead: float | None = None  # all blocks' steps / BP's step
+    memory_ratio: float | None = None  # peak saved activations / BP's
+    peak_activation_mb: float | None = None  # per batch
     backprop_activation_mb: float | None = None
     # Per epoch.
     curve: tuple[float, ...] = ()  # validation accuracy of the final output
@@ -158,7 +161,7 @@ class SummaryRow(NamedTuple):
     label: str  # "best", "paper", "uniform", "backprop"
     trial: int | None
     accuracy: float | None  # validation accuracy (the last epoch for pruned baselines)
-    speedup: float | None
+    speedup: float | None  # over end-to-end BP
     note: str
 
 
@@ -169,15 +172,17 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
         return []
     rec = TrialRecord.of(best)
     d = rec.decoupling()
-    rows = [SummaryRow("best", best.number, best.values[0], rec.ideal_speedup, describe(best))]
+    rows = [SummaryRow("best", best.number, best.values[0], rec.speedup, describe(best))]
     for t in study.get_trials(deepcopy=False):
         r = TrialRecord.of(t)
-        if r.baseline and r.curve and t.state.is_finished():
+        # an interrupted or surplus baseline was run again: its rerun is the row
+        if r.baseline and r.curve and t.state.is_finished() and not (r.interrupted
+                                                                      or r.surplus):
             note = "" if t.state == TrialState.COMPLETE else (
                 f"{t.state.name.lower()} after epoch {len(r.curve)}")
             if t.number == best.number:
                 note = "is the best"
-            rows.append(SummaryRow(r.baseline, t.number, r.curve[-1], r.ideal_speedup, note))
+            rows.append(SummaryRow(r.baseline, t.number, r.curve[-1], r.speedup, note))
     bp = bp_baselines(study).get(d.backbone if d else "")
     if bp:
         rows.append(SummaryRow("backprop", None, bp["val_accuracy"], 1.0,

@@ -6,27 +6,37 @@ import logging
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
+from bwbpf.reports.record import BP_BASELINE, TrialRecord, bp_baselines
+from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for
 from bwbpf.spaces import reference_decouplings as references
 from bwbpf.trainers import Data, TrainPlan, fit
 
 log = logging.getLogger("bwbpf.search")
-BP_ATTR = "bp_baseline"
-BASELINE = "baseline"
 
 
 def enqueue_references(study: optuna.Study, s: SearchSettings) -> list[str]:
-    """Queues the paper's and the uniform decoupling as the study's first trials."""
+    """Queues each reference decoupling (the paper's, the uniform one) that has neither a
+    finished trial that used budget nor a WAITING or RUNNING one: a new study's first trials,
+    and on a rerun those that were interrupted (or found surplus), so summaries show both."""
+    trials = study.get_trials(deepcopy=False)
+    spent = {t.number for t in budget.using(trials)}
+    have = {TrialRecord.of(t).baseline for t in trials if t.number in spent
+            or t.state in (TrialState.WAITING, TrialState.RUNNING)}
     queued = []
     for name, d in references(s.space).items():
+        if name in have:
+            continue
         try:
             params = params_for(d, s.space)
         except ConfigError as e:
             log.warning("baseline %s skipped: %s", name, e)
             continue
-        study.enqueue_trial(params, user_attrs={BASELINE: name}, skip_if_exists=True)
+        # Not skip_if_exists: an interrupted trial with these parameters must not stop it.
+        study.enqueue_trial(params, user_attrs=TrialRecord(baseline=name).attrs())
         queued.append(name)
     return queued
 
@@ -38,9 +48,7 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
     """End-to-end BP on the same backbone, data and epochs; its learning rate is the best of a
     small sweep on the validation split, so the comparison is fair to BP. When an end of the
     sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice."""
-    wd = BlockOptim().weight_decay
-    lo, hi = s.space.weight_decay
-    wd = wd if lo <= wd <= hi else (lo * hi) ** 0.5
+    wd = s.space.middle_weight_decay
     plan = TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, device=s.device)
     sweep: list[dict[str, Any]] = []
     todo = sorted(set(s.bp_lrs))
@@ -69,8 +77,8 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
 
 
 def ensure_bp_baselines(study: optuna.Study, s: SearchSettings, data: Data) -> None:
-    stored: dict[str, Any] = dict(study.user_attrs.get(BP_ATTR, {}))
+    stored = bp_baselines(study)
     for backbone in s.space.backbones:
         if backbone not in stored:
             stored[backbone] = bp_baseline(s, data, backbone)
-            study.set_user_attr(BP_ATTR, stored)
+            study.set_user_attr(BP_BASELINE, stored)

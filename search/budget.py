@@ -1,9 +1,11 @@
 """`--n-trials N` is the study's total, shared by every worker and every rerun.
 
-A trial uses budget when it is finished (COMPLETE, PRUNED, FAIL) or RUNNING. It does not when
-it is WAITING, when it failed because the run was interrupted, when a worker died and the trial
-was re-queued (its retry counts instead), or when it was found surplus (numbered past the
-budget because two workers asked at the same moment).
+A trial uses budget when it is finished (COMPLETE, PRUNED, FAIL) or RUNNING: a RUNNING trial
+whose worker is gone is failed and re-queued when a worker starts or waits for the last trials
+(search.workers.reap), so only live ones are counted then. It does not when it is WAITING,
+when it failed because the run was interrupted, when a worker died and the trial was
+re-queued (its retry counts instead), or when it was found surplus (numbered past the budget
+because two workers asked at the same moment).
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from typing import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-INTERRUPTED = "interrupted"
-SURPLUS = "surplus"
+from bwbpf.reports.record import TrialRecord
 
 
 class SurplusTrial(Exception):
@@ -32,22 +33,18 @@ def counts(trial: FrozenTrial, retried: set[int]) -> bool:
     if trial.state == TrialState.WAITING:
         return False
     if trial.state == TrialState.FAIL:
-        attrs = trial.user_attrs
-        return not (attrs.get(INTERRUPTED) or attrs.get(SURPLUS) or trial.number in retried)
+        rec = TrialRecord.of(trial)
+        return not (rec.interrupted or rec.surplus or trial.number in retried)
     return True
+
+
+def using(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Those of a study's ``trials`` (all of them) that use budget."""
+    retried = _retried(trials)
+    return [t for t in trials if counts(t, retried)]
 
 
 def used(study: optuna.Study, *, before: int | None = None) -> int:
     """Trials that use budget; with ``before``, only those numbered below it."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    return sum(1 for t in trials
-               if counts(t, retried) and (before is None or t.number < before))
-
-
-def finished(study: optuna.Study) -> dict[str, int]:
-    """Counts by state, for progress and summaries."""
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
+    return sum(1 for t in using(study.get_trials(deepcopy=False))
+               if before is None or t.number < before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence, get_args
@@ -12,8 +13,9 @@ from typing import Callable, NoReturn, Sequence, get_args
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.search import commands
-from bwbpf.search.study import StorageLost, storage_lost
-from bwbpf.spaces import UserError, list_backbones
+from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
+from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
+from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.trainers import list_datasets
 from bwbpf.trainers.plan import Schedule
 
@@ -21,11 +23,47 @@ log = logging.getLogger("bwbpf.search")
 Command = Callable[[argparse.Namespace], int]
 
 
+class UsageError(UserError):
+    """A bad command line; main prints it as `PROG: error: MESSAGE`, PROG naming the
+    subcommand (`bwbpf-search run`)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (a UserError), not usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}")
+        raise UsageError(self.prog, message)
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} must be >= {lo}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"{v} must be <= {hi}")
+        return v
+
+    return parse
+
+
+_seed = _int_in(0, MAX_SEED)
+_port = _int_in(1, 65535)
+_count = _int_in(0, sys.maxsize)  # 0 allowed
+
+
+def _space_default(name: str) -> str:
+    """A space flag's default as --help shows it: the --space file's, else SearchSpace's."""
+    v = getattr(SearchSpace, name)
+    text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    return f"(default: the --space file's, else {text})"
 
 
 def _positive_int(text: str) -> int:
@@ -60,7 +98,10 @@ def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and device")
-    g.add_argument("--dataset", default="fashion-mnist", choices=list_datasets())
+    # The search's defaults (SearchSettings); `train` shares them, so a trained winner sees
+    # the data its search saw.
+    g.add_argument("--dataset", default=SearchSettings.dataset, choices=list_datasets(),
+                   help="(default %(default)s)")
     g.add_argument("--data-dir", type=Path, default=None,
                    help="where the dataset's files are (or are downloaded to)")
     g.add_argument("--no-download", dest="download", action="store_false",
@@ -71,12 +112,15 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="train on this many images (after the validation hold-out)")
     g.add_argument("--val-size", type=_positive_int, default=None,
                    help="validation images held out of train (default 10%%)")
-    g.add_argument("--batch-size", type=_positive_int, default=128)
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--batch-size", type=_positive_int, default=SearchSettings.batch_size,
+                   help="(default %(default)s)")
+    g.add_argument("--device", default=SearchSettings.device,
+                   help="cpu, cuda, cuda:N or auto (default %(default)s)")
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--schedule", default="sequential", choices=get_args(Schedule),
-                   help="pipelined: one worker per block, concurrently (same arithmetic)")
+    g.add_argument("--schedule", default=SearchSettings.schedule, choices=get_args(Schedule),
+                   help="pipelined: one worker per block, concurrently (same arithmetic; "
+                        "default %(default)s)")
     g.add_argument("--devices", type=_csv(str), default=(),
                    help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
     g.add_argument("--compile", action="store_true",
@@ -90,11 +134,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="paper, uniform, or an exported JSON file (transferred to --backbone "
                         "and --width when they differ from the file's)")
     p.add_argument("--backbone", default=None, choices=list_backbones(),
-                   help="backbone (default vgg8b for paper/uniform; the file's otherwise)")
+                   help=f"backbone (default {SearchSpace.backbones[0]} for paper/uniform; the "
+                        "file's otherwise)")
     p.add_argument("--width", type=_positive_float, default=None,
-                   help="channel multiplier (default 0.25 for paper/uniform; the file's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=_positive_int, default=None, help="default 10")
+                   help=f"channel multiplier (default {SearchSpace.width} for paper/uniform; "
+                        "the file's)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=TRAIN_EPOCHS,
+                   help="(default %(default)s)")
     add_data_flags(p)
     p.add_argument("--lr", type=_positive_float, default=0.05,
                    help="learning rate of the built-in decouplings")
@@ -103,7 +150,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                         "winner recorded in the file, else --lr)")
     p.add_argument("--compare-bp", action="store_true",
                    help="also train end-to-end BP on the same backbone and budget")
-    p.add_argument("--out", type=Path, default=None, help="results folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--stop-after", type=_positive_int, default=None,
                    help="stop after this epoch (resume later with --resume)")
@@ -118,7 +166,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--trial", type=int, default=None, help="this trial number")
     which.add_argument("--pareto", action="store_true", help="the Pareto set (into a folder)")
     which.add_argument("--top", type=_positive_int, default=None, help="the K most accurate")
-    p.add_argument("-o", "--output", type=Path, required=True, help="file, or folder")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="file, or folder (files named <study>-trial<N>.json, the study name "
+                        "made a safe file name); not '-': outputs are files, never stdout")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=commands.cmd_export)
 
@@ -128,9 +178,9 @@ DEFAULT_STORAGE = "sqlite:///study.db"
 
 def add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE),
-                   help="sqlite:///FILE (default sqlite:///study.db, env BWBPF_STORAGE), "
+                   help=f"sqlite:///FILE (default {DEFAULT_STORAGE}, env BWBPF_STORAGE), "
                         "postgresql+psycopg://USER:PW@HOST/DB, or journal:FILE")
-    p.add_argument("--study", default="bwbpf", help="study name (default bwbpf)")
+    p.add_argument("--study", default="bwbpf", help="study name (default %(default)s)")
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -139,38 +189,53 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("search space")
     g.add_argument("--space", type=Path, default=None, help="YAML or JSON file of space fields")
     g.add_argument("--backbone", type=_csv(str), default=None,
-                   help="comma list of backbones (default vgg8b); valid: "
+                   help="comma list of backbones " + _space_default("backbones") + "; valid: "
                         + ", ".join(list_backbones()))
     g.add_argument("--width", type=_positive_float, default=None,
-                   help="channel multiplier of the searched net (default 0.25, as SEDONA)")
-    g.add_argument("--max-blocks", type=_positive_int, default=None, help="largest K (default 4)")
-    g.add_argument("--min-units", type=_positive_int, default=None, help="units per block (1)")
-    g.add_argument("--heads", type=_csv(str), default=None, help="aux head families to try")
+                   help="channel multiplier of the searched net (SEDONA's) "
+                        + _space_default("width"))
+    g.add_argument("--min-blocks", type=_positive_int, default=None,
+                   help="smallest K " + _space_default("min_blocks"))
+    g.add_argument("--max-blocks", type=_positive_int, default=None,
+                   help="largest K " + _space_default("max_blocks"))
+    g.add_argument("--min-units", type=_positive_int, default=None,
+                   help="units per block " + _space_default("min_units"))
+    g.add_argument("--heads", type=_csv(str), default=None,
+                   help="aux head families to try " + _space_default("heads"))
+    # Defaults are SearchSettings' field defaults, shown by %(default)s.
     g = p.add_argument_group("trials")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="per trial (default 3)")
-    g.add_argument("--n-trials", type=_positive_int, default=20,
-                   help="the study's total over reruns and workers (default 20)")
+    g.add_argument("--epochs", type=_positive_int, default=SearchSettings.epochs,
+                   help="per trial (default %(default)s)")
+    g.add_argument("--n-trials", type=_positive_int, default=SearchSettings.n_trials,
+                   help="the study's total over reruns and workers (default %(default)s)")
     g.add_argument("--timeout", type=_positive_float, default=None, help="seconds")
-    g.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2", "gp"])
-    g.add_argument("--pruner", default="hyperband", choices=["hyperband", "sha", "median", "none"])
-    g.add_argument("--min-epochs", type=_positive_int, default=1,
-                   help="earliest epoch a trial may be pruned at")
-    g.add_argument("--reduction-factor", type=_positive_int, default=3)
-    g.add_argument("--pruner-startup", type=int, default=4,
-                   help="median pruner: finished trials needed before it prunes")
-    g.add_argument("--objectives", type=_csv(str), default=("accuracy",),
-                   help="accuracy | accuracy,speedup | accuracy,speedup,memory")
+    g.add_argument("--sampler", default=SearchSettings.sampler, choices=get_args(Sampler),
+                   help="(default %(default)s)")
+    g.add_argument("--pruner", default=SearchSettings.pruner, choices=get_args(Pruner),
+                   help="(default %(default)s)")
+    g.add_argument("--min-epochs", type=_positive_int, default=SearchSettings.min_epochs,
+                   help="earliest epoch a trial may be pruned at (default %(default)s)")
+    g.add_argument("--reduction-factor", type=_positive_int,
+                   default=SearchSettings.reduction_factor, help="(default %(default)s)")
+    g.add_argument("--pruner-startup", type=_count, default=SearchSettings.pruner_startup,
+                   help="median pruner: finished trials needed before it prunes "
+                        "(default %(default)s)")
+    g.add_argument("--objectives", type=_csv(str), default=SearchSettings.objectives,
+                   help="accuracy | accuracy,speedup | accuracy,speedup,memory (default "
+                        + ",".join(SearchSettings.objectives) + ")")
     g.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="queue the paper's and the uniform decoupling first and run the BP "
                         "learning-rate sweep")
-    g.add_argument("--bp-lrs", type=_csv(float), default=(0.02, 0.05, 0.1))
-    g.add_argument("--heartbeat", type=_positive_int, default=60,
+    g.add_argument("--bp-lrs", type=_csv(float), default=SearchSettings.bp_lrs,
+                   help="(default " + ",".join(map(str, SearchSettings.bp_lrs)) + ")")
+    g.add_argument("--heartbeat", type=_positive_int, default=SearchSettings.heartbeat,
                    help="seconds between a running trial's heartbeats (RDB storages); a "
-                        "trial that misses three is failed and re-queued")
+                        "trial that misses three is failed and re-queued (default %(default)s)")
     g.add_argument("--jobs", type=_positive_int, default=1,
                    help="worker processes on this machine sharing the study")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=SearchSettings.seed,
+                   help="data split, initial weights and sampler (default %(default)s)")
     add_data_flags(p)
     p.set_defaults(func=commands.cmd_run)
 
@@ -184,44 +249,89 @@ def add_studies(sub: argparse._SubParsersAction) -> None:
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report of a study")
     add_study_flags(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the HTML file (not '-': outputs are files, never stdout)")
     p.add_argument("--csv", type=Path, default=None, help="also the trials as CSV")
     p.add_argument("--parquet", type=Path, default=None, help="also the trials as Parquet")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing files (refused otherwise)")
     p.set_defaults(func=commands.cmd_report)
 
 
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="optuna-dashboard on a storage (localhost)")
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
-    p.add_argument("--port", type=_positive_int, default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="(default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
     p.set_defaults(func=commands.cmd_dashboard)
 
 
+PROG = "bwbpf-search"
+QUIET_HELP = "warnings and errors only"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bwbpf-search", description=__doc__)
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser = _Parser(prog=PROG, description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (add_run, add_export, add_train, add_report, add_dashboard, add_studies):
         add(sub)
+    for p in sub.choices.values():  # -q after the subcommand too; SUPPRESS keeps a leading -q
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help=QUIET_HELP)
     return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # reported by the subcommand they were given to, as argparse's other errors
+        raise UsageError(f"{PROG} {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = argv
+    return args
+
+
+_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.$")
+
+
+def _drop_optuna_trial_traceback(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial (NaN loss, Ctrl-C) with its full traceback, then "failed
+    with value None"; the trial line gives the reason (fail_reason), and Ctrl-C ends in our
+    one line, so both go. Other Optuna warnings stay."""
+    return not record.exc_info and not _FAILED_WITH_NONE.match(record.getMessage())
+
+
+def _quiet_stdout() -> None:
+    """Python's advice for a closed pipe (`studies | head -1`): the rest of stdout goes to
+    devnull, so the flush at exit raises nothing more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured in tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = argv
+        args = parse(argv)
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stderr, force=True)
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+        for handler in logging.getLogger("optuna").handlers:
+            handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
         func: Command = args.func
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
     except UserError as e:
-        print(f"bwbpf-search: error: {e}", file=sys.stderr)
+        prog = e.prog if isinstance(e, UsageError) else PROG
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except (StorageLost, SQLAlchemyError) as e:  # the storage went away mid-run
         lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))

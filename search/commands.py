@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.settings import SearchSettings, checked_plan
 from bwbpf.spaces import SearchSpace, UserError
-from bwbpf.trainers import Data, TrainPlan, load_data, resolve_device
+from bwbpf.trainers import Data, load_data, resolve_device
 
 
 def load_data_from(args: argparse.Namespace) -> Data:
@@ -25,28 +25,39 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.training import bp_for, load_arch, prepare_out, train_one
+    from bwbpf.search.training import (
+        bp_for,
+        check_fits,
+        check_out,
+        load_arch,
+        prepare_out,
+        train_one,
+    )
     from bwbpf.spaces.files import write_json_atomic
 
     d, file_metrics = load_arch(args.arch, args.backbone, args.width, args.lr)
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
     out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
     bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
-    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs or 10,
+    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
                 "schedule": args.schedule, "devices": list(args.devices)}
+    # Everything is checked (the data loaded) before --out is touched: a refused --force
+    # run must leave the earlier one as it was.
     for dev in args.devices:
         resolve_device(dev)
-    prepare_out(out, settings, resume=args.resume, force=args.force)
-    data = load_data_from(args)
-    plan = TrainPlan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
-                     device=args.device, schedule=args.schedule, devices=args.devices,
-                     compile=args.compile)
+    plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
+                        device=args.device, schedule=args.schedule, devices=args.devices,
+                        compile=args.compile)
+    check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
     if args.compare_bp:
         runs["backprop"] = bp_for(d, bp_lr)
+    data = load_data_from(args)
+    check_fits(list(runs.values()), data)
+    prepare_out(out, settings, resume=args.resume, force=args.force)
     results: dict[str, dict[str, Any]] = {}
     for key, dec in runs.items():
         r = train_one(dec, data, plan, out / key, key, resume=args.resume,
@@ -64,9 +75,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from bwbpf.search.exporting import export
-    from bwbpf.search.study import load_existing, open_storage
+    from bwbpf.search.study import check_study_name, load_existing, open_storage
+    from bwbpf.spaces.files import refuse_stdout
 
-    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
+    check_study_name(args.study)
+    refuse_stdout(args.output, "-o")
+    study = load_existing(open_storage(args.storage, heartbeat_s=None, create=False),
+                          args.study)
     paths = export(study, args.output, trial=args.trial, pareto=args.pareto, top=args.top,
                    force=args.force)
     for p in paths:
@@ -79,12 +94,13 @@ def space_from(args: argparse.Namespace) -> SearchSpace:
     over: dict[str, object] = {}
     if args.backbone is not None:
         over["backbones"] = args.backbone
-    for flag, key in (("width", "width"), ("max_blocks", "max_blocks"), ("heads", "heads"),
-                      ("min_units", "min_units")):
-        if getattr(args, flag) is not None:
-            over[key] = getattr(args, flag)
-    if args.max_blocks is not None and base.min_blocks > args.max_blocks:
-        over["min_blocks"] = 2
+    for key in ("width", "min_blocks", "max_blocks", "heads", "min_units"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
+    if args.min_blocks is None and args.max_blocks is not None and (
+            2 <= args.max_blocks < base.min_blocks):  # no silent change of the space's K range
+        raise UserError(f"--max-blocks {args.max_blocks} is below the space's min_blocks "
+                        f"{base.min_blocks}; pass --min-blocks")
     fields = {**base.__dict__, **over}
     return SearchSpace.from_mapping(fields, where="search space")
 
@@ -94,7 +110,7 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         study=args.study, storage=args.storage, space=space_from(args), dataset=args.dataset,
         data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
         image_size=args.image_size, train_subset=args.train_subset, val_size=args.val_size,
-        epochs=args.epochs or 3, batch_size=args.batch_size, n_trials=args.n_trials,
+        epochs=args.epochs, batch_size=args.batch_size, n_trials=args.n_trials,
         timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
         min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
         pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
@@ -109,68 +125,75 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     code = 0
     if args.jobs > 1:
-        study, code = run_workers(settings, [worker_command(args, i) for i in range(args.jobs)])
+        study, code = run_workers(settings, [worker_launch(args, i) for i in range(args.jobs)])
     else:
         if args.threads:
             torch.set_num_threads(args.threads)
-        study = run_search(settings, worker=args.worker or 0)
+        study = run_search(settings)
     if args.worker is None:  # a --jobs worker leaves the summary to its parent
         for line in summary(study):
             print(line)
     return code
 
 
-def worker_command(args: argparse.Namespace, worker: int) -> list[str]:
-    """The same `run` for one of --jobs worker processes: baselines are queued already, the
-    cores are shared out, and the worker number offsets the sampler's seed. The storage URL
-    goes by the environment (BWBPF_STORAGE), not the command line, where `ps` would show
-    its password."""
+def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of one of --jobs worker processes: the same `run`, baselines queued
+    already, the cores shared out (trials, not workers, seed the sampler: search.workers).
+    The storage URL goes in the environment (BWBPF_STORAGE), never in the argv, where `ps`
+    would show its password."""
     argv = list(args.argv)
     rest, skip = [], False
     for a in argv[argv.index("run") + 1:]:
-        if skip or a.startswith("--storage="):
+        flag = a.partition("=")[0]
+        if skip:
             skip = False
-            continue
-        if a == "--storage":
-            skip = True
-            continue
-        rest.append(a)
+        elif len(flag) > 2 and "--storage".startswith(flag):  # argparse takes --sto as well
+            skip = "=" not in a  # `--storage URL`: the URL is the next word
+        else:
+            rest.append(a)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    return [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
-            "--worker", str(worker), "--no-baselines", "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
+           "--worker", str(worker), "--no-baselines", "--threads", str(threads)]
+    return cmd, {**os.environ, "BWBPF_STORAGE": args.storage}
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from bwbpf.search import budget
-    from bwbpf.search.runner import best_trial
-    from bwbpf.search.study import open_storage
+    from bwbpf.reports.record import best_trial, describe_counts, state_counts
+    from bwbpf.search.study import check_study_name, open_storage
 
-    storage = open_storage(args.storage, heartbeat_s=None)
+    check_study_name(args.study)  # not used here, but a bad flag is still refused
+    storage = open_storage(args.storage, heartbeat_s=None, create=False)
     names = [s.study_name for s in storage.get_all_studies()]
     if not names:
         print("no studies")
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
-        counts = budget.finished(study)
         best = best_trial(study)
         where = f"best {best.values[0]:.4f} (trial {best.number})" if best else "no result yet"
-        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        states = describe_counts(state_counts(study))
         dirs = ",".join(d.name.lower() for d in study.directions)
-        print(f"{name}: {states or 'empty'}; {dirs}; {where}")
+        print(f"{name}: {states}; {dirs}; {where}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bwbpf.reports import trials_frame, write_report
-    from bwbpf.search.study import load_existing, open_storage
-    from bwbpf.spaces.files import write_bytes_atomic
+    from bwbpf.search.study import check_study_name, load_existing, open_storage
+    from bwbpf.spaces.files import check_output, write_bytes_atomic
 
-    for flag, path in (("-o", args.output), ("--csv", args.csv), ("--parquet", args.parquet)):
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+    check_study_name(args.study)
+    outputs = [(f, p) for f, p in (("-o", args.output), ("--csv", args.csv),
+                                   ("--parquet", args.parquet)) if p is not None]
+    for flag, path in outputs:  # all refused before the storage is opened or a file written
+        if path.is_dir() or not path.parent.is_dir():
             raise UserError(f"{flag} {path}: need a file in an existing folder")
-    study = load_existing(open_storage(args.storage, heartbeat_s=None), args.study)
+        check_output(path, flag, force=args.force)
+    if len({p.resolve() for _, p in outputs}) < len(outputs):
+        raise UserError("-o, --csv and --parquet must name different files")
+    study = load_existing(open_storage(args.storage, heartbeat_s=None, create=False),
+                          args.study)
     write_report(study, args.output)
     print(args.output)
     frame = trials_frame(study)
@@ -188,8 +211,36 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from bwbpf.search.study import open_storage, redact
 
-    storage = open_storage(args.storage, heartbeat_s=None)
+    check_listen(args.host, args.port)
+    storage = open_storage(args.storage, heartbeat_s=None, create=False)
     print(f"optuna-dashboard for {redact(args.storage)} on http://{args.host}:{args.port}/",
           flush=True)
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as e:  # taken since check_listen, or an address the server cannot use
+        raise UserError(f"--host {args.host} --port {args.port}: cannot listen there "
+                        f"({e.strerror or e})") from None
     return 0
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuses, in one line, a --host that does not resolve or is not this machine's and a
+    --port in use, by binding as the server would (SO_REUSEADDR, as wsgiref's)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port,
+                                                          type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise UserError(f"--host {host}: cannot resolve it ({why})") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"--port {port}: already in use on {host}") from None
+            raise UserError(f"--host {host} --port {port}: cannot listen there "
+                            f"({e.strerror or e})") from None

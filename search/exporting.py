@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.search.objective import DOCUMENT
+from bwbpf.reports.record import TrialRecord
+from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
-from bwbpf.spaces.document import as_document
-from bwbpf.spaces.files import write_json_atomic
+from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
+
+MAX_STEM = 120  # bytes of a study name kept in a file name (file names end at 255 bytes)
 
 
 def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | None
@@ -35,30 +38,46 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
 
 
 def document(t: FrozenTrial) -> dict[str, Any]:
-    doc = as_document(t.user_attrs.get(DOCUMENT))
+    doc = TrialRecord.of(t).document
     if doc is None:
         raise UserError(f"trial {t.number} carries no decoupling document (not made by "
                         "bwbpf-search run?)")
     from_document(doc)  # what is exported must load
+    prov = doc.get("provenance")
+    if isinstance(prov, dict) and "storage" in prov:  # a study stored by an older version
+        doc = {**doc, "provenance": {**prov, "storage": redact(str(prov["storage"]))}}
     return doc
+
+
+def file_stem(study_name: str) -> str:
+    """A flat, safe file name for a study: Optuna takes any name ('../x', '/abs/x'), but what
+    is written must stay in the folder asked for. Every run of characters other than letters,
+    digits, '.', '_' and '-' becomes '_', so does '..'; leading and trailing '._-' go."""
+    stem = re.sub(r"\.{2,}", "_", re.sub(r"[^\w.-]+", "_", study_name))
+    stem = re.sub(r"_{2,}", "_", stem).strip("._-")
+    stem = stem.encode()[:MAX_STEM].decode(errors="ignore").strip("._-")
+    return stem or "study"
 
 
 def export(study: optuna.Study, out: Path, *, trial: int | None = None, pareto: bool = False,
            top: int | None = None, force: bool = False) -> list[Path]:
+    """Writes the chosen trials' documents: one file, or into the folder ``out`` as
+    ``<study>-trial<N>.json`` (the study name made a flat, safe file name)."""
+    refuse_stdout(out, "-o")
     trials = choose(study, trial=trial, pareto=pareto, top=top)
     docs = [(t, document(t)) for t in trials]
     many = pareto or top is not None
     if many or out.is_dir():
         if out.exists() and not out.is_dir():
             raise UserError(f"-o {out}: a file; give a folder for --pareto/--top")
-        targets = [out / f"{study.study_name}-trial{t.number}.json" for t, _ in docs]
+        stem = file_stem(study.study_name)
+        targets = [out / f"{stem}-trial{t.number}.json" for t, _ in docs]
     else:
         if not out.parent.is_dir():
             raise UserError(f"-o {out}: folder {out.parent} does not exist")
         targets = [out]
-    clash = [p for p in targets if p.exists()]
-    if clash and not force:
-        raise UserError(f"-o {clash[0]} exists; pass --force to overwrite")
+    for path in targets:  # all refused before any is written
+        check_output(path, "-o", force=force)
     for path, (_, doc) in zip(targets, docs):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

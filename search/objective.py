@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 import optuna
 import torch
 
-from bwbpf.search.baselines import BP_ATTR
-from bwbpf.search.budget import INTERRUPTED, SURPLUS, SurplusTrial, used
-from bwbpf.search.pruning import CURVE, CurvePruner
+from bwbpf.reports.record import MB, TrialRecord, bp_baselines, save
+from bwbpf.search.budget import SurplusTrial, used
+from bwbpf.search.pruning import CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
 from bwbpf.spaces import Decoupling, build, sample, to_document
-from bwbpf.spaces.document import compact
 from bwbpf.trainers import Data, EpochMetrics, NetCost, NonFiniteLoss, TrainPlan, fit, measure_cost
 
 log = logging.getLogger("bwbpf.search")
-MB = 2**20
-DOCUMENT = "decoupling"  # user attribute: the trial's versioned decoupling document
 FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, SurplusTrial)  # the trial fails, study goes on
 
 
-def cost_attrs(cost: NetCost, batch_size: int) -> dict[str, Any]:
+def cost_record(cost: NetCost, batch_size: int) -> TrialRecord:
     """Costs known before training: they are objectives, and shown for every trial."""
-    return {
-        "block_flops": cost.block_flops,
-        "block_params": cost.block_params,
-        "ideal_speedup": round(cost.ideal_speedup, 4),
-        "peak_activation_mb": round(cost.peak_saved_bytes * batch_size / MB, 3),
-        "backprop_activation_mb": round(cost.backprop_saved_bytes * batch_size / MB, 3),
-    }
+    return TrialRecord(
+        block_flops=tuple(cost.block_flops), block_params=tuple(cost.block_params),
+        speedup=round(cost.speedup, 4), compute_overhead=round(cost.compute_overhead, 4),
+        memory_ratio=round(cost.memory_ratio, 4),
+        peak_activation_mb=round(cost.peak_saved_bytes * batch_size / MB, 3),
+        backprop_activation_mb=round(cost.backprop_saved_bytes * batch_size / MB, 3))
 
 
 class Objective:
@@ -48,50 +45,54 @@ class Objective:
                               devices=settings.devices, compile=settings.compile)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        # An enqueued baseline carries its name; a re-queued trial carries its failed
+        # predecessor's attributes, which are cleared.
+        stored = TrialRecord.of(trial)
+        rec = save(trial, stored, TrialRecord(baseline=stored.baseline))
         if used(trial.study, before=trial.number) >= self.s.n_trials:
-            trial.set_user_attr(SURPLUS, True)
+            save(trial, rec, replace(rec, surplus=True))
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is past the study's {self.s.n_trials}")
         decoupling = sample(trial, self.s.space)
         try:
-            return self.train(trial, decoupling)
+            return self.train(trial, decoupling, rec)
         except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED, True)
+            save(trial, rec, replace(rec, interrupted=True))
             raise
         except torch.OutOfMemoryError as e:
             torch.cuda.empty_cache()
-            trial.set_user_attr("fail_reason", f"CUDA out of memory: {str(e).splitlines()[0]}")
+            reason = f"CUDA out of memory: {str(e).splitlines()[0]}"
+            save(trial, rec, replace(rec, fail_reason=reason))
             raise
         except NonFiniteLoss as e:
-            trial.set_user_attr("fail_reason", str(e))
+            save(trial, rec, replace(rec, fail_reason=str(e)))
             raise
 
-    def train(self, trial: optuna.Trial, d: Decoupling) -> float | tuple[float, ...]:
+    def train(self, trial: optuna.Trial, d: Decoupling, rec: TrialRecord
+              ) -> float | tuple[float, ...]:
         data = self.data
         net = build(d, data.num_classes, data.in_channels, data.image_size, seed=self.s.seed)
         cost = measure_cost(net, data.in_channels, data.image_size)
-        attrs = cost_attrs(cost, self.s.batch_size)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        metrics = {"ideal_speedup": attrs["ideal_speedup"], "block_flops": cost.block_flops,
-                   "peak_activation_mb": attrs["peak_activation_mb"],
-                   **self._bp(trial.study, d)}
+        costs = cost_record(cost, self.s.batch_size)
+        metrics = {"speedup": costs.speedup, "compute_overhead": costs.compute_overhead,
+                   "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),
+                   "peak_activation_mb": costs.peak_activation_mb, **self._bp(trial.study, d)}
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
-        trial.set_user_attr(DOCUMENT, compact(self._document(trial, d, metrics)))
+        first = replace(costs, baseline=rec.baseline,
+                        document=self._document(trial, d, metrics))
+        rec = save(trial, rec, first)
         bar = self._bar(trial)
-        curve: list[float] = []
-        blocks: list[list[float]] = []
 
         def on_epoch(epoch: int, m: EpochMetrics) -> None:
-            curve.append(round(m.val_accuracy, 5))
-            blocks.append([round(a, 5) for a in m.block_val_accuracy])
-            trial.set_user_attr(CURVE, curve)
-            trial.set_user_attr("block_curve", blocks)
+            nonlocal rec
+            rec = save(trial, rec, replace(
+                rec, curve=(*rec.curve, round(m.val_accuracy, 5)),
+                block_curve=(*rec.block_curve, tuple(round(a, 5) for a in m.block_val_accuracy))))
             if bar is not None:
                 bar.set_postfix(val=f"{m.val_accuracy:.4f}")
                 bar.update(1)
-            self._maybe_prune(trial, epoch, m.val_accuracy, curve)
+            self._maybe_prune(trial, epoch, m.val_accuracy, rec)
 
         try:
             result = fit(net, data, self.plan, on_epoch=on_epoch)
@@ -99,20 +100,20 @@ class Objective:
             if bar is not None:
                 bar.close()
         metrics.update(val_accuracy=round(result.val_accuracy, 5),
-                       block_val_accuracy=blocks[-1] if blocks else [])
-        trial.set_user_attr(DOCUMENT, compact(self._document(trial, d, metrics)))
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
-        trial.set_user_attr("device", result.device)
-        if result.peak_memory_bytes is not None:
-            trial.set_user_attr("peak_memory_mb", round(result.peak_memory_bytes / MB, 1))
-        values = {"accuracy": result.val_accuracy, "speedup": cost.ideal_speedup,
-                  "memory": attrs["peak_activation_mb"]}
-        out = tuple(float(values[o]) for o in self.s.objectives)
+                       block_val_accuracy=list(rec.block_curve[-1]) if rec.block_curve else [])
+        peak = result.peak_memory_bytes
+        save(trial, rec, replace(
+            rec, document=self._document(trial, d, metrics),
+            train_seconds=round(result.train_seconds, 3), device=result.device,
+            peak_memory_mb=round(peak / MB, 1) if peak is not None else None))
+        values = {"accuracy": result.val_accuracy, "speedup": costs.speedup,
+                  "memory": costs.memory_ratio}
+        out = tuple(float(values[o] or 0.0) for o in self.s.objectives)
         return out if self.s.multi_objective else out[0]
 
     @staticmethod
     def _bp(study: optuna.Study, d: Decoupling) -> dict[str, Any]:
-        bp = study.user_attrs.get(BP_ATTR, {}).get(d.backbone)
+        bp = bp_baselines(study).get(d.backbone)
         return {"bp_val_accuracy": bp["val_accuracy"], "bp_lr": bp["best_lr"]} if bp else {}
 
     def _document(self, trial: optuna.Trial, d: Decoupling, metrics: dict[str, Any]
@@ -127,15 +128,16 @@ class Objective:
                                      "classes": data.num_classes, "dataset": self.s.dataset},
                            metrics=dict(metrics), provenance=provenance)
 
-    def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, curve: list[float]) -> None:
+    def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, rec: TrialRecord
+                     ) -> None:
         if self.curve_pruner is None:
             trial.report(acc, epoch)  # intermediate values: single-objective studies only
             prune = epoch < self.s.epochs and trial.should_prune()
         else:
             prune = epoch < self.s.epochs and self.curve_pruner.should_prune(
-                trial.study, trial.number, curve)
+                trial.study, trial.number, list(rec.curve))
         if prune:
-            trial.set_user_attr("pruned_at", epoch)
+            save(trial, rec, replace(rec, pruned_at=epoch))
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {acc:.4f}")
 
     def _bar(self, trial: optuna.Trial) -> Any:

@@ -1,7 +1,7 @@
 """Pruning multi-objective trials by their accuracy curve.
 
 Optuna refuses ``trial.report`` in multi-objective studies, so its pruners cannot see them.
-Every trial here stores its validation-accuracy curve in the user attribute ``curve``; this
+Every trial here records its validation-accuracy curve (``TrialRecord.curve``); this
 pruner compares a trial's curve with the others' at the same epoch, by the same rules as
 Optuna's SuccessiveHalvingPruner (also used for ``hyperband``: one bracket) or MedianPruner,
 and the objective raises TrialPruned itself.
@@ -14,9 +14,8 @@ import statistics
 import optuna
 from optuna.trial import TrialState
 
+from bwbpf.reports.record import TrialRecord
 from bwbpf.search.study import Pruner
-
-CURVE = "curve"
 
 
 class CurvePruner:
@@ -39,18 +38,17 @@ class CurvePruner:
         epoch = len(curve)
         if self.rule == "none" or epoch < self.min_epochs:
             return False
-        others = [t for t in study.get_trials(deepcopy=False)
-                  if t.number != number and len(t.user_attrs.get(CURVE, ())) >= epoch]
+        others = [(t.state, c) for t in study.get_trials(deepcopy=False)
+                  if t.number != number and len(c := TrialRecord.of(t).curve) >= epoch]
         value = curve[-1]
         if self.rule == "median":
-            done = [t.user_attrs[CURVE][epoch - 1] for t in others
-                    if t.state == TrialState.COMPLETE]
+            done = [c[epoch - 1] for state, c in others if state == TrialState.COMPLETE]
             return len(done) >= max(1, self.startup) and value < statistics.median(done)
         if not self.is_rung(epoch):
             return False
         # Optuna's promotion rule: the top 1/rf of every trial that reached this rung goes
         # on; while fewer than rf trials are there, only the best so far does.
-        values = sorted([t.user_attrs[CURVE][epoch - 1] for t in others] + [value],
+        values = sorted([c[epoch - 1] for _, c in others] + [value],
                         reverse=True)
         keep = max(0, len(values) // self.rf - 1)
         return value < values[keep]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from typing import Any
 
 import optuna
 
-from bwbpf.reports.plots import describe
-from bwbpf.reports.plots import summary as report_summary
+from bwbpf.reports.record import (
+    SETTINGS,
+    TrialRecord,
+    best_trial,
+    describe,
+    describe_counts,
+    state_counts,
+    verdict,
+)
+from bwbpf.reports.record import summary as summary_rows
 from bwbpf.search import budget
-from bwbpf.search.baselines import BASELINE, enqueue_references, ensure_bp_baselines
+from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import (
@@ -25,24 +32,24 @@ from bwbpf.search.study import (
     storage_cause,
     storage_lost,
 )
+from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, load_data, resolve_device
 
 log = logging.getLogger("bwbpf.search")
-SETTINGS_ATTR = "settings"
+POLL_S = 5.0  # seconds between looks at the running trials that hold the rest of the budget
 
 
-def prepare_study(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
+def prepare_study(s: SearchSettings) -> optuna.Study:
     storage = open_storage(s.storage, heartbeat_s=s.heartbeat)
-    n_obj = len(s.objectives)
-    sampler = make_sampler(s.sampler, seed=s.seed + worker, n_trials=s.n_trials,
-                           n_objectives=n_obj)
+    # Every worker passes the same seed: trials draw from streams seeded by (seed, number).
+    sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.n_trials)
     pruner = make_pruner(s.pruner, epochs=s.epochs, min_epochs=s.min_epochs,
                          reduction_factor=s.reduction_factor, startup_trials=s.pruner_startup)
     study = open_study(storage, s.study, s.directions, sampler, pruner)
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    stored = study.user_attrs.get(SETTINGS)
     if stored is None:
-        study.set_user_attr(SETTINGS_ATTR, s.record())
+        study.set_user_attr(SETTINGS, s.record())
     else:
         bad = s.conflicts(stored)
         if bad:
@@ -58,35 +65,43 @@ def load_search_data(s: SearchSettings) -> Data:
                      download=s.download, image_size=s.image_size)
 
 
-def start(s: SearchSettings, *, worker: int = 0) -> tuple[optuna.Study, Data | None]:
-    """Checks everything, opens the study and queues its baselines; (study, data), or
-    (study, None) when the study's budget is already used."""
+def start(s: SearchSettings, *, adopted: set[int] | None = None
+          ) -> tuple[optuna.Study, Data | None]:
+    """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
+    search.workers.reap) and queues the missing baselines; (study, data), or (study, None)
+    when the study's budget is used and no trial is running that may yet give some back."""
     check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
     data = load_search_data(s)
-    study = prepare_study(s, worker=worker)
-    if budget.used(study) >= s.n_trials:
+    study = prepare_study(s)
+    beats = reap(study, set() if adopted is None else adopted)
+    if budget.used(study) >= s.n_trials and not (beats and _running(study)):
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
         return study, None
     if s.baselines:
-        if not study.get_trials(deepcopy=False):
-            enqueue_references(study, s)
+        enqueue_references(study, s)
         ensure_bp_baselines(study, s, data)
     return study, data
 
 
-def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
-    """Runs trials until the study holds ``n_trials`` that use budget (or the timeout)."""
-    study, data = start(s, worker=worker)
+def run_search(s: SearchSettings) -> optuna.Study:
+    """Runs trials until the study holds ``n_trials`` that use budget and none is running,
+    or until the timeout; a dead worker's trial is run again here (see _room)."""
+    adopted: set[int] = set()
+    study, data = start(s, adopted=adopted)
     if data is None:
         return study
     progress = Progress(study, s)
+    objective = Objective(s, data, progress=progress.enabled)
+    deadline = None if s.timeout is None else time.monotonic() + s.timeout
     try:
-        study.optimize(Objective(s, data, progress=progress.enabled), timeout=s.timeout,
-                       catch=FAILURES, callbacks=[progress, _stop_at_budget(s.n_trials)],
-                       gc_after_trial=False)
+        while _room(study, s, adopted, deadline):
+            left = None if deadline is None else deadline - time.monotonic()
+            study.optimize(objective, timeout=left, catch=FAILURES,
+                           callbacks=[progress, _stop_at_budget(s.n_trials)],
+                           gc_after_trial=False)
     except Exception as e:
         if storage_cause(e) is None:
             raise
@@ -96,19 +111,19 @@ def run_search(s: SearchSettings, *, worker: int = 0) -> optuna.Study:
     return study
 
 
-def run_workers(s: SearchSettings, commands: list[list[str]], *, poll_s: float = 2.0
-                ) -> tuple[optuna.Study, int]:
-    """Starts the study (baselines included) here, then one process per command, each a
-    worker of the same study; shows their progress; returns the study and the worst exit
-    status. Processes, not threads: each has its own interpreter and torch thread pool."""
+def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str]]], *,
+                poll_s: float = 2.0) -> tuple[optuna.Study, int]:
+    """Starts the study (baselines included) here, then one process per (argv, environment)
+    of commands.worker_launch, each a worker of the same study; shows their progress; returns
+    the study and the worst exit status. Processes, not threads: each has its own interpreter
+    and torch thread pool."""
     study, data = start(s)
     if data is None:
         return study, 0
     if s.storage.startswith("sqlite"):
         log.warning("SQLite serialises writers; for parallel workers use PostgreSQL or "
                     "journal:FILE (see README)")
-    env = {**os.environ, "BWBPF_STORAGE": s.storage}  # not on the command line: `ps` shows it
-    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
+    procs = [subprocess.Popen(cmd, env=env) for cmd, env in launches]
     progress = Progress(study, s)
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
@@ -135,6 +150,30 @@ def _stop_at_budget(n_trials: int) -> Any:
     return callback
 
 
+def _running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
+def _room(study: optuna.Study, s: SearchSettings, adopted: set[int], deadline: float | None
+          ) -> bool:
+    """Whether this worker may start a trial. While running trials hold the rest of the
+    budget, it waits: they finish, or their worker is gone and they are failed and re-queued
+    (reap), and this worker runs them, so the study reaches its total while one worker lives.
+    A storage without heartbeats (journal file) cannot tell, so then it does not wait."""
+    told = False
+    while deadline is None or time.monotonic() < deadline:
+        beats = reap(study, adopted)
+        if budget.used(study) < s.n_trials:
+            return True
+        if not (beats and _running(study)):
+            return False
+        if not told:
+            log.info("the study's last trials are running; waiting for them to end")
+            told = True
+        time.sleep(min(POLL_S, s.heartbeat))
+    return False
+
+
 class Progress:
     """A bar over the study's trials with the best so far, and one line per finished trial."""
 
@@ -148,6 +187,11 @@ class Progress:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.bar is None:
+            # quiet: a failed trial is still worth a warning (Optuna's own line is filtered)
+            rec = TrialRecord.of(trial)
+            if trial.state == optuna.trial.TrialState.FAIL and not (rec.interrupted
+                                                                    or rec.surplus):
+                log.warning(trial_line(trial))
             return
         from tqdm import tqdm
 
@@ -163,41 +207,31 @@ class Progress:
             self.bar.close()
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The most accurate finished trial (of the Pareto front, for multi-objective studies)."""
-    done = [t for t in study.get_trials(deepcopy=False,
-                                        states=(optuna.trial.TrialState.COMPLETE,))]
-    return max(done, key=lambda t: t.values[0]) if done else None
-
-
 def trial_line(t: optuna.trial.FrozenTrial) -> str:
-    tag = f" [{t.user_attrs[BASELINE]}]" if BASELINE in t.user_attrs else ""
+    rec = TrialRecord.of(t)
+    tag = f" [{rec.baseline}]" if rec.baseline else ""
     what = describe(t)
     if t.state == optuna.trial.TrialState.COMPLETE:
         vals = " ".join(f"{v:.4f}" for v in t.values)
         return f"trial {t.number}{tag}: {vals}  {what}"
-    extra = t.user_attrs.get("fail_reason") or (
-        f"at epoch {t.user_attrs['pruned_at']}" if "pruned_at" in t.user_attrs else "")
+    extra = rec.fail_reason or (f"at epoch {rec.pruned_at}" if rec.pruned_at else "")
     return f"trial {t.number}{tag}: {t.state.name.lower()} {extra}  {what}".rstrip()
 
 
 def summary(study: optuna.Study) -> list[str]:
     """Best against the BP baseline and the reference decouplings, whichever wins."""
-    counts = budget.finished(study)
-    lines = [f"study {study.study_name}: " + ", ".join(f"{v} {k.lower()}"
-                                                       for k, v in sorted(counts.items()))]
-    rows = report_summary(study)
+    lines = [f"study {study.study_name}: {describe_counts(state_counts(study))}"]
+    rows = summary_rows(study)
     if not rows:
         return lines + ["no finished trial yet"]
     best = rows[0]
-    speed = f", ideal speed-up {best.speedup:.2f}x" if best.speedup else ""
+    speed = f", speed-up over BP {best.speedup:.2f}x" if best.speedup else ""
     lines.append(f"best     trial {best.trial}: val {best.accuracy:.4f}  {best.note}{speed}")
     for r in rows[1:]:
         gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
         if r.label == "backprop":
-            verdict = "beats" if gap > 0 else "does not beat"
             lines.append(f"backprop ({r.note}): val {r.accuracy:.4f}  (best {gap:+.4f}: "
-                         f"the search {verdict} end-to-end BP)")
+                         f"the search {verdict(gap)} end-to-end BP)")
         else:
             state = f", {r.note}" if r.note else ""
             versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"

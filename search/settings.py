@@ -6,13 +6,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, get_args
 
-from bwbpf.search.study import Pruner, Sampler, redact
-from bwbpf.spaces import SearchSpace, UserError
-from bwbpf.trainers import resolve_device
+from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
+from bwbpf.spaces import ConfigError, SearchSpace, UserError
+from bwbpf.trainers import TrainPlan, resolve_device
 from bwbpf.trainers.plan import Schedule
 
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
-MAX_STUDY_NAME = 512  # Optuna's study_name column
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
+TRAIN_EPOCHS = 10  # `train`: a full training (a search trial has SearchSettings.epochs)
 # Settings that decide what a trial means; a rerun of a study must not change them.
 SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size", "epochs",
                     "batch_size", "objectives", "seed")
@@ -21,6 +22,15 @@ SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size"
 def _require(ok: bool, msg: str) -> None:
     if not ok:
         raise UserError(msg)
+
+
+def checked_plan(**fields: Any) -> TrainPlan:
+    """TrainPlan(**fields), its refusal naming the flag ("--batch-size: 1 must be >= 2 ...")."""
+    try:
+        return TrainPlan(**fields)
+    except ConfigError as e:
+        name, _, why = str(e).partition(": ")
+        raise UserError(f"--{name.replace('_', '-')}: {why}") from None
 
 
 @dataclass(frozen=True)
@@ -55,10 +65,7 @@ class SearchSettings:
     compile: bool = False  # torch.compile blocks and heads
 
     def __post_init__(self) -> None:
-        _require(bool(self.study) and len(self.study) <= MAX_STUDY_NAME
-                 and self.study.isprintable(),
-                 f"--study: a name of 1..{MAX_STUDY_NAME} printable characters "
-                 f"(got {len(self.study)} characters)")
+        check_study_name(self.study, new=True)
         _require(self.sampler in get_args(Sampler),
                  f"--sampler {self.sampler!r}: valid: {', '.join(get_args(Sampler))}")
         _require(self.pruner in get_args(Pruner),
@@ -75,6 +82,10 @@ class SearchSettings:
         _require(self.min_epochs <= self.epochs,
                  f"--min-epochs {self.min_epochs} exceeds --epochs {self.epochs}")
         _require(self.reduction_factor >= 2, f"--reduction-factor {self.reduction_factor} < 2")
+        _require(isinstance(self.pruner_startup, int) and self.pruner_startup >= 0,
+                 f"--pruner-startup {self.pruner_startup!r}: must be >= 0")
+        _require(isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+                 f"--seed {self.seed!r}: must be in 0..{MAX_SEED}")
         _require(self.timeout is None or (self.timeout > 0 and math.isfinite(self.timeout)),
                  f"--timeout {self.timeout}: must be a positive number of seconds")
         _require(bool(self.bp_lrs) and all(0 < lr <= 10 for lr in self.bp_lrs),
@@ -85,6 +96,11 @@ class SearchSettings:
                  "--devices needs --schedule pipelined")
         for d in self.devices:
             resolve_device(d)
+        # The trainers' own rules (batch size >= 2, ...) up front: a study is never created
+        # for settings whose first trial would be refused.
+        checked_plan(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
+                     device=self.device, schedule=self.schedule, devices=self.devices,
+                     compile=self.compile)
 
     @property
     def directions(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -12,6 +13,7 @@ from typing import Any, Literal, Sequence
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from bwbpf.search.workers import TrialSeeded
 from bwbpf.spaces import UserError
 
 log = logging.getLogger("bwbpf.search")
@@ -23,6 +25,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_TIMEOUT_S = 60  # a second process waits this long for the write lock, not "locked"
 HEARTBEAT_RETRIES = 2  # a killed worker's trial is re-queued at most this often
 SCHEMA_RACE_RETRIES = 5
+OPTUNA_TABLES = {"studies", "version_info"}  # what makes a database an Optuna storage
+MAX_STUDY_NAME = 512  # Optuna's study_name column
 
 
 class StorageLost(RuntimeError):
@@ -58,15 +62,39 @@ def package_version() -> str:
         return "unknown"
 
 
+# Userinfo as SQLAlchemy reads it (user up to the first ':'), with the password running to the
+# LAST '@' on the line: a raw '@' in a password must not leave its tail in view.
+_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^:/\n]*:)[^\n]*@")
+# One query item; SQLAlchemy splits the query on '&' only, so a value runs to the next '&'.
+_QUERY_ITEM = re.compile(r"([?&;])([^=&;\n]*)=([^&\n]*)")
+# Query keys that carry credentials, by substring: password and sslpassword (libpq, psycopg,
+# asyncpg), passwd (PyMySQL, mysqlclient), pwd (ODBC), and the secrets/tokens of other drivers.
+_SECRET = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_SECRET_SETTING = re.compile(r"(pass|pwd|secret|token)\w*\s*=", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***; safe for logs, errors, JSON and reports."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL (or a line quoting one) with every credential replaced by ***: the userinfo
+    password and credential query parameters (keys compared after %-decoding, as SQLAlchemy
+    does; a value that itself holds ``password=...``, e.g. libpq options, too). Safe for logs,
+    errors, JSON and reports."""
+    from urllib.parse import unquote_plus
+
+    def item(m: re.Match[str]) -> str:
+        key, value = unquote_plus(m.group(2)), unquote_plus(m.group(3))
+        if _SECRET.search(key) or _SECRET_SETTING.search(value):
+            return f"{m.group(1)}{m.group(2)}=***"
+        return m.group(0)
+
+    return _QUERY_ITEM.sub(item, _USERINFO.sub(r"\1***@", url))
 
 
-def check_storage_url(url: str) -> None:
-    """Refuses bad storage URLs before anything is opened or created."""
+def check_storage_url(url: str, *, create: bool = True) -> None:
+    """Refuses bad storage URLs before anything is opened or created. ``create``: the command
+    may create the storage (and writes to it), so a file storage must be writable; otherwise
+    a missing file is an error (a reading command never creates one)."""
     if url.startswith("journal:"):
-        _check_file(Path(url[len("journal:"):]), url, magic=None)
+        _check_file(Path(url[len("journal:"):]), url, magic=None, create=create)
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -77,38 +105,62 @@ def check_storage_url(url: str) -> None:
         raise UserError(f"--storage {redact(url)!r} is not a storage URL; use sqlite:///FILE, "
                         "postgresql+psycopg://USER:PW@HOST/DB, mysql+pymysql://... or "
                         "journal:FILE") from None
+    if parsed.host and "@" in parsed.host:  # SQLAlchemy ends the password at the first '@'
+        raise UserError(f"--storage {redact(url)}: the password holds a raw '@'; write it "
+                        "as %40")
     if parsed.get_backend_name() not in DIALECTS:
         raise UserError(f"--storage {redact(url)}: unknown dialect "
                         f"{parsed.get_backend_name()!r}; valid: {', '.join(DIALECTS)}, journal")
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise UserError(f"--storage {url}: give a file, e.g. sqlite:///study.db")
-        _check_file(Path(parsed.database), url, magic=SQLITE_MAGIC)
+            raise UserError(f"--storage {redact(url)}: give a file, e.g. sqlite:///study.db")
+        _check_file(Path(parsed.database), url, magic=SQLITE_MAGIC, create=create)
 
 
-def _check_file(path: Path, url: str, magic: bytes | None) -> None:
-    if path.is_dir():
-        raise UserError(f"--storage {url}: {path} is a directory")
-    if not path.parent.is_dir():
-        raise UserError(f"--storage {url}: folder {path.parent} does not exist")
-    if magic and path.is_file() and path.stat().st_size > 0:
-        with path.open("rb") as f:
-            head = f.read(len(magic))
-        if head != magic:
-            raise UserError(f"--storage {url}: {path} is not an SQLite database; "
-                            "refusing to touch it")
+def _check_file(path: Path, url: str, magic: bytes | None, *, create: bool) -> None:
+    where = f"--storage {redact(url)}"
+    try:  # stat and open fail with PermissionError in a folder this user may not enter
+        if path.is_dir():
+            raise UserError(f"{where}: {path} is a directory")
+        if not path.parent.is_dir():
+            raise UserError(f"{where}: folder {path.parent} does not exist")
+        exists = path.exists()
+        if magic and exists and path.stat().st_size > 0:
+            with path.open("rb") as f:
+                head = f.read(len(magic))
+            if head != magic:
+                raise UserError(f"{where}: {path} is not an SQLite database; "
+                                "refusing to touch it")
+    except OSError as e:
+        raise UserError(f"{where}: cannot access {path}: {e.strerror or e}") from None
+    if not create:
+        if not exists:
+            raise UserError(f"{where}: {path} does not exist (this command creates nothing)")
+        return
+    # SQLite writes a journal beside the file, and the journal storage a lock file.
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{where}: folder {path.parent} is not writable")
+    if exists and not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"{where}: {path} is not writable")
 
 
-def open_storage(url: str, *, heartbeat_s: int | None = 60) -> BaseStorage:
-    """An Optuna storage; RDB storages get heartbeats and retry of heartbeat-stale trials."""
-    check_storage_url(url)
+def open_storage(url: str, *, heartbeat_s: int | None = 60, create: bool = True
+                 ) -> BaseStorage:
+    """An Optuna storage; RDB storages get heartbeats and retry of heartbeat-stale trials.
+    With ``create=False`` (reading commands) nothing is created: not a file, not a table."""
+    check_storage_url(url, create=create)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        try:
+            return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        except OSError as e:
+            raise UserError(f"cannot open storage {redact(url)}: {e.strerror or e}") from None
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            return _rdb(url, heartbeat_s)
+            return _rdb(url, heartbeat_s, create=create)
+        except UserError:
+            raise
         except Exception as e:  # sqlalchemy.exc.*, a missing driver, a refused connection
             if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
                 time.sleep(0.2 * (attempt + 1))  # the other process is creating the tables
@@ -117,18 +169,35 @@ def open_storage(url: str, *, heartbeat_s: int | None = 60) -> BaseStorage:
     raise AssertionError("unreachable")
 
 
-def _rdb(url: str, heartbeat_s: int | None) -> RDBStorage:
+def _rdb(url: str, heartbeat_s: int | None, *, create: bool) -> RDBStorage:
     sqlite = url.startswith("sqlite")
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
+    if not create:
+        _require_tables(url, engine)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if not heartbeat_s:
-            return RDBStorage(url, engine_kwargs=engine)
+            return RDBStorage(url, engine_kwargs=engine, skip_table_creation=not create)
         # A trial whose worker missed three heartbeats is failed and re-queued.
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+        return RDBStorage(url, engine_kwargs=engine, skip_table_creation=not create,
+                          heartbeat_interval=heartbeat_s,
                           grace_period=max(2, 3 * heartbeat_s),
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                               max_retry=HEARTBEAT_RETRIES))
+
+
+def _require_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Refuses a database without Optuna's tables: RDBStorage would create them on connect."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if not OPTUNA_TABLES <= tables:
+        raise UserError(f"--storage {redact(url)}: no Optuna storage in this database (no "
+                        "studies table); this command creates nothing")
 
 
 def _schema_race(e: BaseException) -> bool:
@@ -150,8 +219,19 @@ def study_names(storage: BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
+def check_study_name(name: str, *, new: bool = False) -> None:
+    """Optuna takes any string; a name must still be visible, and a new study's name must fit
+    Optuna's column and be printable (an existing one is looked up as given)."""
+    if new and (not name or len(name) > MAX_STUDY_NAME or not name.isprintable()):
+        raise UserError(f"--study: a name of 1..{MAX_STUDY_NAME} printable characters "
+                        f"(got {len(name)} characters)")
+    if not name.strip():
+        raise UserError(f"--study {name!r}: a name needs a visible character, not only spaces")
+
+
 def load_existing(storage: BaseStorage, name: str) -> optuna.Study:
     """A study that must exist: an unknown name lists the ones there are."""
+    check_study_name(name)
     names = study_names(storage)
     if name not in names:
         raise UserError(f"no study named {name!r} in this storage; studies: "
@@ -176,18 +256,33 @@ def open_study(storage: BaseStorage, name: str, directions: Sequence[str],
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
-def make_sampler(name: Sampler, *, seed: int | None, n_trials: int, n_objectives: int
+def make_sampler(name: Sampler, *, seed: int | None, n_trials: int
                  ) -> optuna.samplers.BaseSampler:
+    """The ``--sampler``, for any number of objectives; trial n draws from a stream seeded by
+    (seed, n), so workers sharing a study and a seed never repeat each other's trials."""
+    return TrialSeeded(lambda trial_seed: _sampler(name, seed=trial_seed, n_trials=n_trials),
+                       seed)
+
+
+def _sampler(name: Sampler, *, seed: int | None, n_trials: int) -> optuna.samplers.BaseSampler:
     startup = min(10, max(4, n_trials // 4))  # random trials before the model takes over
     if name == "tpe":
+        # Every option set, as Optuna's defaults moved between versions and depend on the
+        # number of objectives (5.0: independent TPE for several). multivariate: one joint
+        # model of all parameters, for one objective or several; the space is fixed-
+        # dimensional (spaces/space.py), so no conditional groups to split off (group).
+        # constant_liar: other workers' running trials count as bad, so workers spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                          constant_liar=True)
+                                          multivariate=True, group=False, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
+    if name == "nsga2":  # models all parameters jointly, for one objective or several
         population = max(4, min(50, n_trials // 3))
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
-    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    # Joint; logEI for one objective, logEHVI for several. Accuracy is noisy (data order,
+    # GPU kernels), so the GP models noise.
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
+                                     deterministic_objective=False)
 
 
 def make_pruner(name: Pruner, *, epochs: int, min_epochs: int, reduction_factor: int,

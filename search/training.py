@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from bwbpf.spaces import BlockOptim, Decoupling, UserError, build, from_document, to_document
+import torch
+
+from bwbpf.reports.record import MB
+from bwbpf.spaces import (
+    BlockOptim,
+    Decoupling,
+    SearchSpace,
+    UserError,
+    build,
+    from_document,
+    to_document,
+)
 from bwbpf.spaces.document import parse_json
-from bwbpf.spaces.files import write_json_atomic, write_text_atomic
+from bwbpf.spaces.files import refuse_stdout, write_json_atomic, write_text_atomic
 from bwbpf.trainers import Data, EpochMetrics, TrainPlan, evaluate, fit, measure_cost
 from bwbpf.trainers.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("bwbpf.search")
-MB = 2**20
 RUN_FILES = ("metrics.json", "settings.json", "decoupling.json", "blockwise", "backprop")
 
 
@@ -31,7 +40,8 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
     """paper / uniform for a backbone, or an exported file (transferred to --backbone/--width
     when given); returns the decoupling and the file's metrics (empty for built-ins)."""
     if arch in ("paper", "uniform"):
-        b, w = backbone or "vgg8b", width or 0.25
+        # the search's default net (SearchSpace), so a trained baseline matches a default run
+        b, w = backbone or SearchSpace.backbones[0], width or SearchSpace.width
         make = Decoupling.paper_default if arch == "paper" else Decoupling.uniform
         return make(b, width=w, optim=BlockOptim(lr=lr)), {}
     path = Path(arch)
@@ -51,31 +61,54 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
     return d, dict(doc.get("metrics", {}))
 
 
-def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> None:
-    """Refuses to mix runs: a finished or different run is kept unless --force."""
+def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
+    """Refuses to mix runs: a finished or different run is kept unless --force. Touches
+    nothing; True when ``out`` holds the run that --resume continues."""
+    refuse_stdout(out, "--out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     stored = out / "settings.json"
     if resume and stored.is_file():
-        old = json.loads(stored.read_text())
+        try:
+            old = parse_json(stored.read_text(), f"--resume: {stored}")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--resume: cannot read {stored} ({type(e).__name__})") from None
+        if not isinstance(old, dict):
+            raise UserError(f"--resume: {stored} is not a run's settings")
         bad = [k for k in settings if k not in ("resume", "force") and old.get(k) != settings[k]]
         if bad:
             raise UserError(f"--resume: {out} was run with {bad[0]}={old.get(bad[0])!r}, "
                             f"not {settings[bad[0]]!r}")
+        return True
+    if any((out / f).exists() for f in RUN_FILES) and not force:
+        what = "a finished run" if (out / "metrics.json").exists() else "an unfinished run"
+        raise UserError(f"--out {out} holds {what}; pass --resume to continue it or "
+                        "--force to start over")
+    return False
+
+
+def check_fits(decouplings: list[Decoupling], data: Data) -> None:
+    """Builds every net once without memory (the meta device): a decoupling that cannot take
+    this data is refused before anything is written."""
+    for d in decouplings:
+        with torch.device("meta"):
+            build(d, data.num_classes, data.in_channels, data.image_size)
+
+
+def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> None:
+    """The first write into ``out``: after check_out (and every other check) passed, an earlier
+    run there is removed (--force) and the settings are written."""
+    continuing = check_out(out, settings, resume=resume, force=force)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create it ({e.strerror or e})") from None
+    if continuing:
         return
-    if any((out / f).exists() for f in RUN_FILES):
-        if not force:
-            what = "a finished run" if (out / "metrics.json").exists() else "an unfinished run"
-            raise UserError(f"--out {out} holds {what}; pass --resume to continue it or "
-                            "--force to start over")
-        for f in RUN_FILES:
-            p = out / f
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    write_json_atomic(stored, settings)
+    for f in RUN_FILES:  # only with --force: check_out refused an earlier run otherwise
+        p = out / f
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    write_json_atomic(out / "settings.json", settings)
 
 
 def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str, *,
@@ -88,6 +121,8 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
     history: list[dict[str, Any]] = list(state["history"]) if state else []
     if state:
         log.info("%s: resuming after epoch %d", label, state["epoch"])
+    elif resume:
+        log.info("%s: --resume: no checkpoint in %s; starting at epoch 1", label, out)
 
     def checkpoint(snap: dict[str, Any]) -> None:
         save_checkpoint(snap, ckpt)
@@ -110,7 +145,8 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
     return {
         "test_accuracy": test[-1], "block_test_accuracy": test,
         "val_accuracy": result.val_accuracy, "epochs": len(result.history),
-        "train_seconds": result.train_seconds, "ideal_speedup": cost.ideal_speedup,
+        "train_seconds": result.train_seconds, "speedup": cost.speedup,
+        "compute_overhead": cost.compute_overhead, "memory_ratio": cost.memory_ratio,
         "block_flops": cost.block_flops,
         "peak_activation_mb": cost.peak_saved_bytes * plan.batch_size / MB,
         "backprop_activation_mb": cost.backprop_saved_bytes * plan.batch_size / MB,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from itertools import combinations
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 from bwbpf.spaces.backbones import get_backbone, stage_boundaries
 from bwbpf.spaces.errors import ConfigError
@@ -28,6 +28,21 @@ def _require(ok: bool, where: str, msg: str) -> None:
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_cuts(cuts: Sequence[object], backbone: str, field: str = "cuts") -> None:
+    """Cuts are integer unit indices of ``backbone``, strictly increasing, none at either end.
+    Errors name ``field[i]`` (the JSON document passes ``cuts.units``)."""
+    n, prev = get_backbone(backbone).num_units, 0
+    for i, c in enumerate(cuts):
+        where = f"{field}[{i}]"
+        if not isinstance(c, int) or isinstance(c, bool):
+            raise ConfigError(f"{where}: expected an integer unit index, got {c!r}")
+        _require(1 <= c <= n - 1, where,
+                 f"{c} out of range; {backbone} has {n} units, valid cuts are 1..{n - 1}")
+        _require(i == 0 or c > prev, where,
+                 f"{c} must be greater than {field}[{i - 1}]={prev} (increasing, no empty block)")
+        prev = c
 
 
 @dataclass(frozen=True)
@@ -83,18 +98,10 @@ class Decoupling:
     width: float = 1.0
 
     def __post_init__(self) -> None:
-        spec = get_backbone(self.backbone)
+        get_backbone(self.backbone)  # unknown names list the valid ones
         w = self.width
         _require(_is_number(w) and 0 < w <= MAX_WIDTH, "width", f"{w!r} not in (0, {MAX_WIDTH}]")
-        n = spec.num_units
-        for i, c in enumerate(self.cuts):
-            _require(isinstance(c, int) and not isinstance(c, bool), f"cuts[{i}]",
-                     f"expected an integer unit index, got {c!r}")
-            _require(1 <= c <= n - 1, f"cuts[{i}]",
-                     f"{c} out of range; {self.backbone} has {n} units, valid cuts are 1..{n - 1}")
-            _require(i == 0 or c > self.cuts[i - 1], f"cuts[{i}]",
-                     f"{c} must be greater than cuts[{i - 1}]={self.cuts[i - 1]} "
-                     "(increasing, no empty block)")
+        check_cuts(self.cuts, self.backbone)
         k = len(self.cuts) + 1
         _require(len(self.aux) == k - 1, "aux", f"{len(self.aux)} aux heads for {k} blocks; "
                  f"need one per block but the last ({k - 1})")

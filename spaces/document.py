@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
@@ -21,7 +21,11 @@ from bwbpf.spaces.transfer import relative_cuts
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import Decoupling
 
-SCHEMA_ID = "bwbpf-search/decoupling/1"
+SCHEMA_ID = "bwbpf-search/decoupling/2"
+# Version 1 named sum / max of the block costs "ideal_speedup"; version 2 measures speed-up
+# against end-to-end BP ("speedup") and keeps the old figure as "block_parallelism".
+SCHEMA_V1 = "bwbpf-search/decoupling/1"
+MAX_DEPTH = 32  # nesting levels; a document needs 5, its metrics a few more
 
 
 @lru_cache(maxsize=1)
@@ -67,30 +71,63 @@ def as_document(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+@dataclass(frozen=True)
+class _Constant:
+    """NaN, Infinity or -Infinity where JSON wants a number: kept while parsing, so the error
+    can name the JSON path it sits at."""
+
+    name: str
+
+
 def parse_json(text: str, where: str) -> Any:
+    """The parsed text; any failure is one ConfigError line naming ``where`` (e.g. the file)."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        doc = json.loads(text, parse_constant=_Constant)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where}: not valid JSON (line {e.lineno} column {e.colno}: "
                           f"{e.msg})") from None
+    except RecursionError:  # e.g. 100,000 nested "[": the parser gives up before a message
+        raise ConfigError(f"{where}: nested too deeply to be a decoupling document") from None
+    except ValueError as e:  # an integer beyond Python's digit limit (4,300 by default)
+        reason = str(e).split(";")[0]
+        raise ConfigError(f"{where}: not a usable JSON document ({reason})") from None
+    for path, value, depth in _walk(doc):
+        if depth > MAX_DEPTH:  # deep but parseable: later recursive code must not choke on it
+            raise ConfigError(f"{where}: {path}: nested deeper than {MAX_DEPTH} levels; not a "
+                              "decoupling document")
+        if isinstance(value, _Constant):
+            raise ConfigError(f"{where}: {path}: {value.name} is not a JSON number")
+    return doc
 
 
-def _no_constant(name: str) -> float:
-    raise ConfigError(f"$: {name} is not a JSON number")
+def _walk(doc: Any) -> Iterator[tuple[str, Any, int]]:
+    """(JSON path, value, depth) of every value in document order, without recursion."""
+    stack: list[tuple[str, Any, int]] = [("$", doc, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        yield path, value, depth
+        if isinstance(value, dict):
+            items = [(f"{path}.{k}" if k.isidentifier() else f"{path}[{json.dumps(k)}]", v)
+                     for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend((p, v, depth + 1) for p, v in reversed(items))
 
 
 def from_document(doc: Any) -> Decoupling:
     """Validates a parsed document; returns its Decoupling."""
-    from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
+    from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, check_cuts
 
+    doc = upgrade(doc)
     _check_schema(doc)
     name = doc["backbone"]["name"]
-    spec = _at("$.backbone.name", lambda: get_backbone(name))
-    if doc["backbone"]["family"] != spec.family:
-        raise ConfigError(f"$.backbone.family: {name} is a {spec.family}, not "
-                          f"{doc['backbone']['family']}")
-    blocks, n = doc["blocks"], spec.num_units
-    _check_cuts(doc["cuts"]["units"], name, n)
+    blocks, n = doc["blocks"], _check_backbone(doc["backbone"])
+    try:
+        check_cuts(doc["cuts"]["units"], name, field="cuts.units")
+    except ConfigError as err:
+        raise ConfigError(f"$.{err}") from None
     for k, b in enumerate(blocks):
         a, e = b["units"]
         start = 0 if k == 0 else blocks[k - 1]["units"][1]
@@ -113,6 +150,33 @@ def from_document(doc: Any) -> Decoupling:
     return _at("$", lambda: Decoupling(name, cuts, aux, optim, doc["backbone"]["width"]))
 
 
+def _check_backbone(backbone: dict[str, Any]) -> int:
+    """The backbone's number of units, after its name, family and units are checked."""
+    name = backbone["name"]
+    spec = _at("$.backbone.name", lambda: get_backbone(name))
+    if backbone["family"] != spec.family:
+        raise ConfigError(f"$.backbone.family: {name} is a {spec.family}, not "
+                          f"{backbone['family']}")
+    n = spec.num_units
+    if backbone.get("units", n) != n:
+        raise ConfigError(f"$.backbone.units: {backbone['units']} does not match the backbone; "
+                          f"{name} has {n} units")
+    return n
+
+
+def upgrade(doc: Any) -> Any:
+    """A version-1 document as version 2: its "ideal_speedup" (sum / max of the block costs,
+    not a speed-up over BP) becomes "block_parallelism"; nothing else changed. The speed-up
+    over BP is not in a version-1 file: export the trial again to get it."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_V1:
+        return doc
+    metrics = doc.get("metrics")
+    if isinstance(metrics, dict) and "ideal_speedup" in metrics:
+        metrics = {("block_parallelism" if k == "ideal_speedup" else k): v
+                   for k, v in metrics.items()}
+    return {**doc, "schema": SCHEMA_ID, **({"metrics": metrics} if metrics is not None else {})}
+
+
 def _check_schema(doc: Any) -> None:
     import jsonschema
 
@@ -124,16 +188,6 @@ def _check_schema(doc: Any) -> None:
     if error is not None:
         msg = error.message if len(error.message) <= 160 else error.message[:157] + "..."
         raise ConfigError(f"{error.json_path}: {msg}")
-
-
-def _check_cuts(cuts: list[int], name: str, n: int) -> None:
-    for i, c in enumerate(cuts):
-        if not 1 <= c <= n - 1:
-            raise ConfigError(f"$.cuts.units[{i}]: {c} out of range; {name} has {n} units, "
-                              f"valid cuts are 1..{n - 1}")
-        if i and c <= cuts[i - 1]:
-            raise ConfigError(f"$.cuts.units[{i}]: {c} must be greater than "
-                              f"cuts.units[{i - 1}]={cuts[i - 1]} (increasing, no empty block)")
 
 
 def _check_relative(rel: list[dict[str, Any]], name: str, cuts: tuple[int, ...]) -> None:

@@ -14,6 +14,25 @@ from typing import Any, Callable
 from bwbpf.spaces.errors import UserError
 
 
+def refuse_stdout(path: Path, flag: str) -> None:
+    """Every output is a file (or folder): ``-`` is refused, not written as a file named '-'
+    (a path naming such a file, e.g. ``./-``, reads the same once parsed, so it is refused
+    too)."""
+    if str(path) == "-":
+        raise UserError(f"{flag} -: outputs are written to files, not to standard output; "
+                        "give a path")
+
+
+def check_output(path: Path, flag: str, *, force: bool) -> None:
+    """The one overwrite rule for every output file: an existing file is replaced only with
+    --force; a folder never is; ``-`` is refused. Raises a UserError naming the flag and path."""
+    refuse_stdout(path, flag)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file")
+    if os.path.lexists(path) and not force:
+        raise UserError(f"{flag} {path} exists; pass --force to overwrite it")
+
+
 def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it over ``path``.
     A path that cannot be written is a UserError naming it; nothing is left behind."""

@@ -137,12 +137,13 @@ class SimProjection(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """One block's local objective: a logits head and, for ``predsim``, a similarity branch."""
+    """One block's local objective: a logits head and, for ``predsim``, a similarity branch.
+    The branch decides the loss (pred without it, predsim with it), so the two cannot
+    disagree."""
 
-    def __init__(self, logits: nn.Module, loss: LocalLoss, sim: nn.Module | None = None) -> None:
+    def __init__(self, logits: nn.Module, sim: nn.Module | None = None) -> None:
         super().__init__()
         self.logits = logits
-        self.loss_kind = loss
         self.sim = sim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -172,7 +173,7 @@ def make_aux_head(
     fam = AUX_HEADS.get(family)
     logits = fam.build(channels, size, num_classes, width, depth)
     sim = SimProjection(channels, size) if loss == "predsim" else None
-    return AuxHead(logits, loss, sim)
+    return AuxHead(logits, sim)
 
 
 def final_head_loss(

@@ -100,6 +100,14 @@ class SearchSpace:
     def max_depth(self) -> int:
         return max(AUX_HEADS.get(h).depths[1] for h in self.heads)
 
+    @property
+    def middle_weight_decay(self) -> float:
+        """The weight decay of the baselines: the usual 5e-4 when the space allows it, else the
+        geometric middle of the space's (log-scale) range."""
+        lo, hi = self.weight_decay
+        usual = BlockOptim().weight_decay
+        return usual if lo <= usual <= hi else math.sqrt(lo * hi)
+
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], where: str = "space") -> SearchSpace:
         names = {f.name for f in fields(cls)}
@@ -236,9 +244,7 @@ def reference_decouplings(space: SearchSpace) -> dict[str, Decoupling]:
     backbone = space.backbones[0]
     k = min(4, space.max_blocks)
     lr = 0.05 if space.lr[0] <= 0.05 <= space.lr[1] else math.sqrt(space.lr[0] * space.lr[1])
-    lo, hi = space.weight_decay
-    wd = 5e-4 if lo <= 5e-4 <= hi else math.sqrt(lo * hi)
-    optim = BlockOptim(lr=lr, weight_decay=wd, optimizer=space.optimizer)
+    optim = BlockOptim(lr=lr, weight_decay=space.middle_weight_decay, optimizer=space.optimizer)
     return {
         "paper": Decoupling.paper_default(backbone, width=space.width, k=k, optim=optim),
         "uniform": Decoupling.uniform(backbone, k=k, width=space.width, optim=optim),

@@ -1,4 +1,4 @@
-"""Cost accounting: FLOPs, parameters, ideal parallel speed-up and saved activations.
+"""Cost accounting against end-to-end BP: FLOPs, parameters, speed-up and saved activations.
 
 Counts are made once per configuration on a CPU copy of the net with a tiny batch and reported
 per image: forward+backward FLOPs with ``torch.utils.flop_counter`` and the bytes autograd saves
@@ -30,8 +30,21 @@ class NetCost:
     backprop_saved_bytes: int  # per image, every unit's activations alive at once
 
     @property
-    def ideal_speedup(self) -> float:
-        """sum of block costs / max block cost: the speed-up of one device per block."""
+    def speedup(self) -> float:
+        """BP's step cost / the slowest block's step cost (its head included): what one device
+        per block gains over training the same network end to end with BP."""
+        return self.backprop_flops / max(self.block_flops)
+
+    @property
+    def compute_overhead(self) -> float:
+        """All blocks' step cost (heads included) / BP's: the extra work of local learning."""
+        return sum(self.block_flops) / self.backprop_flops
+
+    @property
+    def block_parallelism(self) -> float:
+        """sum / max of the block costs: how much shorter a block-wise step gets when its
+        blocks run concurrently instead of one after another. Not a speed-up over BP (heavy
+        heads inflate both sums alike)."""
         return sum(self.block_flops) / max(self.block_flops)
 
     @property

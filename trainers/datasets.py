@@ -16,6 +16,7 @@ from torch import Tensor
 from bwbpf.spaces import UserError
 from bwbpf.spaces.registry import Registry
 from bwbpf.trainers.data import Data, Split
+from bwbpf.trainers.device import available_memory, is_out_of_memory
 
 # Where Debian's dataset-fashion-mnist package puts the four IDX .gz files.
 SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
@@ -73,12 +74,46 @@ def load_data(
         if not 1 <= train_subset <= len(train_idx):
             raise DataError(f"train_subset {train_subset} not in 1..{len(train_idx)} for {name}")
         train_idx = train_idx[:train_subset]
-    to_float = _converter(tx[train_idx], image_size)
-    splits = [Split(to_float(x), y.long()).to(device) for x, y in
-              ((tx[train_idx], ty[train_idx]), (tx[val_idx], ty[val_idx]), (sx, sy))]
-    pad = max(1, splits[0].x.shape[-1] // 8)  # 4 px at 32x32, 3 at 28x28, 8 at 64x64
-    train, val, test = splits
+    parts = [(tx[train_idx], ty[train_idx]), (tx[val_idx], ty[val_idx]), (sx, sy)]
+    train, val, test = _float_splits(name, parts, image_size, torch.device(device))
+    pad = max(1, train.x.shape[-1] // 8)  # 4 px at 32x32, 3 at 28x28, 8 at 64x64
     return Data(name, train, val, test, num_classes=classes, flip=info.flip, crop_pad=pad)
+
+
+def _float_splits(name: str, parts: list[tuple[Tensor, Tensor]], image_size: int | None,
+                  target: torch.device) -> list[Split]:
+    """The uint8 (train, val, test) splits as normalised float32 on ``target``; one DataError
+    line, before allocating where it can be told, when they do not fit."""
+    train_x = parts[0][0]
+    what = f"--image-size {image_size}" if image_size else name
+    size = (image_size, image_size) if image_size else tuple(train_x.shape[-2:])
+    channels = int(train_x.shape[1])
+    check_memory(what, sum(len(y) for _, y in parts), channels, size, target)
+    if target.type != "cpu":  # each split is converted on the CPU first
+        check_memory(what, len(train_x), channels, size, torch.device("cpu"))
+    try:
+        to_float = _converter(train_x, image_size)
+        return [Split(to_float(x), y.long()).to(target) for x, y in parts]
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(e):
+            raise
+        raise DataError(f"{what}: out of memory while converting {name} to float32 for "
+                        f"{target}; choose a smaller --image-size") from None
+
+
+def check_memory(what: str, images: int, channels: int, size: tuple[int, ...],
+                 device: torch.device) -> None:
+    """Refuses, before allocating, splits whose float32 tensors cannot fit on ``device``."""
+    need = images * channels * size[0] * size[1] * 4  # bytes of float32 (N, C, H, W)
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise DataError(f"{what}: {images:,} images of {channels}x{size[0]}x{size[1]} as "
+                        f"float32 need {_gib(need)}, but {device} has {_gib(free)} available; "
+                        "choose a smaller --image-size")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def _converter(train_x: Tensor, image_size: int | None) -> Callable[[Tensor], Tensor]:

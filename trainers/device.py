@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -42,3 +44,28 @@ def synchronize(device: torch.device) -> None:
     """Waits for queued kernels, so wall-clock timings are honest on CUDA."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``; None when it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:  # MemAvailable counts reclaimable page cache, unlike SC_AVPHYS_PAGES
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux, or not POSIX
+        return None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: torch.OutOfMemoryError (CUDA), MemoryError, or the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory ...")."""
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e).lower()
+    return any(s in text for s in ("can't allocate memory", "out of memory"))

@@ -6,7 +6,8 @@ Block k updates on batch t before it reads batch t+1, so every block sees exactl
 weights of the sequential schedule: the same arithmetic, and on CPU with the same thread count
 the same weights, bit for bit. Workers are threads: torch ops release the GIL, so blocks run on
 separate cores (on CUDA, each worker has its own stream). The first error in any worker stops
-the others and is raised in the caller; no thread outlives the epoch.
+the others and is raised in the caller, and so is an error of the feed (the batch iterator,
+run in the caller's thread); no thread outlives the epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import queue
 import threading
 from contextlib import ExitStack, nullcontext, suppress
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -30,7 +32,58 @@ POLL_S = 0.05  # how often a blocked worker looks whether the pipeline was stopp
 
 
 class Stopped(Exception):
-    """Another worker failed; this one leaves quietly."""
+    """Another worker (or the feed) failed; this one leaves quietly."""
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """One epoch's pipeline: worker k's inbox ``boxes[k]``, block k's loss sum ``sums[k]`` (a
+    0-d tensor on its device), and the stop signal every waiting worker and the feed poll."""
+
+    boxes: list[queue.Queue[Any]]
+    sums: list[Tensor]
+    epoch: int
+    done: int  # steps before this epoch (for messages and the periodic non-finite check)
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def fail(self, error: BaseException) -> None:
+        self.errors.append(error)
+        self.stop.set()
+
+    def get(self, k: int) -> Any:
+        """The next item of worker k's inbox; raises Stopped once the pipeline is stopped."""
+        while True:
+            try:
+                return self.boxes[k].get(timeout=POLL_S)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise Stopped from None
+
+    def put(self, k: int, item: Any) -> None:
+        """Puts ``item`` into worker k's inbox; raises Stopped once the pipeline is stopped."""
+        while True:
+            if self.stop.is_set():
+                raise Stopped
+            try:
+                self.boxes[k].put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+
+def join(workers: list[threading.Thread], stop: threading.Event) -> None:
+    """Waits for every started worker. Interrupted while waiting (Ctrl-C), it stops them first
+    and waits again, so no worker outlives the epoch."""
+    started = [w for w in workers if w.ident is not None]
+    try:
+        for w in started:
+            w.join()
+    except BaseException:
+        stop.set()
+        for w in started:
+            w.join()
+        raise
 
 
 def place(net: DecoupledNet, names: tuple[str, ...]) -> list[torch.device]:
@@ -55,60 +108,61 @@ class PipelinedStepper(Stepper):
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         if not plan.detach:
             raise ValueError("the pipelined schedule needs detached blocks (BP-free)")
-        self.net, self.plan = net, plan
         self.devices = place(net, plan.devices)
-        for k, dev in enumerate(self.devices):  # before the optimisers: they hold the params
-            net.blocks[k].to(dev)
-            net.head(k).to(dev)
-        self.device = self.devices[0]
-        self._optimisers(total_steps)
+        super().__init__(net, plan, total_steps)
         cores = os.cpu_count() or 1
         self.threads = plan.worker_threads or max(1, cores // net.num_blocks)
+
+    def _place_blocks(self) -> torch.device:
+        for k, dev in enumerate(self.devices):
+            self.net.blocks[k].to(dev)
+            self.net.head(k).to(dev)
+        return self.devices[0]
 
     def run_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], limit: int, epoch: int,
                   done: int) -> tuple[Tensor, int, int]:
         k_blocks = self.net.num_blocks
-        self.stop, self.errors = threading.Event(), []  # type: ignore[var-annotated]
-        boxes: list[queue.Queue[Any]] = [queue.Queue(maxsize=INBOX) for _ in range(k_blocks)]
-        sums = [torch.zeros((), device=d) for d in self.devices]
+        run = Pipe([queue.Queue(maxsize=INBOX) for _ in range(k_blocks)],
+                   [torch.zeros((), device=d) for d in self.devices], epoch, done)
         workers = [threading.Thread(target=self._worker, name=f"block-{k + 1}", daemon=True,
-                                    args=(k, boxes, sums, epoch, done)) for k in range(k_blocks)]
+                                    args=(k, run)) for k in range(k_blocks)]
         saved_threads = torch.get_num_threads()
         cpu = self.devices[0].type == "cpu"
-        if cpu:
-            torch.set_num_threads(self.threads)
-        for w in workers:
-            w.start()
+        fed = False
         try:
-            seen, n = self._feed(boxes[0], batches, limit)
-        finally:
-            if self.errors:
-                self.stop.set()
+            if cpu:
+                torch.set_num_threads(self.threads)
             for w in workers:
-                w.join()
+                w.start()
+            seen, n = self._feed(run, batches, limit)
+            fed = True
+        finally:
+            if not fed:  # the feed raised (augmentation, OOM, Ctrl-C): no batch will come
+                run.stop.set()
+            join(workers, run.stop)
             if cpu:
                 torch.set_num_threads(saved_threads)
-        if self.errors:
-            raise self.errors[0]
-        return torch.stack([s.to(self.devices[0]) for s in sums]), seen, n
+        if run.errors:
+            raise run.errors[0]
+        return torch.stack([s.to(self.devices[0]) for s in run.sums]), seen, n
 
-    def _feed(self, box: queue.Queue[Any], batches: Iterable[tuple[Tensor, Tensor]],
-              limit: int) -> tuple[int, int]:
+    def _feed(self, run: Pipe, batches: Iterable[tuple[Tensor, Tensor]], limit: int
+              ) -> tuple[int, int]:
         """Sends at most ``limit`` batches into block 1's inbox, then the end of the epoch (passed
         down the pipeline); returns (images, batches) sent. When a worker fails, the feed stops
-        early and run_epoch raises that worker's error."""
+        early and run_epoch raises that worker's error. It runs in the caller's thread, so an
+        error of the batch iterator itself propagates from here."""
         seen = n = 0
         with suppress(Stopped):
             for x, y in batches:
-                self._put(box, (x, y, None))
+                run.put(0, (x, y, None))
                 seen, n = seen + len(y), n + 1
                 if n >= limit:
                     break
-            self._put(box, None)
+            run.put(0, None)
         return seen, n
 
-    def _worker(self, k: int, boxes: list[queue.Queue[Any]], sums: list[Tensor], epoch: int,
-                done: int) -> None:
+    def _worker(self, k: int, run: Pipe) -> None:
         dev, last = self.devices[k], k == self.net.num_blocks - 1
         try:
             if dev.type == "cpu":
@@ -117,22 +171,22 @@ class PipelinedStepper(Stepper):
                 stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
                 stack.enter_context(torch.cuda.stream(stream) if stream else nullcontext())
                 steps = 0
-                while (item := self._get(boxes[k])) is not None:
+                while (item := run.get(k)) is not None:
                     out, y, loss = self._train(k, dev, stream, item)
-                    sums[k] += loss
+                    run.sums[k] += loss
                     steps += 1
-                    if (done + steps) % self.plan.check_every == 0:
-                        check_finite(sums[k].reshape(1), epoch, done + steps, first_block=k)
+                    if (run.done + steps) % self.plan.check_every == 0:
+                        check_finite(run.sums[k].reshape(1), run.epoch, run.done + steps,
+                                     first_block=k)
                     if not last:
-                        self._put(boxes[k + 1], (out, y, self._event(stream)))
-                check_finite(sums[k].reshape(1), epoch, done + steps, first_block=k)
+                        run.put(k + 1, (out, y, self._event(stream)))
+                check_finite(run.sums[k].reshape(1), run.epoch, run.done + steps, first_block=k)
                 if not last:
-                    self._put(boxes[k + 1], None)
+                    run.put(k + 1, None)
         except Stopped:
             return
-        except BaseException as e:  # noqa: BLE001  (any failure stops the whole pipeline)
-            self.errors.append(e)
-            self.stop.set()
+        except BaseException as e:  # any failure, Ctrl-C included, stops the whole pipeline
+            run.fail(e)
 
     def _train(self, k: int, dev: torch.device, stream: Any, item: tuple[Any, ...]
                ) -> tuple[Tensor, Tensor, Tensor]:
@@ -152,21 +206,3 @@ class PipelinedStepper(Stepper):
         ev = torch.cuda.Event()
         ev.record(stream)
         return ev
-
-    def _get(self, box: queue.Queue[Any]) -> Any:
-        while True:
-            try:
-                return box.get(timeout=POLL_S)
-            except queue.Empty:
-                if self.stop.is_set():
-                    raise Stopped from None
-
-    def _put(self, box: queue.Queue[Any], item: Any) -> None:
-        while True:
-            if self.stop.is_set():
-                raise Stopped
-            try:
-                box.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue

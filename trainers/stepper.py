@@ -18,8 +18,12 @@ class Stepper:
 
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         self.net, self.plan = net, plan
-        self.device = next(net.parameters()).device
+        self.device = self._place_blocks()  # before the optimisers: they hold the parameters
         self._optimisers(total_steps)
+
+    def _place_blocks(self) -> torch.device:
+        """Where the blocks train (block 1's device); a subclass may move blocks here."""
+        return next(self.net.parameters()).device
 
     def _optimisers(self, total_steps: int) -> None:
         """Block k's optimiser and schedule, over the parameters where they are now."""

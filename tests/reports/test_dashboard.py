@@ -51,7 +51,7 @@ def test_dashboard_api_and_page(dashboard: str, so: optuna.Study, browser) -> No
     assert len(trials) == len(so.get_trials())
     for t in trials:
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
-        assert {"decoupling", "curve", "block_curve", "ideal_speedup"} <= set(attrs)
+        assert {"decoupling", "curve", "block_curve", "speedup"} <= set(attrs)
         doc = json.loads(attrs["decoupling"])  # shown whole, not cut at 1,024 characters
         assert doc["schema"] == "bwbpf-search/decoupling/1"
         assert doc["provenance"]["trial"] == t["number"]

@@ -12,9 +12,11 @@ from bwbpf.reports import trials_frame
 from bwbpf.search.cli import main
 from bwbpf.spaces import from_document
 
+from .conftest import PLANS
+
 COLUMNS = {"number", "state", "K", "cuts", "relative_cuts", "cut_1", "rel_cut_1",
            "aux_1_family", "aux_1_depth", "aux_1_width", "aux_1_loss", "lr_1", "lr_2",
-           "weight_decay", "ideal_speedup", "peak_activation_mb", "block_1_val_accuracy",
+           "weight_decay", "speedup", "peak_activation_mb", "block_1_val_accuracy",
            "epochs_run", "duration_s", "pruned_at", "baseline", "backbone", "width"}
 
 
@@ -36,7 +38,7 @@ def test_frame_matches_every_trial(which: str, request: pytest.FixtureRequest) -
         assert row["aux_1_family"] == d.aux[0].family and row["aux_1_loss"] == d.aux[0].loss
         assert row["lr_1"] == pytest.approx(d.optim[0].lr)
         assert row["epochs_run"] == len(t.user_attrs["curve"])
-        assert row["ideal_speedup"] == t.user_attrs["ideal_speedup"]
+        assert row["speedup"] == t.user_attrs["speedup"]
         if t.state == TrialState.COMPLETE:
             assert row["value_accuracy"] == pytest.approx(t.values[0])
             last = t.user_attrs["block_curve"][-1]
@@ -58,6 +60,6 @@ def test_report_command_writes_csv_and_parquet(db: str, tmp_path: Path) -> None:
     assert main(["report", "--storage", db, "--study", "mo", "-o", str(html), "--csv", str(csv),
                  "--parquet", str(pq)]) == 0
     a, b = pd.read_csv(csv), pd.read_parquet(pq)
-    assert len(a) == len(b) == 7 and list(a["number"]) == list(b["number"])
+    assert len(a) == len(b) == len(PLANS) and list(a["number"]) == list(b["number"])
     assert html.stat().st_size > 1_000_000 and oct(html.stat().st_mode)[-3:] != "600"
     assert main(["report", "--storage", db, "--study", "mo", "-o", str(tmp_path)]) == 2

@@ -7,7 +7,7 @@ import json
 import optuna
 import pandas as pd
 
-from bwbpf.reports import plots, trials_frame
+from bwbpf.reports import plots, summary, trials_frame
 from bwbpf.spaces import from_document, get_backbone
 
 
@@ -41,7 +41,7 @@ def test_split_stats_on_a_hand_made_frame() -> None:
 def test_front_marks_the_non_dominated() -> None:
     frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE"] * 4,
                           "value_accuracy": [0.9, 0.8, 0.7, 0.85],
-                          "ideal_speedup": [1.0, 2.0, 1.5, 2.0]})
+                          "speedup": [1.0, 2.0, 1.5, 2.0]})
     f = plots.front(frame)
     assert f.on_front == [True, False, False, True]
 
@@ -62,7 +62,7 @@ def test_block_accuracy_and_diagram_of_the_best(mo: optuna.Study) -> None:
 
 
 def test_summary_puts_best_first_then_baselines_and_bp(so: optuna.Study) -> None:
-    rows = plots.summary(so)
+    rows = summary(so)
     labels = [r.label for r in rows]
     assert labels[0] == "best" and labels[-1] == "backprop" and "paper" in labels
     assert rows[0].accuracy == max(t.values[0] for t in so.get_trials() if t.values)

@@ -16,7 +16,7 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("db") / "study.db"
     assert main(["-q", "run", "--storage", f"sqlite:///{path}", "--study", "keep",
-                 "--n-trials", "2", "--no-baselines", *FAST]) == 0
+                 "--n-trials", "2", "--no-baselines", "--pruner", "none", *FAST]) == 0
     return path
 
 

@@ -6,15 +6,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bwbpf.reports.record import TrialRecord, state_counts
 from bwbpf.search import budget
-from bwbpf.search.pruning import CURVE, CurvePruner
+from bwbpf.search.pruning import CurvePruner
 
 
 def finished_study(curves: list[list[float]]) -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "maximize"])
     for c in curves:
         t = study.ask()
-        t.set_user_attr(CURVE, c)
+        for key, value in TrialRecord(curve=tuple(c)).attrs().items():
+            t.set_user_attr(key, value)
         study.tell(t, [c[-1], 1.0])
     return study
 
@@ -55,10 +57,9 @@ def test_budget_ignores_waiting_interrupted_retried_and_surplus() -> None:
     states = []
     for i in range(6):
         t = study.ask()
-        if i == 1:
-            t.set_user_attr(budget.INTERRUPTED, True)
-        if i == 2:
-            t.set_user_attr(budget.SURPLUS, True)
+        marks = {1: TrialRecord(interrupted=True), 2: TrialRecord(surplus=True)}
+        for key, value in marks.get(i, TrialRecord()).attrs().items():
+            t.set_user_attr(key, value)
         state = TrialState.FAIL if i in (1, 2, 3) else TrialState.COMPLETE
         study.tell(t, None if state == TrialState.FAIL else 1.0, state=state)
         states.append(state)
@@ -68,4 +69,4 @@ def test_budget_ignores_waiting_interrupted_retried_and_surplus() -> None:
         "failed_trial": 3, "retry_history": [3]}))
     assert budget.used(study) == 3  # trials 0, 4, 5
     assert budget.used(study, before=4) == 1
-    assert budget.finished(study) == {"COMPLETE": 3, "FAIL": 3, "WAITING": 2}
+    assert state_counts(study) == {"complete": 3, "fail": 3, "waiting": 2}

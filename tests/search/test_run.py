@@ -14,14 +14,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.search.baselines import BP_ATTR
+from bwbpf.reports.record import BP_BASELINE
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.trainers import Data, Split
 
 from .conftest import FAST, Runner
 
-ATTRS = {"decoupling", "curve", "block_curve", "block_flops", "ideal_speedup",
+ATTRS = {"decoupling", "curve", "block_curve", "block_flops", "speedup",
          "peak_activation_mb", "train_seconds", "device"}
 
 
@@ -45,7 +45,7 @@ def test_study_runs_prunes_resumes_and_keeps_studies_apart(cli: Runner, db: str)
         assert len(t.user_attrs["curve"]) == (2 if t.state == TrialState.COMPLETE else 1)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert all(t.user_attrs["pruned_at"] == 1 and t.intermediate_values for t in pruned)
-    bp = study.user_attrs[BP_ATTR]["vgg8b"]
+    bp = study.user_attrs[BP_BASELINE]["vgg8b"]
     assert bp["best_lr"] == 0.05 and 0 < bp["val_accuracy"] <= 1
     assert "best     trial" in out and "backprop (lr 0.05, the best of 1 in a sweep)" in out
 
@@ -67,7 +67,7 @@ def test_study_runs_prunes_resumes_and_keeps_studies_apart(cli: Runner, db: str)
     b = load(db, "b").get_trials()
     assert len(b) == 3 and all(t.state == TrialState.COMPLETE for t in b)
     assert all("baseline" not in t.user_attrs for t in b)
-    assert BP_ATTR not in load(db, "b").user_attrs
+    assert BP_BASELINE not in load(db, "b").user_attrs
     assert len(load(db, "a").get_trials()) == 8
     rc, out, _ = cli("studies", "--storage", db)
     assert rc == 0 and out.startswith("a: ") and "\nb: 3 complete;" in out
@@ -85,7 +85,7 @@ def test_multi_objective_pareto_front_and_curve_pruning(cli: Runner, db: str) ->
     assert pruned and all(not t.intermediate_values for t in pruned)  # report() is refused...
     assert all(len(t.user_attrs["curve"]) == 1 for t in pruned)  # ...the curve is kept
     for t in study.best_trials:
-        assert t.values[1] == pytest.approx(t.user_attrs["ideal_speedup"], rel=1e-3)
+        assert t.values[1] == pytest.approx(t.user_attrs["speedup"], rel=1e-3)
 
 
 def test_non_finite_loss_fails_the_trial_and_the_study_goes_on(synthetic: Data, db: str) -> None:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from bwbpf.spaces import list_aux_heads, make_aux_head
-from bwbpf.spaces.heads import AUX_HEADS, similarity
+from bwbpf.spaces.heads import AUX_HEADS, PREDSIM_BETA, AuxHead, SimProjection, similarity
 
 
 @pytest.mark.parametrize("family", list_aux_heads())
@@ -51,3 +51,16 @@ def test_predsim_mixes_pred_and_sim() -> None:
     assert both.sim is not None and pred.sim is None
     sim = F.mse_loss(similarity(both.sim(x)), similarity(F.one_hot(y, 3)))
     assert ls.item() == pytest.approx(0.01 * lp.item() + 0.99 * sim.item(), rel=1e-5)
+
+
+def test_an_aux_head_is_its_logits_and_optional_sim_branch() -> None:
+    # The sim branch alone decides the loss: there is no second "loss kind" to disagree with it.
+    torch.manual_seed(0)
+    logits = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 3))
+    x, y = torch.randn(6, 8, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    ce = F.cross_entropy(logits(x), y)
+    assert AuxHead(logits).loss(x, y)[0].item() == pytest.approx(ce.item())
+    sim = SimProjection(8, (4, 4))
+    mse = F.mse_loss(similarity(sim(x)), similarity(F.one_hot(y, 3)))
+    both = AuxHead(logits, sim).loss(x, y)[0]
+    assert both.item() == pytest.approx(((1 - PREDSIM_BETA) * ce + PREDSIM_BETA * mse).item())

@@ -118,6 +118,19 @@ def test_reference_decouplings_are_in_the_space() -> None:
         params_for(refs["paper"], narrow)
 
 
+@pytest.mark.parametrize(("weight_decay", "middle"), [
+    ((1e-5, 1e-3), 5e-4),  # the usual value, when the space allows it
+    ((1e-3, 4e-3), 2e-3),  # else the geometric middle of the range
+    ((1e-6, 1e-4), 1e-5),
+])
+def test_baselines_use_the_middle_weight_decay(weight_decay: tuple[float, float],
+                                               middle: float) -> None:
+    space = SearchSpace(weight_decay=weight_decay)
+    assert space.middle_weight_decay == pytest.approx(middle)
+    for d in reference_decouplings(space).values():
+        assert {o.weight_decay for o in d.optim} == {space.middle_weight_decay}
+
+
 @pytest.mark.parametrize(("kwargs", "pattern"), [
     ({"max_blocks": 7}, r"space.max_blocks: 7 blocks .* vgg8b has 6 units, so at most 6"),
     ({"min_blocks": 5, "max_blocks": 4}, r"space.min_blocks"),

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bwbpf.search.cli import main
 from bwbpf.trainers import DataError, load_data
 from bwbpf.trainers import datasets as ds
-from bwbpf.trainers.data import augment_batch
+from bwbpf.trainers.data import Data, Split, augment_batch
 
 
 def test_synthetic_split_is_seeded_disjoint_and_normalised() -> None:
@@ -29,11 +30,52 @@ def test_image_size_resizes_once() -> None:
     assert d.image_size == (24, 24) and d.in_channels == 3 and d.crop_pad == 3
 
 
-def test_batches_cover_the_epoch_by_permutation(synthetic) -> None:
+def test_an_image_size_beyond_memory_is_refused_before_allocating() -> None:
+    with pytest.raises(DataError, match=r"^--image-size 100000: 1,600 images of 3x100000x100000 "
+                       r"as float32 need 178,813\.9 GiB, but cpu has [\d,.]+ GiB available; "
+                       r"choose a smaller --image-size$"):
+        load_data("synthetic", image_size=100_000)
+
+
+def test_a_failed_allocation_while_converting_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ds, "available_memory", lambda device: 2**62)  # the check is fooled
+    with pytest.raises(DataError, match=r"^--image-size 1000000: out of memory while converting "
+                       r"synthetic to float32 for cpu; choose a smaller --image-size$"):
+        load_data("synthetic", image_size=1_000_000)  # 13 PB: no allocator can give it
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--n-trials", "1"],
+    ["train", "--arch", "uniform", "--epochs", "1"],
+])
+def test_cli_refuses_a_huge_image_size_in_one_line(
+        command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main([*command, "--dataset", "synthetic", "--device", "cpu", "--image-size", "100000",
+               *(["--storage", f"sqlite:///{tmp_path / 's.db'}"] if command[0] == "run" else
+                 ["--out", str(tmp_path / "run")])])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "--image-size 100000: " in err and "GiB available" in err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_batches_cover_the_epoch_by_permutation() -> None:
+    n = 250
+    ids = torch.arange(n, dtype=torch.float32)  # every image is its own index: x[i] == i
+    split = Split(ids.reshape(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(), torch.arange(n) % 10)
+    data = Data("ids", split, split, split, num_classes=10)
     g = torch.Generator().manual_seed(0)
-    ys = torch.cat([y for _, y in synthetic.train_batches(100, g, augment=False)])
-    assert len(ys) == len(synthetic.train) // 100 * 100
-    assert ys.bincount(minlength=10).sum() == len(ys)
+    epochs = []
+    for _ in range(2):
+        batches = list(data.train_batches(100, g, augment=False))
+        for x, y in batches:  # images and labels stay paired
+            assert torch.equal(y, x[:, 0, 0, 0].long() % 10)
+        seen = torch.cat([x[:, 0, 0, 0] for x, _ in batches]).long().tolist()
+        assert len(seen) == n // 100 * 100  # full batches only
+        assert len(set(seen)) == len(seen)  # no image twice within an epoch
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # each epoch draws a new order
 
 
 def test_augmentation_is_a_shift_and_a_flip() -> None:

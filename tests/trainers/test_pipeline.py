@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Iterator
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from bwbpf.search.cli import main
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
 from bwbpf.trainers import Data, NonFiniteLoss, TrainPlan, fit
+from bwbpf.trainers.pipeline import PipelinedStepper
 
 CASES = [Decoupling.uniform("vgg8b", k=2, width=0.125),
          Decoupling.uniform("vgg8b", k=4, width=0.125),
@@ -60,6 +62,40 @@ def test_an_exception_in_one_block_reaches_the_caller(synthetic: Data) -> None:
     with pytest.raises(RuntimeError, match="boom in block 3"):
         fit(net, synthetic, TrainPlan(epochs=1, batch_size=32, device="cpu",
                                       schedule="pipelined"))
+    assert workers_alive() == []
+
+
+class FeedFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [FeedFailed("augmentation failed"), KeyboardInterrupt()],
+                         ids=["exception", "ctrl-c"])
+def test_an_error_in_the_feed_stops_the_workers_and_reaches_the_caller(
+        error: BaseException) -> None:
+    net = build(CASES[1], 10, 3, 16, seed=0)
+    step = PipelinedStepper(net, TrainPlan(device="cpu", schedule="pipelined",
+                                           worker_threads=1), total_steps=10)
+    g = torch.Generator().manual_seed(0)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(3):
+            yield torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+        raise error  # e.g. the augmentation runs out of memory, or Ctrl-C
+
+    raised: list[BaseException] = []
+
+    def epoch() -> None:
+        try:
+            step.run_epoch(batches(), limit=10, epoch=1, done=0)
+        except BaseException as e:  # the test's own thread: keep it for the main thread
+            raised.append(e)
+
+    caller = threading.Thread(target=epoch, daemon=True)
+    caller.start()
+    caller.join(timeout=20)  # an epoch of 3 tiny batches takes well under a second
+    assert not caller.is_alive(), "run_epoch hangs after the feed failed"
+    assert raised == [error]
     assert workers_alive() == []
 
 

@@ -1,0 +1,94 @@
+"""Many workers on one study: each trial's own sampler stream, and the trials of dead workers.
+
+Workers on several machines run the same command, so they share ``--seed``. Samplers seeded
+with it alone draw the same trials in every worker; ``TrialSeeded`` seeds trial n from
+(``--seed``, n) instead. The storage hands out each trial number once, so no two workers share
+a stream, and one process replays its study from ``--seed``, trial by trial.
+
+A RUNNING trial uses budget (search.budget). Optuna fails a trial whose heartbeat lapsed only
+when a worker is about to start another trial, and never one without a heartbeat (its worker
+died between creating it and the first beat); ``reap`` does both, so a rerun finishes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.storages._heartbeat import BaseHeartbeat  # the storages that keep heartbeats
+from optuna.trial import FrozenTrial, TrialState
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """Trial ``number``'s sampler seed (32 bits): one per (seed, number); None stays None."""
+    if seed is None:
+        return None  # fresh entropy for every trial
+    return int(np.random.SeedSequence([seed % 2**64, number]).generate_state(1)[0])
+
+
+class TrialSeeded(BaseSampler):
+    """The sampler ``build(seed)`` makes, made anew for each trial with ``trial_seed``.
+
+    Made anew rather than reseeded, as Optuna's samplers keep their random states private.
+    Little is lost: TPE and NSGA-II keep what they learn in the storage (trials, system
+    attributes); GP loses only its warm start for fitting kernel parameters. One trial at a
+    time per process (workers are processes here, not ``n_jobs`` threads).
+    """
+
+    def __init__(self, build: Callable[[int | None], BaseSampler], seed: int | None) -> None:
+        self._build, self._seed = build, seed
+        self.base = build(seed)  # the sampler of the trial being set up or run
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base = self._build(trial_seed(self._seed, trial.number))
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()  # the next trial's sampler is seeded from its number again
+
+
+def reap(study: optuna.Study, adopted: set[int]) -> bool:
+    """Fails the RUNNING trials whose worker is gone, so that they neither hold budget nor stay
+    RUNNING for good; the storage's retry callback re-queues each with its parameters.
+
+    A trial whose heartbeat lapsed is failed now. A trial without any heartbeat is never stale
+    to Optuna: one older than a heartbeat interval (a live worker beats at once) gets one beat
+    here, once per process (``adopted`` holds the trial ids), and then lapses like any other
+    unless its worker is alive. Returns False when the storage keeps no heartbeats (journal
+    files): nothing there tells a dead worker's trial from a live one.
+    """
+    storage = study._storage  # no public way from a Study to its storage (Optuna reads this)
+    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
+        return False
+    interval = timedelta(seconds=storage.get_heartbeat_interval() or 0)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    now = datetime.now()  # trial start times are local, naive (Optuna's create_new_trial)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        old = t.datetime_start is not None and now - t.datetime_start > interval
+        if old and t._trial_id not in adopted:
+            adopted.add(t._trial_id)
+            storage.record_heartbeat(t._trial_id)
+    return True

@@ -1,0 +1,89 @@
+"""The trial record: one contract for what `run` writes and what reports read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import optuna
+from optuna.trial import TrialState
+
+from bwbpf.reports.record import (
+    BP_BASELINE,
+    TrialRecord,
+    best_trial,
+    save,
+    state_counts,
+    summary,
+    verdict,
+)
+from bwbpf.search.runner import summary as summary_lines
+from bwbpf.spaces import Decoupling, to_document
+
+# The attribute names are stored in users' studies: they must never change.
+STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup",
+               "compute_overhead", "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
+               "curve", "block_curve",
+               "pruned_at", "fail_reason", "interrupted", "surplus", "train_seconds", "device",
+               "peak_memory_mb"}
+
+
+def full_record() -> TrialRecord:
+    d = Decoupling.paper_default("vgg8b", width=0.25)
+    return TrialRecord(document=to_document(d), baseline="paper", block_flops=(1, 2, 3),
+                       block_params=(4, 5, 6), speedup=2.0, compute_overhead=1.1,
+                       memory_ratio=0.5, peak_activation_mb=1.5,
+                       backprop_activation_mb=3.0, curve=(0.5, 0.6),
+                       block_curve=((0.4, 0.5), (0.5, 0.6)), pruned_at=2, fail_reason="x",
+                       interrupted=True, surplus=True, train_seconds=1.0, device="cpu",
+                       peak_memory_mb=7.0)
+
+
+def test_every_field_round_trips_through_a_stored_trial() -> None:
+    rec = full_record()
+    assert set(rec.attrs()) == STORED_KEYS
+    study = optuna.create_study(storage="sqlite:///:memory:")
+    study.add_trial(optuna.trial.create_trial(value=0.6, user_attrs=rec.attrs()))
+    back = TrialRecord.of(study.get_trials()[0])
+    assert back == rec
+    assert isinstance(study.get_trials()[0].user_attrs["decoupling"], str)  # dashboard-whole
+    d = back.decoupling()
+    assert d is not None and d.num_blocks == 4
+
+
+def test_save_writes_only_what_changed() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    rec = save(trial, TrialRecord(), TrialRecord(curve=(0.1,)))
+    assert trial.user_attrs == {"curve": [0.1]}
+    trial.set_user_attr("curve", "sentinel")  # a field save must not rewrite
+    save(trial, rec, replace(rec, pruned_at=1))
+    assert trial.user_attrs == {"curve": "sentinel", "pruned_at": 1}
+
+
+def test_a_broken_document_reads_as_no_decoupling() -> None:
+    rec = TrialRecord.of(optuna.trial.create_trial(value=1.0, user_attrs={"decoupling": "{"}))
+    assert rec.document is None and rec.decoupling() is None
+
+
+def test_best_trial_prefers_the_earlier_of_a_tie_and_skips_unfinished() -> None:
+    study = optuna.create_study(direction="maximize")
+    for v in (0.5, 0.7, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    best = best_trial(study)
+    assert best is not None and best.number == 1
+    assert state_counts(study) == {"complete": 3, "fail": 1}
+
+
+def test_a_tie_with_bp_is_called_a_tie() -> None:
+    assert verdict(0.00004) == "ties" and verdict(0.0001) == "beats"
+    assert verdict(-0.0002) == "does not beat"
+    study = optuna.create_study(direction="maximize")
+    doc = to_document(Decoupling.uniform("vgg8b", k=2, width=0.25))
+    study.add_trial(optuna.trial.create_trial(
+        value=0.81234, user_attrs=TrialRecord(document=doc, curve=(0.81234,)).attrs()))
+    study.set_user_attr(BP_BASELINE, {"vgg8b": {"val_accuracy": 0.81231, "best_lr": 0.05,
+                                                "sweep": [{}]}})
+    assert [r.label for r in summary(study)] == ["best", "backprop"]
+    lines = summary_lines(study)
+    assert "the search ties end-to-end BP" in lines[-1] and "+0.0000" in lines[-1]
