@@ -13,6 +13,8 @@ from typing import Any
 import optuna
 import pytest
 
+from bwbpf.spaces import SCHEMA_ID
+
 pytestmark = pytest.mark.integration
 
 
@@ -53,7 +55,7 @@ def test_dashboard_api_and_page(dashboard: str, so: optuna.Study, browser) -> No
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
         assert {"decoupling", "curve", "block_curve", "speedup"} <= set(attrs)
         doc = json.loads(attrs["decoupling"])  # shown whole, not cut at 1,024 characters
-        assert doc["schema"] == "bwbpf-search/decoupling/1"
+        assert doc["schema"] == SCHEMA_ID
         assert doc["provenance"]["trial"] == t["number"]
         if t["state"] == "Pruned":
             assert t["intermediate_values"], "pruned trials keep their curve"
