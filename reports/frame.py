@@ -18,6 +18,7 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
     duration = t.duration.total_seconds() if t.duration is not None else None
     row.update(baseline=rec.baseline, epochs_run=len(rec.curve), duration_s=duration,
                pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
+               rejected=rec.rejected, infeasible=rec.infeasible,
                speedup=rec.speedup, compute_overhead=rec.compute_overhead,
                memory_ratio=rec.memory_ratio, peak_activation_mb=rec.peak_activation_mb,
                final_val_accuracy=rec.curve[-1] if rec.curve else None)
@@ -44,7 +45,9 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, values, K, cuts (unit and relative), per-block aux
     family/depth/width/loss and learning rate, speed-up, memory, per-block final accuracy,
-    epochs run, duration, pruned-at epoch. Columns a trial lacks are missing values."""
+    epochs run, duration, pruned-at epoch, and why a trial breaks the study's constraints
+    (``rejected``: never trained; ``infeasible``: a baseline trained anyway). Columns a trial
+    lacks are missing values."""
     names = objective_names(study)
     rows = [trial_row(t, names) for t in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)

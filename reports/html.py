@@ -12,7 +12,13 @@ from plotly.offline import get_plotlyjs
 
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
-from bwbpf.reports.record import describe_counts, state_counts, study_settings, summary
+from bwbpf.reports.record import (
+    describe_counts,
+    no_best,
+    state_counts,
+    study_settings,
+    summary,
+)
 from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """
@@ -57,7 +63,7 @@ def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
 def _summary_table(study: optuna.Study) -> str:
     rows = summary(study)
     if not rows:
-        return '<p class="note">No finished trial yet.</p>'
+        return f'<p class="note">{html.escape(no_best(study)).capitalize()}.</p>'
     best = rows[0].accuracy or 0.0
     cells = []
     for r in rows:
@@ -93,6 +99,10 @@ def render(study: optuna.Study) -> str:
     detail = ", ".join(f"{k} {settings[k]}" for k in ("dataset", "epochs", "train_subset",
                                                       "objectives", "sampler", "pruner",
                                                       "storage") if k in settings)
+    space = settings.get("space") or {}
+    limits = [f"{k} {space[k]:g}" for k in ("min_speedup", "max_memory") if space.get(k)]
+    if limits:
+        detail += f", constraints {', '.join(limits)}"
     parts = [f"<h1>bwbpf-search study {html.escape(study.study_name)}</h1>",
              f"<p>{html.escape(facts)}. {html.escape(detail)}</p>",
              "<section><h2>Summary</h2>", _summary_table(study), "</section>"]

@@ -21,8 +21,8 @@ from bwbpf.spaces import get_backbone
 class History(NamedTuple):
     numbers: list[int]  # complete trials, in order
     values: list[float]  # their accuracy
-    best: list[float]  # best accuracy so far
-    baselines: list[str]  # "paper", "uniform" or ""
+    best: list[float]  # best accuracy so far among feasible trials (NaN before the first)
+    baselines: list[str]  # "paper", "uniform" ("paper, infeasible": breaks a constraint) or ""
 
 
 class Curves(NamedTuple):
@@ -79,8 +79,14 @@ def history(frame: pd.DataFrame) -> History:
     done = frame[frame["state"] == "COMPLETE"].sort_values("number")
     col = accuracy_column(frame)
     values = [float(v) for v in done[col]]
-    best = [max(values[: i + 1]) for i in range(len(values))]
-    tags = [b if isinstance(b, str) else "" for b in done.get("baseline", [None] * len(done))]
+    ok = [not isinstance(r, str) for r in done.get("infeasible", [None] * len(done))]
+    best, top = [], math.nan
+    for v, feasible in zip(values, ok):
+        if feasible and (math.isnan(top) or v > top):
+            top = v
+        best.append(top)
+    names = [b if isinstance(b, str) else "" for b in done.get("baseline", [None] * len(done))]
+    tags = [", ".join(filter(None, [b, "" if f else "infeasible"])) for b, f in zip(names, ok)]
     return History([int(n) for n in done["number"]], values, best, tags)
 
 
@@ -139,6 +145,8 @@ def block_accuracy(study: optuna.Study) -> BlockAccuracy | None:
 
 def front(frame: pd.DataFrame) -> Front:
     done = frame[(frame["state"] == "COMPLETE") & frame["speedup"].notna()]
+    if "infeasible" in done:  # a trial that breaks a constraint is not on any front
+        done = done[done["infeasible"].isna()]
     col = accuracy_column(frame)
     acc, spd = [float(v) for v in done[col]], [float(v) for v in done["speedup"]]
     on = [not any((a2 >= a and s2 >= s) and (a2 > a or s2 > s) for a2, s2 in zip(acc, spd))

@@ -8,8 +8,8 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
   attribute dict (tests build trials by hand with it).
 - Study attributes: the run's settings and the BP baselines (``study_settings``,
   ``bp_baselines``).
-- ``best_trial``, ``state_counts`` and the ``summary`` rows that the run's last lines and the
-  report's table show.
+- ``best_trial`` (among the trials that meet the study's constraints), ``state_counts`` and
+  the ``summary`` rows that the run's last lines and the report's table show.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class TrialRecord:
     fail_reason: str | None = None
     interrupted: bool = False  # Ctrl-C or a lost worker: does not use budget
     surplus: bool = False  # numbered past the study's budget: not run
+    # The study's constraints (--min-speedup, --max-memory), judged on the costs above before
+    # training; the reason, e.g. "speed-up 1.21x < 2.00x". A sampled trial that breaks one is
+    # rejected: PRUNED, never trained, no budget used. A baseline is trained anyway and marked.
+    rejected: str | None = None
+    infeasible: str | None = None  # a baseline that breaks a constraint
     train_seconds: float | None = None
     device: str | None = None
     peak_memory_mb: float | None = None  # CUDA only
@@ -77,6 +82,11 @@ class TrialRecord:
         blank = TrialRecord()
         return {_key(f.name): _stored(f.name, getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(blank, f.name)}
+
+    @property
+    def feasible(self) -> bool:
+        """Meets the study's constraints (always, in a study without any)."""
+        return self.rejected is None and self.infeasible is None
 
     def decoupling(self) -> Decoupling | None:
         """The trial's decoupling, or None for a trial without a (valid) document."""
@@ -128,23 +138,40 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 
 # ---------------------------------------------------------------- what summaries show
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The most accurate complete trial (accuracy is always the first objective); ties go to
-    the earlier trial."""
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials that meet the study's constraints (all of them without any)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in done if TrialRecord.of(t).feasible]
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The most accurate complete trial that meets the study's constraints (accuracy is always
+    the first objective); ties go to the earlier trial."""
+    done = feasible_trials(study)
     return max(done, key=lambda t: (t.values[0], -t.number)) if done else None
 
 
+def no_best(study: optuna.Study) -> str:
+    """Why there is no best trial to show."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return "no finished trial meets the constraints yet" if done else "no finished trial yet"
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state, e.g. {"complete": 12, "pruned": 4}, in a stable order."""
+    """Trials by state, e.g. {"complete": 12, "pruned": 4, "rejected": 3}, in a stable order;
+    "rejected" (by the constraints, never trained) is taken out of "pruned"."""
     out: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        key = t.state.name.lower()
+        if t.state == TrialState.PRUNED and TrialRecord.of(t).rejected is not None:
+            key = "rejected"
+        out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items()))
 
 
 def describe_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials"
+    words = {"rejected": "rejected by the constraints"}
+    return ", ".join(f"{v} {words.get(k, k)}" for k, v in counts.items()) or "no trials"
 
 
 def describe(trial: AnyTrial) -> str:
@@ -182,6 +209,8 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
                 f"{t.state.name.lower()} after epoch {len(r.curve)}")
             if t.number == best.number:
                 note = "is the best"
+            if r.infeasible:
+                note = ", ".join(filter(None, [note, f"infeasible: {r.infeasible}"]))
             rows.append(SummaryRow(r.baseline, t.number, r.curve[-1], r.speedup, note))
     bp = bp_baselines(study).get(d.backbone if d else "")
     if bp:

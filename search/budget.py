@@ -4,8 +4,9 @@ A trial uses budget when it is finished (COMPLETE, PRUNED, FAIL) or RUNNING: a R
 whose worker is gone is failed and re-queued when a worker starts or waits for the last trials
 (search.workers.reap), so only live ones are counted then. It does not when it is WAITING,
 when it failed because the run was interrupted, when a worker died and the trial was
-re-queued (its retry counts instead), or when it was found surplus (numbered past the budget
-because two workers asked at the same moment).
+re-queued (its retry counts instead), when it was found surplus (numbered past the budget
+because two workers asked at the same moment), or when the constraints rejected it (PRUNED
+before training: search.constraints), so `--n-trials` counts trained trials.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
 def counts(trial: FrozenTrial, retried: set[int]) -> bool:
     if trial.state == TrialState.WAITING:
         return False
+    if trial.state == TrialState.PRUNED:
+        return TrialRecord.of(trial).rejected is None
     if trial.state == TrialState.FAIL:
         rec = TrialRecord.of(trial)
         return not (rec.interrupted or rec.surplus or trial.number in retried)

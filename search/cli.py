@@ -62,7 +62,7 @@ _count = _int_in(0, sys.maxsize)  # 0 allowed
 def _space_default(name: str) -> str:
     """A space flag's default as --help shows it: the --space file's, else SearchSpace's."""
     v = getattr(SearchSpace, name)
-    text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    text = ",".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None else str(v)
     return f"(default: the --space file's, else {text})"
 
 
@@ -83,6 +83,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1]: a fraction of BP's "
+                                         "activation memory")
     return v
 
 
@@ -202,6 +213,14 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="units per block " + _space_default("min_units"))
     g.add_argument("--heads", type=_csv(str), default=None,
                    help="aux head families to try " + _space_default("heads"))
+    g = p.add_argument_group("constraints (known before training: a sample that breaks one is "
+                             "rejected untrained; part of the space)")
+    g.add_argument("--min-speedup", type=_positive_float, default=None, metavar="S",
+                   help="least speed-up over end-to-end BP (BP's step / the slowest block's) "
+                        + _space_default("min_speedup"))
+    g.add_argument("--max-memory", type=_fraction, default=None, metavar="R",
+                   help="most peak saved activations, as a fraction of BP's, in (0, 1] "
+                        + _space_default("max_memory"))
     # Defaults are SearchSettings' field defaults, shown by %(default)s.
     g = p.add_argument_group("trials")
     g.add_argument("--epochs", type=_positive_int, default=SearchSettings.epochs,

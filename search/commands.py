@@ -94,7 +94,8 @@ def space_from(args: argparse.Namespace) -> SearchSpace:
     over: dict[str, object] = {}
     if args.backbone is not None:
         over["backbones"] = args.backbone
-    for key in ("width", "min_blocks", "max_blocks", "heads", "min_units"):
+    for key in ("width", "min_blocks", "max_blocks", "heads", "min_units", "min_speedup",
+                "max_memory"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.min_blocks is None and args.max_blocks is not None and (

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.record import TrialRecord, feasible_trials
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
@@ -19,7 +19,8 @@ MAX_STEM = 120  # bytes of a study name kept in a file name (file names end at 2
 
 def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | None
            ) -> list[FrozenTrial]:
-    """The trials to export: one number, the Pareto set, the top K by accuracy, or the best."""
+    """The trials to export: one number, the Pareto set, the top K by accuracy, or the best.
+    All but --trial choose among the trials that meet the study's constraints."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise UserError(f"study {study.study_name!r} has no finished trial to export yet")
@@ -31,9 +32,13 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
             raise UserError(f"--trial {trial} is {match[0].state.name.lower()}; only complete "
                             "trials export")
         return match
-    if pareto:
+    feasible = feasible_trials(study)
+    if not feasible:
+        raise UserError(f"study {study.study_name!r}: none of its {len(done)} finished trials "
+                        "meets its constraints; export one anyway with --trial N")
+    if pareto:  # Optuna's front holds feasible trials only (their constraint values)
         return sorted(study.best_trials, key=lambda t: -t.values[0])
-    ranked = sorted(done, key=lambda t: (-t.values[0], t.number))
+    ranked = sorted(feasible, key=lambda t: (-t.values[0], t.number))
     return ranked[:top] if top else ranked[:1]
 
 

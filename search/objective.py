@@ -12,6 +12,7 @@ import torch
 
 from bwbpf.reports.record import MB, TrialRecord, bp_baselines, save
 from bwbpf.search.budget import SurplusTrial, used
+from bwbpf.search.constraints import judge, of_space
 from bwbpf.search.pruning import CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
@@ -35,6 +36,7 @@ def cost_record(cost: NetCost, batch_size: int) -> TrialRecord:
 class Objective:
     def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False) -> None:
         self.s, self.data, self.progress = settings, data, progress
+        self.constraints = of_space(settings.space)
         self.curve_pruner = CurvePruner(settings.pruner, min_epochs=settings.min_epochs,
                                         reduction_factor=settings.reduction_factor,
                                         startup_trials=settings.pruner_startup
@@ -81,6 +83,14 @@ class Objective:
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
         first = replace(costs, baseline=rec.baseline,
                         document=self._document(trial, d, metrics))
+        if self.constraints:
+            assert costs.speedup is not None and costs.memory_ratio is not None
+            # Judged on the recorded (rounded) figures, so what a trial shows is what decided.
+            broken = judge(trial, self.constraints, costs.speedup, costs.memory_ratio)
+            if broken and rec.baseline is None:  # never trained: no time, no budget
+                save(trial, rec, replace(first, rejected=broken))
+                raise optuna.TrialPruned(f"rejected by the constraints: {broken}")
+            first = replace(first, infeasible=broken)  # a baseline still runs, marked
         rec = save(trial, rec, first)
         bar = self._bar(trial)
 

@@ -15,12 +15,14 @@ from bwbpf.reports.record import (
     best_trial,
     describe,
     describe_counts,
+    no_best,
     state_counts,
     verdict,
 )
 from bwbpf.reports.record import summary as summary_rows
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
+from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import (
@@ -53,9 +55,9 @@ def prepare_study(s: SearchSettings) -> optuna.Study:
     else:
         bad = s.conflicts(stored)
         if bad:
-            k = bad[0]
-            raise UserError(f"study {s.study!r} was created with {k}={stored[k]!r}; this run "
-                            f"asks {k}={s.record()[k]!r} (use another --study)")
+            k, old, new = bad[0]
+            raise UserError(f"study {s.study!r} was created with {k}={old!r}; this run "
+                            f"asks {k}={new!r} (use another --study)")
     return study
 
 
@@ -74,6 +76,8 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
     data = load_search_data(s)
+    check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
+                    num_classes=data.num_classes)  # before the study is created or changed
     study = prepare_study(s)
     beats = reap(study, set() if adopted is None else adopted)
     if budget.used(study) >= s.n_trials and not (beats and _running(study)):
@@ -96,11 +100,16 @@ def run_search(s: SearchSettings) -> optuna.Study:
     progress = Progress(study, s)
     objective = Objective(s, data, progress=progress.enabled)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
+    callbacks = [progress, _stop_at_budget(s.n_trials)]
+    rules = of_space(s.space)
+    if rules:
+        callbacks.append(RejectionGuard(rules))
     try:
+        # Rejected samples use no budget (search.budget), so this samples on until the
+        # study holds n_trials trained trials.
         while _room(study, s, adopted, deadline):
             left = None if deadline is None else deadline - time.monotonic()
-            study.optimize(objective, timeout=left, catch=FAILURES,
-                           callbacks=[progress, _stop_at_budget(s.n_trials)],
+            study.optimize(objective, timeout=left, catch=FAILURES, callbacks=callbacks,
                            gc_after_trial=False)
     except Exception as e:
         if storage_cause(e) is None:
@@ -213,8 +222,13 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
     what = describe(t)
     if t.state == optuna.trial.TrialState.COMPLETE:
         vals = " ".join(f"{v:.4f}" for v in t.values)
-        return f"trial {t.number}{tag}: {vals}  {what}"
+        mark = f"  (infeasible: {rec.infeasible})" if rec.infeasible else ""
+        return f"trial {t.number}{tag}: {vals}  {what}{mark}"
+    if rec.rejected:
+        return f"trial {t.number}: rejected ({rec.rejected}), not trained  {what}".rstrip()
     extra = rec.fail_reason or (f"at epoch {rec.pruned_at}" if rec.pruned_at else "")
+    if rec.infeasible:
+        extra += f" (infeasible: {rec.infeasible})"
     return f"trial {t.number}{tag}: {t.state.name.lower()} {extra}  {what}".rstrip()
 
 
@@ -223,7 +237,7 @@ def summary(study: optuna.Study) -> list[str]:
     lines = [f"study {study.study_name}: {describe_counts(state_counts(study))}"]
     rows = summary_rows(study)
     if not rows:
-        return lines + ["no finished trial yet"]
+        return lines + [no_best(study)]
     best = rows[0]
     speed = f", speed-up over BP {best.speedup:.2f}x" if best.speedup else ""
     lines.append(f"best     trial {best.trial}: val {best.accuracy:.4f}  {best.note}{speed}")

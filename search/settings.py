@@ -113,14 +113,30 @@ class SearchSettings:
     def record(self) -> dict[str, Any]:
         """JSON-able settings, stored with the study (storage password removed)."""
         out = asdict(self)
-        out["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["space"].items()}
+        out["space"] = _space_record(self.space)
         out["objectives"] = list(self.objectives)
         out["bp_lrs"] = list(self.bp_lrs)
         out["devices"] = list(self.devices)
         out["storage"] = redact(self.storage)
         return out
 
-    def conflicts(self, stored: dict[str, Any]) -> list[str]:
-        """Keys whose value differs from the settings a study was created with."""
+    def conflicts(self, stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(key, the study's value, this run's) of every setting that differs from those the
+        study was created with; space fields one by one ("space.min_speedup"). A space field
+        added since a study was created counts as its default there."""
         mine = self.record()
-        return [k for k in SAME_FOR_A_STUDY if k in stored and stored[k] != mine[k]]
+        out = []
+        for k in SAME_FOR_A_STUDY:
+            if k not in stored:
+                continue
+            if k == "space" and isinstance(stored[k], dict):
+                old = {**_space_record(SearchSpace()), **stored[k]}
+                out += [(f"space.{f}", old.get(f), v) for f, v in mine[k].items()
+                        if old.get(f) != v]
+            elif stored[k] != mine[k]:
+                out.append((k, stored[k], mine[k]))
+        return out
+
+
+def _space_record(space: SearchSpace) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()}

@@ -63,6 +63,9 @@ class SearchSpace:
     lr_mult: tuple[float, float] = (0.5, 2.0)
     weight_decay: tuple[float, float] = (1e-5, 1e-3)
     optimizer: Optimizer = "sgd"
+    # Constraints (None: none): samples that break one are rejected before training.
+    min_speedup: float | None = None  # speed-up over end-to-end BP, > 0
+    max_memory: float | None = None  # peak saved activations / BP's, in (0, 1]
 
     def __post_init__(self) -> None:
         if not self.backbones:
@@ -95,6 +98,18 @@ class SearchSpace:
             _fail("lr", f"lr {self.lr[1]} x lr_mult {self.lr_mult[1]} exceeds 10")
         BlockOptim(lr=self.lr[0] * self.lr_mult[0], optimizer=self.optimizer)
         Decoupling.uniform(self.backbones[0], k=2, width=self.width)
+        self._check_constraint("min_speedup", "a positive number", math.inf)
+        self._check_constraint("max_memory", "a fraction of BP's activation memory in (0, 1]",
+                               1.0)
+
+    def _check_constraint(self, name: str, what: str, most: float) -> None:
+        v = getattr(self, name)
+        if v is None:
+            return
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not (number and math.isfinite(v) and 0 < v <= most):
+            _fail(name, f"{v!r} must be {what}")
+        object.__setattr__(self, name, float(v))  # 2 and 2.0 are one setting of a study
 
     @property
     def max_depth(self) -> int:

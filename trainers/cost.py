@@ -11,12 +11,14 @@ import copy
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from bwbpf.spaces import DecoupledNet, get_backbone
+from bwbpf.spaces import DecoupledNet, UnitInfo, get_backbone, make_aux_head
+from bwbpf.spaces.heads import LocalLoss, final_head_loss
 
 PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
 
@@ -57,20 +59,40 @@ class NetCost:
         return self.peak_saved_bytes / self.backprop_saved_bytes
 
 
+class Saved(NamedTuple):
+    """Per image, what one piece of a net (a unit, a head) saves for backward, split by storage:
+    its input's (0 when not saved), its output's (0 when not saved), everything else. Pieces
+    that run back to back share the storage between them, which a block counts once:
+    ``max(a.output, b.input)``, not the sum."""
+
+    input: int
+    inner: int
+    output: int
+
+
 class _SavedBytes:
     """Sums the distinct storages autograd saves for backward, excluding parameters."""
 
     def __init__(self, skip: set[int]) -> None:
         self.skip, self.total = skip, 0
-        self.seen: set[int] = set()
+        self.seen: dict[int, int] = {}  # storage address -> bytes
 
     def pack(self, t: Tensor) -> Tensor:
         st = t.untyped_storage()
         ptr = st.data_ptr()
         if ptr not in self.skip and ptr not in self.seen:
-            self.seen.add(ptr)
+            self.seen[ptr] = st.nbytes()
             self.total += st.nbytes()
         return t
+
+    def split(self, x: Tensor, out: Tensor | None = None) -> Saved:
+        """The total split into the input's storage, the output's and the rest, per image."""
+        ptr = x.untyped_storage().data_ptr()
+        inp = self.seen.get(ptr, 0)
+        out_ptr = ptr if out is None else out.untyped_storage().data_ptr()
+        outp = 0 if out_ptr == ptr else self.seen.get(out_ptr, 0)
+        return Saved(inp // PROBE_BATCH, (self.total - inp - outp) // PROBE_BATCH,
+                     outp // PROBE_BATCH)
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
@@ -113,20 +135,58 @@ def unit_costs(backbone: str, *, width: float, in_channels: int, image_size: tup
                ) -> tuple[list[int], list[int]]:
     """Per image (forward+backward FLOPs, saved bytes) of every unit of a backbone, no heads;
     feed either list to ``spaces.balanced_cuts`` for compute- or memory-balanced cuts."""
+    probes = unit_probes(backbone, width=width, in_channels=in_channels, image_size=image_size)
+    return [f for f, _ in probes], [sum(s) for _, s in probes]
+
+
+def unit_probes(backbone: str, *, width: float, in_channels: int, image_size: tuple[int, int]
+                ) -> list[tuple[int, Saved]]:
+    """Per image (forward+backward FLOPs, saved bytes by storage) of every unit, each probed on
+    its own as measure_cost runs it inside a block (input gradient for all but unit 0)."""
     spec = get_backbone(backbone)
     infos, units = spec.build_units(width=width, in_channels=in_channels, image_size=image_size)
     h = torch.randn(PROBE_BATCH, in_channels, *image_size)
-    flops, saved = [], []
+    probes = []
     for k, unit in enumerate(units):
         params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
         counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
+        x = h.detach().requires_grad_(k > 0)
         with counter, mem.hooks():
-            out = unit.train()(h.detach().requires_grad_(k > 0))
+            out = unit.train()(x)
             out.sum().backward()
-        flops.append(counter.get_total_flops() // PROBE_BATCH)
-        saved.append(mem.total // PROBE_BATCH)
+        probes.append((counter.get_total_flops() // PROBE_BATCH, mem.split(x, out)))
         h = out.detach()
-    return flops, saved
+    return probes
+
+
+def head_cost(family: str, *, depth: int, width: float, loss: LocalLoss, on: UnitInfo,
+              num_classes: int) -> tuple[int, Saved]:
+    """Per image (forward+backward FLOPs, saved bytes by storage) of an aux head and its local
+    loss on the output of unit ``on``, as measure_cost counts them inside a block."""
+    head = make_aux_head(family, channels=on.channels, size=on.size, num_classes=num_classes,
+                         width=width, depth=depth, loss=loss)
+    return _probe_head(head, lambda x, y: head.loss(x, y)[0], on)
+
+
+def classifier_cost(backbone: str, *, width: float, last: UnitInfo, num_classes: int
+                    ) -> tuple[int, Saved]:
+    """The same for the backbone's classifier and the global loss: what the last block pays
+    instead of an aux head."""
+    classifier = get_backbone(backbone).build_classifier(last, num_classes, width)
+    return _probe_head(classifier, lambda x, y: final_head_loss(classifier, x, y)[0], last)
+
+
+def _probe_head(module: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor],
+                on: UnitInfo) -> tuple[int, Saved]:
+    # The input needs its gradient, as a block's output does inside measure_cost.
+    x = torch.randn(PROBE_BATCH, on.channels, *on.size, requires_grad=True)
+    y = torch.arange(PROBE_BATCH) % 2
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    module.train()
+    counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
+    with counter, mem.hooks():
+        loss(x, y).backward()
+    return counter.get_total_flops() // PROBE_BATCH, mem.split(x)
 
 
 def unit_times(backbone: str, *, width: float, in_channels: int, image_size: tuple[int, int],

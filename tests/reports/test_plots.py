@@ -46,6 +46,18 @@ def test_front_marks_the_non_dominated() -> None:
     assert f.on_front == [True, False, False, True]
 
 
+def test_a_trial_that_breaks_a_constraint_is_neither_best_nor_on_the_front() -> None:
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3,
+                          "value_accuracy": [0.9, 0.8, 0.85], "speedup": [3.0, 2.0, 1.5],
+                          "baseline": ["paper", None, None],
+                          "infeasible": ["memory 0.70 of BP's > 0.50", None, None]})
+    h = plots.history(frame)
+    assert h.best[0] != h.best[0] and h.best[1:] == [0.8, 0.85]  # NaN, then feasible only
+    assert h.baselines == ["paper, infeasible", "", ""]
+    f = plots.front(frame)
+    assert f.numbers == [1, 2] and f.on_front == [True, True]
+
+
 def test_block_accuracy_and_diagram_of_the_best(mo: optuna.Study) -> None:
     best = max((t for t in mo.get_trials() if t.state.name == "COMPLETE"),
                key=lambda t: t.values[0])

@@ -23,8 +23,8 @@ from bwbpf.spaces import Decoupling, to_document
 STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup",
                "compute_overhead", "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
                "curve", "block_curve",
-               "pruned_at", "fail_reason", "interrupted", "surplus", "train_seconds", "device",
-               "peak_memory_mb"}
+               "pruned_at", "fail_reason", "interrupted", "surplus", "rejected", "infeasible",
+               "train_seconds", "device", "peak_memory_mb"}
 
 
 def full_record() -> TrialRecord:
@@ -34,7 +34,8 @@ def full_record() -> TrialRecord:
                        memory_ratio=0.5, peak_activation_mb=1.5,
                        backprop_activation_mb=3.0, curve=(0.5, 0.6),
                        block_curve=((0.4, 0.5), (0.5, 0.6)), pruned_at=2, fail_reason="x",
-                       interrupted=True, surplus=True, train_seconds=1.0, device="cpu",
+                       interrupted=True, surplus=True, rejected="speed-up 1.00x < 2.00x",
+                       infeasible="memory 0.70 of BP's > 0.50", train_seconds=1.0, device="cpu",
                        peak_memory_mb=7.0)
 
 
