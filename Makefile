@@ -75,7 +75,7 @@ DEMO_FLAGS := --study demo --backbone vgg8b --width 0.25 --dataset fashion-mnist
 demo: install data
 	$(VENV)/bin/bwbpf-search run $(DEMO_FLAGS)
 	$(VENV)/bin/bwbpf-search export --study demo -o best.json --force
-	$(VENV)/bin/bwbpf-search report --study demo -o report.html --csv trials.csv
+	$(VENV)/bin/bwbpf-search report --study demo -o report.html --csv trials.csv --force
 
 bench: install data
 	$(PY) benchmarks/run_all.py
