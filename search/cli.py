@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence, get_args
 
@@ -323,10 +324,10 @@ def _drop_optuna_trial_traceback(record: logging.LogRecord) -> bool:
 def _quiet_stdout() -> None:
     """Python's advice for a closed pipe (`studies | head -1`): the rest of stdout goes to
     devnull, so the flush at exit raises nothing more."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # no real file descriptor (captured in tests)
-        pass
+    with suppress(OSError, ValueError):  # no real file descriptor (captured in tests)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

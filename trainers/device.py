@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import ContextManager
 
@@ -50,12 +51,11 @@ def available_memory(device: torch.device) -> int | None:
     """Bytes free for new tensors on ``device``; None when it cannot be told."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:  # MemAvailable counts reclaimable page cache, unlike SC_AVPHYS_PAGES
+    # MemAvailable counts reclaimable page cache, unlike SC_AVPHYS_PAGES (the fallback)
+    with suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not Linux, or not POSIX
