@@ -43,6 +43,9 @@ class TrialRecord:
     block_params: tuple[int, ...] = ()
     # Against end-to-end BP on the same backbone and batch (see trainers.cost.NetCost).
     speedup: float | None = None  # BP step / slowest block step, its head included
+    speedup_flops: float | None = None  # the same from FLOPs (search.costs: the two figures)
+    block_seconds: tuple[float, ...] = ()  # measured: predicted step of each block, its head in
+    backprop_seconds: float | None = None  # measured: predicted step of end-to-end BP
     compute_overhead: float | None = None  # all blocks' steps / BP's step
     memory_ratio: float | None = None  # peak saved activations / BP's
     peak_activation_mb: float | None = None  # per batch
@@ -70,7 +73,7 @@ class TrialRecord:
         raw = {f.name: attrs[_key(f.name)] for f in fields(cls) if _key(f.name) in attrs}
         if "document" in raw:
             raw["document"] = as_document(raw["document"])
-        for name in ("block_flops", "block_params", "curve"):
+        for name in ("block_flops", "block_params", "block_seconds", "curve"):
             if name in raw:
                 raw[name] = tuple(raw[name])
         if "block_curve" in raw:

@@ -14,7 +14,7 @@ from typing import Callable, NoReturn, Sequence, get_args
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.search import commands
-from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
+from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, CostModel, SearchSettings
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.trainers import list_datasets
@@ -222,6 +222,10 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-memory", type=_fraction, default=None, metavar="R",
                    help="most peak saved activations, as a fraction of BP's, in (0, 1] "
                         + _space_default("max_memory"))
+    g.add_argument("--cost-model", default=SearchSettings.cost_model,
+                   choices=get_args(CostModel),
+                   help="the speed-up from step times measured once per study on its device, "
+                        "or from FLOPs (default %(default)s; both are recorded)")
     # Defaults are SearchSettings' field defaults, shown by %(default)s.
     g = p.add_argument_group("trials")
     g.add_argument("--epochs", type=_positive_int, default=SearchSettings.epochs,

@@ -117,7 +117,7 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
         seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
         heartbeat=args.heartbeat, quiet=args.quiet, schedule=args.schedule,
-        devices=tuple(args.devices), compile=args.compile)
+        devices=tuple(args.devices), compile=args.compile, cost_model=args.cost_model)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

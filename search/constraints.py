@@ -25,9 +25,10 @@ from typing import Callable, Literal, NamedTuple, Sequence
 import optuna
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.spaces import SearchSpace, UserError, get_backbone
+from bwbpf.spaces import AuxSpec, SearchSpace, UserError, get_backbone
 from bwbpf.spaces.heads import AUX_HEADS, LocalLoss
 from bwbpf.trainers.cost import Saved, classifier_cost, head_cost, unit_probes
+from bwbpf.trainers.timing import StepTimer
 
 Name = Literal["min_speedup", "max_memory"]
 NAMES: tuple[Name, ...] = ("min_speedup", "max_memory")
@@ -90,32 +91,36 @@ def judge(trial: optuna.Trial, constraints: Sequence[Constraint], speedup: float
 
 # ---------------------------------------------------------------- what the space can reach
 class Profile(NamedTuple):
-    """One backbone's costs per image, for every block a cut set can make: ``flops[a][c]`` and
-    ``saved[a][c]`` of the block of units [a, c) with the space's cheapest head on it (the
-    classifier and the global loss when c is the last unit)."""
+    """One backbone's costs, for every block a cut set can make: ``step[a][c]`` (measured
+    seconds, or FLOPs per image) and ``saved[a][c]`` (bytes per image) of the block of units
+    [a, c) with the space's cheapest head on it (the classifier and the global loss when c is
+    the last unit)."""
 
     backbone: str
-    flops: list[list[int]]
+    step: list[list[float]]
     saved: list[list[int]]
 
     @property
     def units(self) -> int:
-        return len(self.flops) - 1
+        return len(self.step) - 1
 
-    def block(self, a: int, c: int, m: int) -> int:
-        """Figure m (0 FLOPs, 1 saved bytes) of the block of units [a, c)."""
-        return (self.flops, self.saved)[m][a][c]
+    def block(self, a: int, c: int, m: int) -> float:
+        """Figure m (0 step cost, 1 saved bytes) of the block of units [a, c)."""
+        return (self.step, self.saved)[m][a][c]
 
-    def backprop(self, m: int) -> int:
+    def backprop(self, m: int) -> float:
         """End-to-end BP: one block of every unit, with the classifier."""
         return self.block(0, self.units, m)
 
 
 def profile(backbone: str, space: SearchSpace, *, in_channels: int,
-            image_size: tuple[int, int], num_classes: int) -> Profile:
-    """Measures every unit once, and each head family once per distinct unit output.
+            image_size: tuple[int, int], num_classes: int, timer: StepTimer | None = None
+            ) -> Profile:
+    """Probes every unit once, and each head family once per distinct unit output; with a
+    ``timer``, the step costs are its measured seconds (cheapest head: the least time), else
+    FLOPs.
 
-    A block's FLOPs are the sum of its units' and its head's. Its saved bytes are too, except
+    A block's step cost is the sum of its units' and its head's. Its saved bytes are too, except
     that the storage between two pieces (a unit's output, the next unit's or the head's
     input) is counted once, as measure_cost counts distinct storages."""
     infos = get_backbone(backbone).describe(width=space.width, in_channels=in_channels,
@@ -125,35 +130,40 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
     # The cheapest head a sample can draw of each family: its least depth, the space's least
     # width, and no similarity branch when plain cross entropy is allowed.
     loss: LocalLoss = "pred" if "pred" in space.losses else "predsim"
-    seen: dict[tuple[str, int, tuple[int, int]], tuple[int, Saved]] = {}
-    heads: list[tuple[int, int]] = []  # (FLOPs, saved bytes past the unit's output)
+    seen: dict[tuple[str, int, tuple[int, int]], tuple[float, Saved]] = {}
+    heads: list[tuple[float, int]] = []  # (step cost, saved bytes past the unit's output)
     for info, (_, unit) in zip(infos[:-1], units):
         options = []
         for family in space.heads:
             fam = AUX_HEADS.get(family)
             key = (family, info.channels, info.size)
             if key not in seen:
-                seen[key] = head_cost(family, depth=fam.depths[0], loss=loss, on=info,
-                                      width=min(space.head_widths) if fam.has_width else 1.0,
-                                      num_classes=num_classes)
+                aux = AuxSpec(family, fam.depths[0],
+                              min(space.head_widths) if fam.has_width else 1.0, loss)
+                f, saved_h = head_cost(family, depth=aux.depth, loss=loss, on=info,
+                                       width=aux.width, num_classes=num_classes)
+                seen[key] = (f if timer is None else timer.head(aux, info), saved_h)
             options.append(seen[key])
         heads.append((min(f for f, _ in options),
                       min(max(h.input, unit.output) + h.inner for _, h in options)))
-    f_cls, cls = classifier_cost(backbone, width=space.width, last=infos[-1],
-                                 num_classes=num_classes)
-    heads.append((f_cls, max(cls.input, units[-1][1].output) + cls.inner))
+    flops_cls, cls = classifier_cost(backbone, width=space.width, last=infos[-1],
+                                     num_classes=num_classes)
+    step_cls = flops_cls if timer is None else timer.classifier(backbone, space.width)
+    heads.append((step_cls, max(cls.input, units[-1][1].output) + cls.inner))
+    unit_step = ([float(f) for f, _ in units] if timer is None
+                 else timer.units(backbone, space.width))
     n = len(units)
-    flops = [[0] * (n + 1) for _ in range(n + 1)]
+    step = [[0.0] * (n + 1) for _ in range(n + 1)]
     saved = [[0] * (n + 1) for _ in range(n + 1)]
     for a in range(n):
-        f_sum, s_sum = 0, units[a][1].input
+        f_sum, s_sum = 0.0, units[a][1].input
         for c in range(a + 1, n + 1):
-            f_unit, unit = units[c - 1]
-            f_sum += f_unit
+            unit = units[c - 1][1]
+            f_sum += unit_step[c - 1]
             s_sum += unit.inner + (max(units[c - 2][1].output, unit.input) if c - 1 > a else 0)
-            flops[a][c] = f_sum + heads[c - 1][0]
+            step[a][c] = f_sum + heads[c - 1][0]
             saved[a][c] = s_sum + heads[c - 1][1]
-    return Profile(backbone, flops, saved)
+    return Profile(backbone, step, saved)
 
 
 def least_largest(p: Profile, space: SearchSpace, m: int,
@@ -183,12 +193,13 @@ def least_memory(p: Profile, space: SearchSpace, min_speedup: float | None = Non
 
 
 def check_reachable(space: SearchSpace, *, in_channels: int, image_size: tuple[int, int],
-                    num_classes: int) -> None:
+                    num_classes: int, timer: StepTimer | None = None) -> None:
     """Refuses a constraint that no decoupling of the space meets, naming the best value the
-    space reaches.
+    space reaches; the speed-up from ``timer``'s measured step times when given (what the
+    trials are judged on), else from FLOPs.
 
-    The values are an estimate of what measure_cost gives, from per-unit costs and the
-    cheapest head at each cut, measured once each: a block's FLOPs add up exactly, but its
+    The values are an estimate of what a trial records, from per-unit costs and the
+    cheapest head at each cut, measured once each: a block's step cost adds up exactly, but its
     saved bytes can count a storage twice (a unit's output saved by it and by the next
     unit), which measure_cost counts once. For the rare sample where they disagree, the
     objective still judges measure_cost's figures and RejectionGuard ends a hopeless run.
@@ -197,7 +208,7 @@ def check_reachable(space: SearchSpace, *, in_channels: int, image_size: tuple[i
     if s is None and r is None:
         return
     profiles = [profile(b, space, in_channels=in_channels, image_size=image_size,
-                        num_classes=num_classes) for b in space.backbones]
+                        num_classes=num_classes, timer=timer) for b in space.backbones]
 
     def where(backbone: str) -> str:
         units = f", >= {space.min_units} units a block" if space.min_units > 1 else ""

@@ -13,29 +13,23 @@ import torch
 from bwbpf.reports.record import MB, TrialRecord, bp_baselines, save
 from bwbpf.search.budget import SurplusTrial, used
 from bwbpf.search.constraints import judge, of_space
+from bwbpf.search.costs import cost_record
 from bwbpf.search.pruning import CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
 from bwbpf.spaces import Decoupling, build, sample, to_document
-from bwbpf.trainers import Data, EpochMetrics, NetCost, NonFiniteLoss, TrainPlan, fit, measure_cost
+from bwbpf.trainers import Data, EpochMetrics, NonFiniteLoss, TrainPlan, fit, measure_cost
+from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
 FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, SurplusTrial)  # the trial fails, study goes on
 
 
-def cost_record(cost: NetCost, batch_size: int) -> TrialRecord:
-    """Costs known before training: they are objectives, and shown for every trial."""
-    return TrialRecord(
-        block_flops=tuple(cost.block_flops), block_params=tuple(cost.block_params),
-        speedup=round(cost.speedup, 4), compute_overhead=round(cost.compute_overhead, 4),
-        memory_ratio=round(cost.memory_ratio, 4),
-        peak_activation_mb=round(cost.peak_saved_bytes * batch_size / MB, 3),
-        backprop_activation_mb=round(cost.backprop_saved_bytes * batch_size / MB, 3))
-
-
 class Objective:
-    def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False) -> None:
-        self.s, self.data, self.progress = settings, data, progress
+    def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False,
+                 timer: StepTimer | None = None) -> None:
+        """``timer``: the study's step times (search.costs); None: the speed-up from FLOPs."""
+        self.s, self.data, self.progress, self.timer = settings, data, progress, timer
         self.constraints = of_space(settings.space)
         self.curve_pruner = CurvePruner(settings.pruner, min_epochs=settings.min_epochs,
                                         reduction_factor=settings.reduction_factor,
@@ -75,9 +69,13 @@ class Objective:
         data = self.data
         net = build(d, data.num_classes, data.in_channels, data.image_size, seed=self.s.seed)
         cost = measure_cost(net, data.in_channels, data.image_size)
-        costs = cost_record(cost, self.s.batch_size)
-        metrics = {"speedup": costs.speedup, "compute_overhead": costs.compute_overhead,
+        times = None if self.timer is None else self.timer.predict(d)
+        costs = cost_record(cost, times, self.s.batch_size)
+        metrics = {"speedup": costs.speedup, "speedup_flops": costs.speedup_flops,
+                   "compute_overhead": costs.compute_overhead,
                    "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),
+                   **({"block_seconds": list(costs.block_seconds),
+                       "backprop_seconds": costs.backprop_seconds} if times else {}),
                    "peak_activation_mb": costs.peak_activation_mb, **self._bp(trial.study, d)}
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.

@@ -23,6 +23,7 @@ from bwbpf.reports.record import summary as summary_rows
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
 from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
+from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import (
@@ -37,6 +38,7 @@ from bwbpf.search.study import (
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, load_data, resolve_device
+from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
 POLL_S = 5.0  # seconds between looks at the running trials that hold the rest of the budget
@@ -68,37 +70,40 @@ def load_search_data(s: SearchSettings) -> Data:
 
 
 def start(s: SearchSettings, *, adopted: set[int] | None = None
-          ) -> tuple[optuna.Study, Data | None]:
+          ) -> tuple[optuna.Study, Data | None, StepTimer | None]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
-    search.workers.reap) and queues the missing baselines; (study, data), or (study, None)
-    when the study's budget is used and no trial is running that may yet give some back."""
+    search.workers.reap) and queues the missing baselines; (study, data, the study's step
+    timer), or data None when the study's budget is used and no trial is running that may
+    yet give some back."""
     check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
     data = load_search_data(s)
+    timer = step_timer(s, data)
     check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
-                    num_classes=data.num_classes)  # before the study is created or changed
+                    num_classes=data.num_classes, timer=timer)  # before the study is touched
     study = prepare_study(s)
+    attach(timer, study)
     beats = reap(study, set() if adopted is None else adopted)
     if budget.used(study) >= s.n_trials and not (beats and _running(study)):
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
-        return study, None
+        return study, None, timer
     if s.baselines:
         enqueue_references(study, s)
         ensure_bp_baselines(study, s, data)
-    return study, data
+    return study, data, timer
 
 
 def run_search(s: SearchSettings) -> optuna.Study:
     """Runs trials until the study holds ``n_trials`` that use budget and none is running,
     or until the timeout; a dead worker's trial is run again here (see _room)."""
     adopted: set[int] = set()
-    study, data = start(s, adopted=adopted)
+    study, data, timer = start(s, adopted=adopted)
     if data is None:
         return study
     progress = Progress(study, s)
-    objective = Objective(s, data, progress=progress.enabled)
+    objective = Objective(s, data, progress=progress.enabled, timer=timer)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     callbacks = [progress, _stop_at_budget(s.n_trials)]
     rules = of_space(s.space)
@@ -126,7 +131,7 @@ def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str
     of commands.worker_launch, each a worker of the same study; shows their progress; returns
     the study and the worst exit status. Processes, not threads: each has its own interpreter
     and torch thread pool."""
-    study, data = start(s)
+    study, data, _ = start(s)
     if data is None:
         return study, 0
     if s.storage.startswith("sqlite"):

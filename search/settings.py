@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
@@ -14,9 +14,12 @@ from bwbpf.trainers.plan import Schedule
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 TRAIN_EPOCHS = 10  # `train`: a full training (a search trial has SearchSettings.epochs)
+CostModel = Literal["measured", "flops"]  # what the speed-up is computed from (search.costs)
 # Settings that decide what a trial means; a rerun of a study must not change them.
 SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size", "epochs",
-                    "batch_size", "objectives", "seed")
+                    "batch_size", "objectives", "seed", "cost_model")
+# What a study stored before a setting existed meant: its value then.
+BEFORE = {"cost_model": "flops"}
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -63,6 +66,7 @@ class SearchSettings:
     schedule: Schedule = "sequential"  # or "pipelined": trials train their blocks concurrently
     devices: tuple[str, ...] = ()  # pipelined: blocks spread over these devices
     compile: bool = False  # torch.compile blocks and heads
+    cost_model: CostModel = "measured"  # speed-up from measured step times, or from FLOPs
 
     def __post_init__(self) -> None:
         check_study_name(self.study, new=True)
@@ -92,6 +96,8 @@ class SearchSettings:
                  f"--bp-lrs {self.bp_lrs}: learning rates in (0, 10]")
         _require(self.schedule in get_args(Schedule),
                  f"--schedule {self.schedule!r}: one of {', '.join(get_args(Schedule))}")
+        _require(self.cost_model in get_args(CostModel),
+                 f"--cost-model {self.cost_model!r}: one of {', '.join(get_args(CostModel))}")
         _require(not self.devices or self.schedule == "pipelined",
                  "--devices needs --schedule pipelined")
         for d in self.devices:
@@ -127,6 +133,8 @@ class SearchSettings:
         mine = self.record()
         out = []
         for k in SAME_FOR_A_STUDY:
+            if k not in stored and k in BEFORE:
+                stored = {**stored, k: BEFORE[k]}
             if k not in stored:
                 continue
             if k == "space" and isinstance(stored[k], dict):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from bwbpf.reports import trials_frame
@@ -37,10 +38,13 @@ from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.trainers import measure_cost
+from bwbpf.trainers.timing import StepTimer
 
 from .conftest import FAST, Runner
 
 SMALL = [*FAST, "--train-subset", "200", "--val-size", "100"]
+# Exact figures (2.11x, 3.07x) are FLOPs'; the measured speed-up depends on the machine.
+FLOPS = ["--cost-model", "flops"]
 # About a third of the default space's random samples on the synthetic set meet both.
 LOOSE = ["--min-speedup", "1.5", "--max-memory", "0.8"]
 NAMES = {"min_speedup", "max_memory"}
@@ -102,7 +106,7 @@ def test_baselines_that_break_a_constraint_still_train_and_are_marked(
         cli: Runner, db: str, tmp_path: Path) -> None:
     # the paper's decoupling reaches 2.11x here, the uniform split 3.07x
     rc, out, err = cli("run", "--storage", db, "--study", "b", "--n-trials", "2",
-                       "--pruner", "none", "--min-speedup", "2.5", *SMALL)
+                       "--pruner", "none", "--min-speedup", "2.5", *SMALL, *FLOPS)
     assert rc == 0, err
     study = load(db, "b")
     paper, uniform = study.get_trials()
@@ -148,7 +152,8 @@ def test_a_run_that_only_rejects_stops_in_one_line(cli: Runner, db: str,
     monkeypatch.setattr(constraints, "MAX_REJECTED_IN_A_ROW", 3)
     # reachable (3.07x) by one cut set with linear heads only: random samples miss it
     rc, _, err = cli("-q", "run", "--storage", db, "--study", "g", "--n-trials", "2",
-                     "--no-baselines", "--sampler", "random", "--min-speedup", "3.05", *SMALL)
+                     "--no-baselines", "--sampler", "random", "--min-speedup", "3.05", *SMALL,
+                     *FLOPS)
     assert rc == 2
     assert re.fullmatch(r"bwbpf-search: error: 3 samples in a row were rejected by "
                         r"--min-speedup 3\.05 \(the best seen: \d\.\d\dx\); .*\n", err)
@@ -164,7 +169,7 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("db") / "study.db"
     assert main(["-q", "run", "--storage", f"sqlite:///{path}", "--study", "keep",
                  "--n-trials", "1", "--no-baselines", "--pruner", "none", "--min-speedup",
-                 "1.5", *SMALL]) == 0
+                 "1.5", *SMALL, *FLOPS]) == 0
     return path
 
 
@@ -207,7 +212,8 @@ def test_bad_constraints_are_refused_in_one_line(cli: Runner, existing: Path, sp
     flags = [f.replace("{", str(space_files) + "/").replace("}", "") for f in flags]
     before = hashlib.sha256(existing.read_bytes()).hexdigest()
     rc, out, err = cli("run", "--storage", f"sqlite:///{existing}", "--study", "keep",
-                       "--n-trials", "2", "--no-baselines", "--pruner", "none", *SMALL, *flags)
+                       "--n-trials", "2", "--no-baselines", "--pruner", "none", *SMALL, *FLOPS,
+                       *flags)
     assert rc == 2, (out, err)
     assert message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -265,6 +271,26 @@ def test_the_estimate_is_what_measure_cost_gives_for_every_cut_set(aux: AuxSpec)
     assert least_memory(p, space) == pytest.approx(min(m for _, m in measured))
     at = sorted(s for s, _ in measured)[len(measured) // 2]  # half the cut sets reach it
     assert least_memory(p, space, at) == pytest.approx(min(m for s, m in measured if s >= at))
+
+
+def test_the_measured_estimate_is_what_the_timer_predicts_for_every_cut_set() -> None:
+    aux = AuxSpec("conv", 1, 0.5)
+    space = SearchSpace(heads=("conv",), head_widths=(0.5, 1.0), losses=("pred",), max_blocks=3)
+    timer = StepTimer(torch.device("cpu"), 8, in_channels=3, image_size=(16, 16),
+                      num_classes=10, repeats=1, warmup=0)
+    p = profile("vgg8b", space, in_channels=3, image_size=(16, 16), num_classes=10,
+                timer=timer)
+    speedups = []
+    for k in (2, 3):
+        for cuts in itertools.combinations(range(1, 6), k - 1):
+            d = Decoupling("vgg8b", cuts, (aux,) * len(cuts), (BlockOptim(),) * k, 0.25)
+            t = timer.predict(d)  # the same cached pieces: sums must agree
+            bounds = (0, *cuts, 6)
+            assert [p.block(a, b, 0) for a, b in zip(bounds, bounds[1:])] == pytest.approx(
+                t.block_seconds)
+            assert p.backprop(0) == pytest.approx(t.backprop_seconds)
+            speedups.append(t.speedup)
+    assert best_speedup(p, space) == pytest.approx(max(speedups))
 
 
 def test_judge_stores_both_sides_and_names_what_broke() -> None:

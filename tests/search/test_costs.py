@@ -1,0 +1,70 @@
+"""The speed-up a search optimises: measured step times kept in the study, FLOPs beside."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bwbpf.reports.record import TrialRecord
+from bwbpf.search.costs import PREFIX
+from bwbpf.search.settings import SearchSettings
+
+from .conftest import FAST, Runner
+
+SMALL = [*FAST, "--train-subset", "200", "--val-size", "100", "--pruner", "none"]
+
+
+def step_times(db: str, name: str) -> dict[str, float]:
+    storage = optuna.storages.get_storage(db)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(name))
+    return {k: v for k, v in attrs.items() if k.startswith(PREFIX)}
+
+
+def test_trials_record_the_measured_speedup_and_flops_and_a_rerun_reuses_the_times(
+        cli: Runner, db: str) -> None:
+    argv = ["-q", "run", "--storage", db, "--study", "m", "--no-baselines", *SMALL]
+    rc, _, err = cli(*argv, "--n-trials", "2")
+    assert rc == 0, err
+    times = step_times(db, "m")
+    assert any("|unit|" in k for k in times) and any("|classifier|" in k for k in times)
+    study = optuna.load_study(study_name="m", storage=db)
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        rec = TrialRecord.of(t)
+        d = rec.decoupling()
+        assert d and rec.backprop_seconds and len(rec.block_seconds) == d.num_blocks
+        assert rec.speedup == pytest.approx(rec.backprop_seconds / max(rec.block_seconds),
+                                            abs=2e-4)
+        assert rec.speedup_flops is not None and rec.speedup_flops != rec.speedup
+        doc = rec.document or {}
+        assert doc["metrics"]["speedup"] == rec.speedup
+        assert doc["metrics"]["speedup_flops"] == rec.speedup_flops
+        # every piece the trial is made of was timed once, and is kept in the study
+        assert sum(1 for k in times if "|head|" in k) >= 1
+    rc, _, err = cli(*argv, "--n-trials", "4")
+    assert rc == 0, err
+    after = step_times(db, "m")
+    assert {k: after[k] for k in times} == times  # reused, never timed again
+
+
+def test_the_cost_model_is_fixed_for_a_study(cli: Runner, db: str) -> None:
+    argv = ["-q", "run", "--storage", db, "--study", "f", "--no-baselines", "--n-trials", "1",
+            *SMALL]
+    assert cli(*argv, "--cost-model", "flops")[0] == 0
+    assert step_times(db, "f") == {}  # nothing timed under FLOPs
+    rec = TrialRecord.of(optuna.load_study(study_name="f", storage=db).trials[0])
+    assert rec.speedup == rec.speedup_flops and not rec.block_seconds
+    rc, _, err = cli(*argv)
+    assert rc == 2 and "created with cost_model='flops'; this run asks cost_model='measured'" \
+        in err
+    rc, _, err = cli(*argv, "--cost-model", "seconds")
+    assert rc == 2 and "--cost-model: invalid choice: 'seconds'" in err
+
+
+def test_a_study_stored_before_measured_costs_meant_flops() -> None:
+    stored = SearchSettings(study="old", storage="sqlite:///x.db").record()
+    del stored["cost_model"]
+    assert SearchSettings(study="old", storage="sqlite:///x.db").conflicts(stored) == [
+        ("cost_model", "flops", "measured")]
+    assert SearchSettings(study="old", storage="sqlite:///x.db",
+                          cost_model="flops").conflicts(stored) == []

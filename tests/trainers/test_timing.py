@@ -1,0 +1,79 @@
+"""The measured cost model: pieces timed once, blocks predicted from them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
+from bwbpf.trainers import TrainPlan
+from bwbpf.trainers.stepper import Stepper
+from bwbpf.trainers.timing import StepTimer, time_call
+
+CPU = torch.device("cpu")
+
+
+def timer(batch: int = 32, size: int = 28, **kw: object) -> StepTimer:
+    return StepTimer(CPU, batch, in_channels=1, image_size=(size, size), num_classes=10,
+                     **kw)  # type: ignore[arg-type]
+
+
+def paper_cuts(aux: AuxSpec) -> Decoupling:
+    return Decoupling("vgg8b", (2, 4, 5), (aux,) * 3, (BlockOptim(),) * 4, 0.25)
+
+
+def test_blocks_and_bp_are_sums_of_their_timed_pieces() -> None:
+    t = timer(repeats=1, warmup=0)
+    d = paper_cuts(AuxSpec("conv", 1, 0.5))
+    times = t.predict(d)
+    units = t.units("vgg8b", 0.25)
+    head_keys = [k for k in t.cache if "|head|conv|d1|x0.5|pred|" in k]
+    assert len(units) == 6 and len(head_keys) == 3  # one per distinct input shape
+    heads = [t.cache[k] for k in head_keys]
+    cls = t.classifier("vgg8b", 0.25)
+    assert times.backprop_seconds == pytest.approx(sum(units) + cls)
+    assert sum(times.block_seconds) == pytest.approx(sum(units) + sum(heads) + cls)
+    assert times.block_seconds[-1] == pytest.approx(units[5] + cls)
+    assert times.speedup == pytest.approx(times.backprop_seconds / max(times.block_seconds))
+
+
+def test_each_piece_is_timed_once_and_the_cache_is_reused() -> None:
+    cache: dict[str, float] = {}
+    d = paper_cuts(AuxSpec("linear"))
+    first = timer(cache=cache, repeats=1, warmup=0).predict(d)
+    pieces = dict(cache)
+    # a second timer on the same cache (a resumed study, another worker) times nothing
+    again = timer(cache=cache, repeats=1, warmup=0).predict(d)
+    assert cache == pieces and again == first
+    # another batch size is another context: timed anew, the old figures kept
+    timer(batch=16, cache=cache, repeats=1, warmup=0).predict(d)
+    assert len(cache) == 2 * len(pieces) and all(cache[k] == v for k, v in pieces.items())
+
+
+def test_heavy_heads_lower_the_measured_speedup_below_bp() -> None:
+    t = timer(batch=32, repeats=1, warmup=1)
+    linear = t.predict(paper_cuts(AuxSpec("linear")))
+    heavy = t.predict(paper_cuts(AuxSpec("ir", depth=4, width=2.0)))
+    assert heavy.speedup < 1.0 < linear.speedup  # each heavy step costs more than BP's
+    assert heavy.compute_overhead > 2 * linear.compute_overhead
+
+
+def test_the_model_orders_blocks_like_their_measured_steps() -> None:
+    # Blocks of clearly different cost: unit 0 alone, units 1-3, units 4-5 (vgg8b); the
+    # prediction must rank them as timed whole steps (forward, loss, backward, SGD) do.
+    d = Decoupling("vgg8b", (1, 4), (AuxSpec("linear"),) * 2, (BlockOptim(),) * 3, 0.25)
+    predicted = timer(batch=32, repeats=3).predict(d).block_seconds
+    net = build(d, 10, 1, 28, seed=0)
+    stepper = Stepper(net, TrainPlan(batch_size=32, device="cpu"), total_steps=100)
+    h, y = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
+    inputs = []
+    for k in range(3):
+        inputs.append(h)
+        h, _ = stepper.train_block(k, h, y, CPU)
+    measured = [time_call(lambda k=k: stepper.train_block(k, inputs[k], y, CPU), CPU,
+                          repeats=3) for k in range(3)]
+
+    def order(xs: tuple[float, ...] | list[float]) -> list[int]:
+        return sorted(range(len(xs)), key=xs.__getitem__)
+
+    assert order(predicted) == order(measured), (predicted, measured)
