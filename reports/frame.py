@@ -19,7 +19,8 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
     row.update(baseline=rec.baseline, epochs_run=len(rec.curve), duration_s=duration,
                pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
                rejected=rec.rejected, infeasible=rec.infeasible,
-               speedup=rec.speedup, compute_overhead=rec.compute_overhead,
+               speedup=rec.speedup, speedup_flops=rec.speedup_flops,
+               compute_overhead=rec.compute_overhead,
                memory_ratio=rec.memory_ratio, peak_activation_mb=rec.peak_activation_mb,
                final_val_accuracy=rec.curve[-1] if rec.curve else None)
     d = rec.decoupling()
