@@ -150,7 +150,8 @@ class Ranks:
     """K rank processes of one command, and the store they meet in, hosted here so that it
     outlives any of them (as torchrun's agent hosts it)."""
 
-    def __init__(self, argv: list[str], nproc: int, threads: int, **popen: Any) -> None:
+    def __init__(self, argv: list[str], nproc: int, threads: int, *,
+                 program: tuple[str, ...] = ("-m", "bwbpf.search"), **popen: Any) -> None:
         base = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False,
                              timeout=timedelta(seconds=10))
         self.store = dist.PrefixStore(store_prefix(), base)
@@ -158,7 +159,7 @@ class Ranks:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(base.port),
                "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0",
                "TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": str(threads)}
-        self.procs = [subprocess.Popen([sys.executable, "-m", "bwbpf.search", *argv],
+        self.procs = [subprocess.Popen([sys.executable, *program, *argv],
                                        env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                                        **popen) for r in range(nproc)]
 
