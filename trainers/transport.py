@@ -1,9 +1,14 @@
 """Point-to-point hand-over of (activations, labels) between neighbouring ranks.
 
 A batch travels as two plain tensor messages, activations then labels, by ``isend``/``irecv``
-(no pickling). Both sides keep at most INFLIGHT batches outstanding, like the pipelined inbox:
-the sender goes on with batch t+1 while batch t is on the wire, and the receiver has the next
-batches' receives posted while it trains. Receive buffers are allocated once per shape and
+(no pickling). The activations go in the sender's own memory order (NCHW, or channels_last,
+which CPU kernels also produce), and the label message ends with one number saying which: the
+receiver views its buffer the same way, so the next block sees the very strides the sequential
+schedule would give it (CPU kernels pick their arithmetic by layout).
+
+Both sides keep at most INFLIGHT batches outstanding, like the pipelined inbox: the sender goes
+on with batch t+1 while batch t is on the wire, and the receiver has the next batches' receives
+posted while it trains. Receive buffers are allocated once per shape and
 reused every epoch; a batch's buffers are re-posted only after its consumer is done with them.
 Both sides know the sequence of shapes in advance (the batch count and sizes follow from the
 split sizes every rank knows), so no shape ever travels.
@@ -21,6 +26,7 @@ from torch import Tensor
 from bwbpf.trainers.group import PeerLost, first_line
 
 INFLIGHT = 2  # batches outstanding per link (bounds memory, like the pipelined INBOX)
+NCHW, CHANNELS_LAST = 0, 1  # the activations' memory order, sent after the labels
 
 
 def _wait(work: dist.Work | None, peer: int) -> None:
@@ -39,13 +45,16 @@ class Outbox:
         self.pending: deque[tuple[list[dist.Work | None], Tensor, Tensor]] = deque()
 
     def send(self, x: Tensor, y: Tensor) -> None:
-        # the labels are often a receive buffer of this rank, re-posted once we move on: copy
-        x, y = x.contiguous(memory_format=_layout(x)), y.clone()
+        last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)
+        wire = x.permute(0, 2, 3, 1) if last else x.contiguous()  # memory order, no copy
+        tail = torch.tensor([CHANNELS_LAST if last else NCHW], device=y.device)
+        labels = torch.cat([y, tail])  # a copy: y may be a receive buffer re-posted soon
         try:
-            works = [dist.isend(x, self.dst), dist.isend(y, self.dst)]
+            works = [dist.isend(wire, self.dst), dist.isend(labels, self.dst)]
         except RuntimeError as e:
             raise PeerLost(self.dst, first_line(e)) from None
-        self.pending.append((works, x, y))
+        self.pending.append((works, wire, labels))
         while len(self.pending) > INFLIGHT:
             self._finish()
 
@@ -92,20 +101,15 @@ class Inbox:
             works, x, y = posted.popleft()
             for w in works:
                 _wait(w, self.src)
-            yield x, y
-            post()  # x, y are free again: the consumer asked for the next batch
+            if int(y[-1]) == CHANNELS_LAST:  # the same bytes, seen as the sender saw them
+                n, c, h, w_ = x.shape
+                x = x.view(n, h, w_, c).permute(0, 3, 1, 2)
+            yield x, y[:-1]
+            post()  # the buffers are free again: the consumer asked for the next batch
 
     def _slot(self, shape: tuple[int, ...], i: int) -> tuple[Tensor, Tensor]:
         ring = self.buffers.setdefault(shape, [])
         while len(ring) <= i:
-            x = torch.empty(shape, dtype=self.dtype, device=self.device)
-            ring.append((x.contiguous(memory_format=_layout(x)),
-                         torch.empty(shape[0], dtype=torch.long, device=self.device)))
+            ring.append((torch.empty(shape, dtype=self.dtype, device=self.device),
+                         torch.empty(shape[0] + 1, dtype=torch.long, device=self.device)))
         return ring[i]
-
-
-def _layout(x: Tensor) -> torch.memory_format:
-    """channels_last for 4-d CUDA activations (the CUDA path's layout), contiguous otherwise;
-    both sides agree, so the bytes on the wire mean the same thing."""
-    cuda_image = x.device.type == "cuda" and x.dim() == 4
-    return torch.channels_last if cuda_image else torch.contiguous_format
