@@ -18,6 +18,7 @@ from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, CostModel, SearchSetti
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.trainers import list_datasets
+from bwbpf.trainers.group import RankStop
 from bwbpf.trainers.plan import Schedule
 
 log = logging.getLogger("bwbpf.search")
@@ -132,7 +133,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--schedule", default=SearchSettings.schedule, choices=get_args(Schedule),
                    help="pipelined: one worker per block, concurrently (same arithmetic; "
-                        "default %(default)s)")
+                        "default %(default)s); distributed (train only): one process per group "
+                        "of blocks, started by torchrun or --nproc")
     g.add_argument("--devices", type=_csv(str), default=(),
                    help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
     g.add_argument("--compile", action="store_true",
@@ -168,6 +170,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=_positive_int, default=None,
                    help="stop after this epoch (resume later with --resume)")
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    g = p.add_argument_group("distributed (--schedule distributed)")
+    g.add_argument("--nproc", type=_positive_int, default=None, metavar="K",
+                   help="start K ranks on this machine (else launch with torchrun)")
+    g.add_argument("--placement", type=_csv(_positive_int), default=None, metavar="N,N,..",
+                   help="blocks per rank, in order (default: balanced by the blocks' FLOPs)")
+    g.add_argument("--peer-timeout", type=_positive_float, default=300.0, metavar="S",
+                   help="seconds a rank waits for another before the run stops "
+                        "(default %(default)s)")
     p.set_defaults(func=commands.cmd_train)
 
 
@@ -353,7 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 1
+    except RankStop as e:  # one rank of a distributed run: the run's one line, or quiet
+        if e.line:
+            print(f"{PROG}: {'error: ' if e.code == 2 else ''}{e.line}", file=sys.stderr)
+        return e.code
     except UserError as e:
+        if os.environ.get("RANK", "0") != "0" and "LOCAL_RANK" in os.environ:
+            return 2  # a launched rank > 0: rank 0 says the same line (the same argv)
         prog = e.prog if isinstance(e, UsageError) else PROG
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

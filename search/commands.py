@@ -51,6 +51,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
                         device=args.device, schedule=args.schedule, devices=args.devices,
                         compile=args.compile)
+    if args.schedule == "distributed":
+        from bwbpf.search.ranks import launch, train_distributed
+
+        if args.nproc:
+            return launch(args, d.num_blocks, out, settings)
+        return train_distributed(args, d, out, settings, plan, bp_lr)
+    for flag, given in (("--nproc", args.nproc), ("--placement", args.placement)):
+        if given:
+            raise UserError(f"{flag} needs --schedule distributed")
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
     if args.compare_bp:

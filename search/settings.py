@@ -100,6 +100,9 @@ class SearchSettings:
                  f"--cost-model {self.cost_model!r}: one of {', '.join(get_args(CostModel))}")
         _require(not self.devices or self.schedule == "pipelined",
                  "--devices needs --schedule pipelined")
+        _require(self.schedule != "distributed",
+                 "--schedule distributed trains one network across processes (`train`); a "
+                 "search scales out by trials: --jobs, or workers sharing a PostgreSQL storage")
         for d in self.devices:
             resolve_device(d)
         # The trainers' own rules (batch size >= 2, ...) up front: a study is never created

@@ -8,7 +8,7 @@ import io
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,8 +24,21 @@ from bwbpf.spaces import (
 )
 from bwbpf.spaces.document import parse_json
 from bwbpf.spaces.files import refuse_stdout, write_json_atomic, write_text_atomic
-from bwbpf.trainers import Data, EpochMetrics, TrainPlan, evaluate, fit, measure_cost
+from bwbpf.trainers import (
+    Data,
+    EpochMetrics,
+    NetCost,
+    TrainPlan,
+    TrainResult,
+    evaluate,
+    fit,
+    measure_cost,
+)
 from bwbpf.trainers.checkpoint import load_checkpoint, save_checkpoint
+from bwbpf.trainers.cost import block_groups
+from bwbpf.trainers.distributed import Sizes, evaluate_ranked, fit_ranked
+from bwbpf.trainers.group import Group, ranges_of
+from bwbpf.trainers.shards import Shards
 
 log = logging.getLogger("bwbpf.search")
 RUN_FILES = ("metrics.json", "settings.json", "decoupling.json", "blockwise", "backprop")
@@ -118,7 +131,6 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
     state = load_checkpoint(ckpt) if resume and ckpt.is_file() else None
     net = build(d, data.num_classes, data.in_channels, data.image_size, seed=plan.seed)
     cost = measure_cost(net, data.in_channels, data.image_size)
-    history: list[dict[str, Any]] = list(state["history"]) if state else []
     if state:
         log.info("%s: resuming after epoch %d", label, state["epoch"])
     elif resume:
@@ -126,22 +138,75 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
 
     def checkpoint(snap: dict[str, Any]) -> None:
         save_checkpoint(snap, ckpt)
-        history[:] = snap["history"]
-        write_json_atomic(out / "epochs.json", history)
-        write_text_atomic(out / "epochs.csv", _csv(history))
+        write_epochs(out, snap["history"])
+
+    try:
+        result = fit(net, data, plan, on_epoch=reporter(label, plan, stop_after), resume=state,
+                     on_checkpoint=checkpoint)
+    except StopAfter:
+        return None
+    return outcome(d, cost, result, evaluate(net, data.test, plan), plan)
+
+
+def train_ranked(d: Decoupling, data: Data | None, sizes: Sizes, plan: TrainPlan, out: Path,
+                 label: str, group: Group, placement: tuple[int, ...] | None, *, resume: bool,
+                 stop_after: int | None) -> dict[str, Any] | None:
+    """``train_one`` for one rank of a distributed run (rank 0 holds the data): every rank
+    trains its blocks and writes its checkpoint shards into ``out``; rank 0 also the
+    per-epoch metrics. The blocks are spread by ``placement`` (blocks per rank), else
+    balanced by their FLOPs."""
+    net = build(d, sizes.num_classes, sizes.in_channels, sizes.image_size, seed=plan.seed)
+    cost = measure_cost(net, sizes.in_channels, sizes.image_size)
+    group.ranges = tuple(ranges_of(placement) if placement
+                         else block_groups(cost.block_flops, group.world))
+    report = reporter(label, plan, stop_after) if group.first else stopper(plan, stop_after)
+
+    def checkpoint(snap: dict[str, Any]) -> None:
+        if group.first:
+            write_epochs(out, snap["history"])
+
+    out.mkdir(parents=True, exist_ok=True)  # a rank on another machine may have none yet
+    try:
+        result, step = fit_ranked(net, data, sizes, plan, group, Shards(out, group),
+                                  resume=resume, on_epoch=report, on_checkpoint=checkpoint)
+    except StopAfter:
+        return None
+    test = evaluate_ranked(step, data.test if data is not None else None, sizes.test)
+    return outcome(d, cost, result, test, plan)
+
+
+def write_epochs(out: Path, history: list[dict[str, Any]]) -> None:
+    """The per-epoch metrics of a run, as JSON and CSV (every schedule writes the same)."""
+    write_json_atomic(out / "epochs.json", history)
+    write_text_atomic(out / "epochs.csv", _csv(history))
+
+
+def reporter(label: str, plan: TrainPlan, stop_after: int | None
+             ) -> Callable[[int, EpochMetrics], None]:
+    """The per-epoch callback: one log line, and StopAfter after the --stop-after epoch."""
 
     def report(epoch: int, m: EpochMetrics) -> None:
         blocks = " ".join(f"{a:.3f}" for a in m.block_val_accuracy)
         log.info("%s epoch %d/%d: val %.4f (blocks %s) %.0f img/s", label, epoch, plan.epochs,
                  m.val_accuracy, blocks, m.images_per_second)
+        stopper(plan, stop_after)(epoch, m)
+
+    return report
+
+
+def stopper(plan: TrainPlan, stop_after: int | None) -> Callable[[int, EpochMetrics], None]:
+    """StopAfter after the --stop-after epoch (unless it is the last)."""
+
+    def stop(epoch: int, m: EpochMetrics) -> None:
         if stop_after is not None and epoch >= stop_after and epoch < plan.epochs:
             raise StopAfter
 
-    try:
-        result = fit(net, data, plan, on_epoch=report, resume=state, on_checkpoint=checkpoint)
-    except StopAfter:
-        return None
-    test = evaluate(net, data.test, plan)
+    return stop
+
+
+def outcome(d: Decoupling, cost: NetCost, result: TrainResult, test: list[float],
+            plan: TrainPlan) -> dict[str, Any]:
+    """A finished run's entry in metrics.json."""
     return {
         "test_accuracy": test[-1], "block_test_accuracy": test,
         "val_accuracy": result.val_accuracy, "epochs": len(result.history),

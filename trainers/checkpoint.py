@@ -31,28 +31,41 @@ SOURCE = "source"  # set by load_checkpoint (not saved): the file, for restore's
 
 
 def snapshot(epoch: int, net: DecoupledNet, step: Stepper, gen: torch.Generator,
-             result: TrainResult) -> dict[str, Any]:
+             result: TrainResult, blocks: range | None = None) -> dict[str, Any]:
+    """The training state; with ``blocks``, only those blocks' weights, optimisers and
+    schedules (one rank's shard of a distributed run, see ``trainers.shards``)."""
+    ks = range(net.num_blocks) if blocks is None else blocks
     return {
         "format": FORMAT,
         "epoch": epoch,
         "steps": result.steps,
         "train_seconds": result.train_seconds,
-        "net": net.state_dict(),
-        "optimizers": [o.state_dict() for o in step.opts],
-        "optimizer_types": [type(o).__name__ for o in step.opts],
-        "schedules": [s.state_dict() for s in step.scheds],
+        "net": own_state(net, ks),
+        "optimizers": [step.opts[k].state_dict() for k in ks],
+        "optimizer_types": [type(step.opts[k]).__name__ for k in ks],
+        "schedules": [step.scheds[k].state_dict() for k in ks],
         "generator": gen.get_state(),  # data order and augmentation of the epochs to come
         "history": [asdict(m) for m in result.history],
     }
 
 
+def own_state(net: DecoupledNet, blocks: range) -> dict[str, Tensor]:
+    """The state_dict entries of ``blocks``: their units and heads (the classifier is the
+    last block's head); all of them for every block."""
+    if len(blocks) == net.num_blocks:
+        return net.state_dict()
+    return {key: v for key, v in net.state_dict().items() if _block_of(key, net) in blocks}
+
+
 def restore(state: dict[str, Any], net: DecoupledNet, step: Stepper, gen: torch.Generator,
-            result: TrainResult) -> int:
+            result: TrainResult, blocks: range | None = None) -> int:
     """Loads a snapshot into a freshly built net and stepper; returns the epochs done. A
-    snapshot of another network, or from another kind of device, is a UserError."""
+    snapshot of another network, or from another kind of device, is a UserError. With
+    ``blocks``, the snapshot holds only those blocks (a shard) and only they are loaded."""
     name = str(state.get(SOURCE, "the resume state"))
     check_entries(state, name)
-    differs = _optim_mismatch(state, step) or _net_mismatch(state["net"], net)
+    ks = range(net.num_blocks) if blocks is None else blocks
+    differs = _optim_mismatch(state, step, ks) or _net_mismatch(state["net"], own_state(net, ks))
     if differs:
         raise UserError(f"{name} was written for another network ({differs})")
     if not isinstance(state["generator"], Tensor) or (
@@ -60,11 +73,11 @@ def restore(state: dict[str, Any], net: DecoupledNet, step: Stepper, gen: torch.
         raise UserError(f"{name} was written on another kind of device (its random state does "
                         f"not fit a {gen.device.type} generator); resume on the device it was "
                         "written on")
-    net.load_state_dict(state["net"])
-    for opt, s in zip(step.opts, state["optimizers"]):
-        opt.load_state_dict(s)
-    for sched, s in zip(step.scheds, state["schedules"]):
-        sched.load_state_dict(s)
+    net.load_state_dict(state["net"], strict=len(ks) == net.num_blocks)
+    for k, s in zip(ks, state["optimizers"]):
+        step.opts[k].load_state_dict(s)
+    for k, s in zip(ks, state["schedules"]):
+        step.scheds[k].load_state_dict(s)
     gen.set_state(state["generator"])
     result.steps = int(state["steps"])
     result.train_seconds = float(state["train_seconds"])
@@ -137,25 +150,24 @@ def _first_clause(e: BaseException) -> str:
     return line.split(". ")[0].rstrip(".")
 
 
-def _optim_mismatch(state: Mapping[str, Any], step: Stepper) -> str | None:
-    saved, here = state["optimizers"], step.opts
+def _optim_mismatch(state: Mapping[str, Any], step: Stepper, blocks: range) -> str | None:
+    saved, here = state["optimizers"], [step.opts[k] for k in blocks]
     if not isinstance(saved, list) or len(saved) != len(here):
         count = len(saved) if isinstance(saved, list) else "no"
         return f"{count} blocks there, {len(here)} here"
     kinds = state.get("optimizer_types")  # absent in snapshots of earlier versions
     if not isinstance(kinds, list) or len(kinds) != len(here):
         return None
-    for k, (kind, opt) in enumerate(zip(kinds, here)):
+    for k, kind, opt in zip(blocks, kinds, here):
         if kind != type(opt).__name__:
             return f"block {k + 1}: {kind} there, {type(opt).__name__} here"
     return None
 
 
-def _net_mismatch(saved: Any, net: DecoupledNet) -> str | None:
+def _net_mismatch(saved: Any, own: Mapping[str, Tensor]) -> str | None:
     """The first weight (in module order) that is missing, extra or of another shape."""
     if not isinstance(saved, Mapping):
         return "its weights are not a state dict"
-    own = net.state_dict()
     for key, mine in own.items():
         theirs = saved.get(key)
         if not isinstance(theirs, Tensor):
@@ -165,6 +177,14 @@ def _net_mismatch(saved: Any, net: DecoupledNet) -> str | None:
                     f"{tuple(mine.shape)} here")
     extra = next((k for k in saved if k not in own), None)
     return None if extra is None else f"{_part(extra)}: {extra} is not in this network"
+
+
+def _block_of(key: str, net: DecoupledNet) -> int:
+    """The block a state_dict key belongs to (its units or its head)."""
+    first, _, rest = key.partition(".")
+    if first in ("blocks", "aux_heads"):
+        return int(rest.split(".")[0])
+    return net.num_blocks - 1  # the classifier: the last block's head
 
 
 def _part(key: str) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from bwbpf.spaces import DecoupledNet, UnitInfo, get_backbone, make_aux_head
+from bwbpf.spaces import DecoupledNet, UnitInfo, balanced_cuts, get_backbone, make_aux_head
 from bwbpf.spaces.heads import LocalLoss, final_head_loss
 
 PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
@@ -119,6 +119,14 @@ def measure_cost(net: DecoupledNet, in_channels: int, image_size: tuple[int, int
         h = out.detach()
     bp_flops, bp_saved = _backprop_probe(probe, x, y, params)
     return NetCost(flops, sizes, saved, bp_flops // PROBE_BATCH, bp_saved // PROBE_BATCH)
+
+
+def block_groups(block_flops: list[int], n: int) -> list[range]:
+    """``n`` contiguous groups of blocks (one per device or rank) balanced by the blocks'
+    training FLOPs (``NetCost.block_flops``). FLOPs, not times: every process computes the
+    same groups on its own."""
+    cuts = (0, *balanced_cuts([float(f) for f in block_flops], n), len(block_flops))
+    return [range(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 def _backprop_probe(net: DecoupledNet, x: Tensor, y: Tensor, params: set[int]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from bwbpf.spaces import DecoupledNet, balanced_cuts
+from bwbpf.spaces import DecoupledNet
 from bwbpf.trainers.device import resolve_device
 from bwbpf.trainers.plan import TrainPlan
 from bwbpf.trainers.stepper import Stepper, check_finite
@@ -94,13 +94,12 @@ def place(net: DecoupledNet, names: tuple[str, ...]) -> list[torch.device]:
     devices = [resolve_device(n) for n in names][: net.num_blocks]
     if len(devices) == 1:
         return devices * net.num_blocks
-    from bwbpf.trainers.cost import measure_cost
+    from bwbpf.trainers.cost import block_groups, measure_cost
 
     flops = measure_cost(net, net.in_channels, net.image_size).block_flops
-    cuts = (0, *balanced_cuts([float(f) for f in flops], len(devices)), net.num_blocks)
     out: list[torch.device] = []
-    for d, (a, b) in enumerate(zip(cuts, cuts[1:])):
-        out += [devices[d]] * (b - a)
+    for d, blocks in enumerate(block_groups(flops, len(devices))):
+        out += [devices[d]] * len(blocks)
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 from bwbpf.spaces import ConfigError
 
-Schedule = Literal["sequential", "pipelined"]
+Schedule = Literal["sequential", "pipelined", "distributed"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -25,6 +25,7 @@ class TrainPlan:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     # sequential: block after block on one device. pipelined: one worker per block running
     # concurrently (threads; on CUDA each with its own stream), the same arithmetic.
+    # distributed: one process per group of blocks on torch.distributed (trainers.distributed).
     schedule: Schedule = "sequential"
     devices: tuple[str, ...] = ()  # pipelined: blocks spread over these, balanced by FLOPs
     worker_threads: int | None = None  # pipelined on CPU: torch threads per worker
@@ -60,6 +61,9 @@ class TrainPlan:
                  "eval_batch_size and check_every must be >= 1")
         _require(not self.devices or self.schedule == "pipelined", "devices",
                  "placing blocks on several devices needs schedule='pipelined'")
+        _require(self.schedule != "distributed" or ":" not in self.device, "device",
+                 f"{self.device!r}: under schedule='distributed' every rank takes its own GPU "
+                 "(cuda:LOCAL_RANK); give cuda, cpu or auto")
         _require(self.worker_threads is None or self.worker_threads >= 1, "worker_threads",
                  f"{self.worker_threads!r} must be >= 1")
 
