@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import optuna
 from common import Row, show
-from optuna.trial import TrialState
 
 from bwbpf.reports.record import confirmations, ranked
 from bwbpf.search.runner import run_search
