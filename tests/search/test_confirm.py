@@ -4,6 +4,7 @@ mean over seeds ranks trials for export, the summary and the report."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -21,7 +22,7 @@ from bwbpf.reports.record import (
     ranked,
     save_confirmation,
 )
-from bwbpf.search.confirm import candidates, train
+from bwbpf.search.confirm import candidates, top_trials, train
 from bwbpf.search.runner import load_search_data
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import SearchSpace, sample, to_document
@@ -75,6 +76,10 @@ def test_export_ranks_by_the_confirmed_mean(cli: Runner, db: str, tmp_path: Path
     mo = hand_built(db, "mo", ["accuracy", "speedup"])
     assert {t.number for t in mo.best_trials} == {0, 2}
     assert sorted(exported(cli, db, "mo", tmp_path, "--pareto")) == [1, 2, 3]
+    # what is confirmed: the single-seed front, most accurate first (the same on a rerun)
+    s = SearchSettings(study="mo", storage=db, objectives=("accuracy", "speedup"))
+    assert [t.number for t in top_trials(mo, s)] == [0, 2]
+    assert [t.number for t in top_trials(so, replace(s, objectives=("accuracy",)))] == [0, 3, 1]
 
     rc, out, err = cli("report", "--storage", db, "--study", "so", "-o",
                        str(tmp_path / "r.html"), "--csv", str(tmp_path / "t.csv"))
