@@ -95,6 +95,7 @@ def search(backbone: str, b: Budget, storage: str) -> tuple[Decoupling, float]:
                        train_subset=b.search_subset, val_size=b.val_size,
                        epochs=b.search_epochs, n_trials=b.n_trials, batch_size=b.batch,
                        bp_lrs=b.bp_lrs, device="cpu", quiet=True,
+                       confirm_top=0,  # the winner is re-trained over seeds below, at full size
                        space=SearchSpace(backbones=(backbone,), width=b.width,
                                          min_units=b.min_units))
     start = time.perf_counter()

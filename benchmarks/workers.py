@@ -24,7 +24,8 @@ from pgserver import PostgresServer  # noqa: E402
 N_TRIALS = 8
 FLAGS = ["--dataset", "fashion-mnist", "--no-download", "--train-subset", "2000",
          "--val-size", "500", "--epochs", "2", "--n-trials", str(N_TRIALS), "--sampler",
-         "random", "--pruner", "none", "--no-baselines", "--device", "cpu"]
+         "random", "--pruner", "none", "--no-baselines", "--device", "cpu",
+         "--confirm-top", "0"]
 
 
 def rate(url: str, name: str) -> tuple[float, float]:
@@ -44,7 +45,7 @@ def run() -> list[Row]:
         s = SearchSettings(study="one", storage=pg.url, dataset="fashion-mnist", download=False,
                            train_subset=2000, val_size=500, epochs=2, n_trials=N_TRIALS,
                            sampler="random", pruner="none", baselines=False, device="cpu",
-                           quiet=True)
+                           quiet=True, confirm_top=0)  # trial throughput only
         run_search(s)  # one worker, in this process (instrumented), torch's default threads
         one, trial_s = rate(pg.url, "one")
         storage_s = clock.seconds

@@ -7,14 +7,18 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bwbpf.reports.record import TrialRecord, objective_names
+from bwbpf.reports.record import Confirmation, TrialRecord, confirmations, objective_names
 
 
-def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
+def trial_row(t: optuna.trial.FrozenTrial, names: list[str],
+              confirmed: Confirmation | None = None) -> dict[str, Any]:
     rec = TrialRecord.of(t)
     row: dict[str, Any] = {"number": t.number, "state": t.state.name}
     for i, name in enumerate(names):
         row[f"value_{name}"] = t.values[i] if t.values else None
+    if confirmed is not None:  # value_accuracy stays the single seed
+        row.update(confirmed_mean=confirmed.mean, confirmed_std=confirmed.std,
+                   confirmed_seeds=len(confirmed.seeds))
     duration = t.duration.total_seconds() if t.duration is not None else None
     row.update(baseline=rec.baseline, epochs_run=len(rec.curve), duration_s=duration,
                pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
@@ -44,18 +48,20 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, Any]:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, values, K, cuts (unit and relative), per-block aux
+    """One row per trial: number, state, values (single seed), the mean, sample std and number
+    of seeds of a confirmed trial, K, cuts (unit and relative), per-block aux
     family/depth/width/loss and learning rate, speed-up, memory, per-block final accuracy,
     epochs run, duration, pruned-at epoch, and why a trial breaks the study's constraints
     (``rejected``: never trained; ``infeasible``: a baseline trained anyway). Columns a trial
     lacks are missing values."""
     names = objective_names(study)
-    rows = [trial_row(t, names) for t in study.get_trials(deepcopy=False)]
+    conf = confirmations(study)
+    rows = [trial_row(t, names, conf.get(t.number)) for t in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
     if "K" in frame:
         frame["K"] = frame["K"].astype("Int64")
     ints = [c for c in frame.columns if c.startswith("cut_") or c.endswith("_depth")]
-    for c in ints + ["pruned_at"]:
+    for c in ints + ["pruned_at", "confirmed_seeds"]:
         if c in frame:
             frame[c] = frame[c].astype("Int64")
     return frame

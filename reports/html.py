@@ -68,12 +68,18 @@ def _summary_table(study: optuna.Study) -> str:
     cells = []
     for r in rows:
         gap = "" if r.label == "best" or r.accuracy is None else f"{best - r.accuracy:+.4f}"
+        c = r.confirmed
         acc = "" if r.accuracy is None else f"{r.accuracy:.4f}"
+        acc += f" ± {c.std:.4f}" if c else ""
+        seeds = str(len(c.seeds)) if c else "1"
+        single = "" if r.single is None else f"{r.single:.4f}"
         spd = "" if r.speedup is None else f"{r.speedup:.2f}x"
         trial = "" if r.trial is None else str(r.trial)
         cells.append(f"<tr><td>{html.escape(r.label)}</td><td>{trial}</td><td>{acc}</td>"
-                     f"<td>{gap}</td><td>{spd}</td><td>{html.escape(r.note)}</td></tr>")
-    head = ("<tr><th></th><th>trial</th><th>val accuracy</th><th>best minus this</th>"
+                     f"<td>{seeds}</td><td>{single}</td><td>{gap}</td><td>{spd}</td>"
+                     f"<td>{html.escape(r.note)}</td></tr>")
+    head = ("<tr><th></th><th>trial</th><th>val accuracy (mean ± std over seeds)</th>"
+            "<th>seeds</th><th>single seed</th><th>best minus this</th>"
             "<th>speed-up over BP</th><th></th></tr>")
     return f"<table>{head}{''.join(cells)}</table>"
 

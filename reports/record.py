@@ -6,16 +6,19 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
 - ``TrialRecord``: a trial's user attributes as a frozen dataclass. ``TrialRecord.of(trial)``
   reads them; ``save(trial, old, new)`` writes the fields that changed; ``attrs()`` gives the
   attribute dict (tests build trials by hand with it).
-- Study attributes: the run's settings and the BP baselines (``study_settings``,
-  ``bp_baselines``).
-- ``best_trial`` (among the trials that meet the study's constraints), ``state_counts`` and
-  the ``summary`` rows that the run's last lines and the report's table show.
+- Study attributes: the run's settings, the BP baselines (``study_settings``,
+  ``bp_baselines``) and the confirmations over seeds (``confirmations``, ``bp_confirmation``;
+  a finished trial's own attributes are read-only, so they live with the study).
+- ``ranked`` and ``best_trial`` (among the trials that meet the study's constraints, confirmed
+  ones first), ``state_counts`` and the ``summary`` rows that the run's last lines and the
+  report's table show.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -28,6 +31,8 @@ MB = 2**20  # bytes in the MB of every *_mb figure
 # Study user attributes.
 SETTINGS = "settings"  # SearchSettings.record() of the run that created the study
 BP_BASELINE = "bp_baseline"  # backbone -> the BP learning-rate sweep and its winner
+CONFIRMED = "confirmed:"  # + a trial number: that trial re-trained over seeds (Confirmation)
+BP_CONFIRMED = "confirmed"  # the same, inside a BP_BASELINE entry
 
 AnyTrial = Union[FrozenTrial, optuna.Trial]
 
@@ -43,9 +48,11 @@ class TrialRecord:
     block_params: tuple[int, ...] = ()
     # Against end-to-end BP on the same backbone and batch (see trainers.cost.NetCost).
     speedup: float | None = None  # BP step / slowest block step, its head included
-    speedup_flops: float | None = None  # the same from FLOPs (search.costs: the two figures)
-    block_seconds: tuple[float, ...] = ()  # measured: predicted step of each block, its head in
-    backprop_seconds: float | None = None  # measured: predicted step of end-to-end BP
+    # Where step times were measured, ``speedup`` is predicted from them and this is the
+    # FLOPs figure; None when ``speedup`` itself is from FLOPs.
+    speedup_flops: float | None = None
+    block_seconds: tuple[float, ...] = ()  # predicted step time of each block, head included
+    backprop_seconds: float | None = None  # predicted step time of end-to-end BP
     compute_overhead: float | None = None  # all blocks' steps / BP's step
     memory_ratio: float | None = None  # peak saved activations / BP's
     peak_activation_mb: float | None = None  # per batch
@@ -133,6 +140,78 @@ def bp_baselines(study: optuna.Study) -> dict[str, dict[str, Any]]:
     return dict(study.user_attrs.get(BP_BASELINE) or {})
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """A decoupling (or end-to-end BP: ``trial`` None) trained at the trial budget over several
+    seeds. The first seed is the search's own (the single-seed result), so the mean is over
+    every training of the same config, and a lucky seed is averaged rather than dropped."""
+
+    trial: int | None
+    seeds: tuple[int, ...]
+    accuracy: tuple[float, ...]  # validation accuracy at the last epoch, one per seed
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracy)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (n - 1: the seeds are a sample of all seeds); 0 for one."""
+        return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
+
+    def with_seed(self, seed: int, accuracy: float) -> Confirmation:
+        return Confirmation(self.trial, (*self.seeds, seed), (*self.accuracy, accuracy))
+
+    def shown(self) -> str:
+        return f"{self.mean:.4f} ± {self.std:.4f} over {len(self.seeds)} seeds"
+
+    def stored(self) -> dict[str, list[Any]]:
+        return {"seeds": list(self.seeds), "val_accuracy": list(self.accuracy)}
+
+    @classmethod
+    def parse(cls, trial: int | None, raw: Any) -> Confirmation | None:
+        """The stored form read back; None for a malformed entry or a single seed (that is the
+        search's result alone: nothing confirmed yet)."""
+        if not isinstance(raw, dict):
+            return None
+        seeds, acc = raw.get("seeds"), raw.get("val_accuracy")
+        if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)
+                and len(seeds) > 1):
+            return None
+        return cls(trial, tuple(int(x) for x in seeds), tuple(float(x) for x in acc))
+
+
+def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
+    """Trial number -> its confirmation, for the trials confirmed so far."""
+    out: dict[int, Confirmation] = {}
+    for key, raw in study.user_attrs.items():
+        number = key[len(CONFIRMED):]
+        if key.startswith(CONFIRMED) and number.isdigit():
+            c = Confirmation.parse(int(number), raw)
+            if c is not None:
+                out[int(number)] = c
+    return dict(sorted(out.items()))
+
+
+def bp_confirmation(study: optuna.Study, backbone: str) -> Confirmation | None:
+    entry = bp_baselines(study).get(backbone) or {}
+    return Confirmation.parse(None, entry.get(BP_CONFIRMED))
+
+
+def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | None = None
+                      ) -> None:
+    """Stores ``c``: a trial's under its own key, BP's (``trial`` None) in its backbone's
+    BP_BASELINE entry."""
+    if c.trial is not None:
+        study.set_user_attr(f"{CONFIRMED}{c.trial}", c.stored())
+        return
+    if backbone is None:
+        raise ValueError("a BP confirmation needs its backbone")
+    stored = bp_baselines(study)
+    stored[backbone] = {**stored[backbone], BP_CONFIRMED: c.stored()}
+    study.set_user_attr(BP_BASELINE, stored)
+
+
 def objective_names(study: optuna.Study) -> list[str]:
     """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
     names = study_settings(study).get("objectives")
@@ -147,11 +226,36 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in done if TrialRecord.of(t).feasible]
 
 
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials that meet the study's constraints, best first: the confirmed ones by
+    their mean over seeds, then the others by their single-seed accuracy (accuracy is always
+    the first objective); ties go to the earlier trial. Confirmed first: a confirmation runs
+    on the best single-seed trials, so one left out ranked lower, and its single seed is the
+    kind of figure confirmation exists to correct."""
+    conf = confirmations(study)
+
+    def key(t: FrozenTrial) -> tuple[bool, float, int]:
+        c = conf.get(t.number)
+        return c is None, -(c.mean if c else t.values[0]), t.number
+
+    return sorted(feasible_trials(study), key=key)
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The most accurate complete trial that meets the study's constraints (accuracy is always
-    the first objective); ties go to the earlier trial."""
-    done = feasible_trials(study)
-    return max(done, key=lambda t: (t.values[0], -t.number)) if done else None
+    """The first of ``ranked``."""
+    done = ranked(study)
+    return done[0] if done else None
+
+
+def nondominated(values: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[int]:
+    """Indices of the points no other point dominates (at least as good in every objective,
+    better in one): the Pareto front, as Optuna computes it for ``study.best_trials``."""
+    signed = [[v if up else -v for v, up in zip(p, maximize)] for p in values]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and a != b
+
+    return [i for i, p in enumerate(signed) if not any(dominates(q, p) for q in signed)]
 
 
 def no_best(study: optuna.Study) -> str:
@@ -190,9 +294,22 @@ def describe(trial: AnyTrial) -> str:
 class SummaryRow(NamedTuple):
     label: str  # "best", "paper", "uniform", "backprop"
     trial: int | None
-    accuracy: float | None  # validation accuracy (the last epoch for pruned baselines)
+    accuracy: float | None  # what ranks: the mean over seeds when confirmed, else ``single``
     speedup: float | None  # over end-to-end BP
     note: str
+    single: float | None = None  # the single-seed validation accuracy (the last epoch's)
+    confirmed: Confirmation | None = None
+
+    def shown(self) -> str:
+        """"0.8123 ± 0.0040 over 3 seeds (single seed 0.8200)", or the single seed alone."""
+        if self.confirmed is None:
+            return "" if self.accuracy is None else f"{self.accuracy:.4f}"
+        return f"{self.confirmed.shown()} (single seed {self.single:.4f})"
+
+
+def _row(label: str, trial: int | None, single: float, speedup: float | None, note: str,
+         c: Confirmation | None) -> SummaryRow:
+    return SummaryRow(label, trial, c.mean if c else single, speedup, note, single, c)
 
 
 def summary(study: optuna.Study) -> list[SummaryRow]:
@@ -200,9 +317,11 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
     best = best_trial(study)
     if best is None:
         return []
+    conf = confirmations(study)
     rec = TrialRecord.of(best)
     d = rec.decoupling()
-    rows = [SummaryRow("best", best.number, best.values[0], rec.speedup, describe(best))]
+    rows = [_row("best", best.number, best.values[0], rec.speedup, describe(best),
+                 conf.get(best.number))]
     for t in study.get_trials(deepcopy=False):
         r = TrialRecord.of(t)
         # an interrupted or surplus baseline was run again: its rerun is the row
@@ -214,13 +333,27 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
                 note = "is the best"
             if r.infeasible:
                 note = ", ".join(filter(None, [note, f"infeasible: {r.infeasible}"]))
-            rows.append(SummaryRow(r.baseline, t.number, r.curve[-1], r.speedup, note))
-    bp = bp_baselines(study).get(d.backbone if d else "")
+            rows.append(_row(r.baseline, t.number, r.curve[-1], r.speedup, note,
+                             conf.get(t.number)))
+    backbone = d.backbone if d else ""
+    bp = bp_baselines(study).get(backbone)
     if bp:
-        rows.append(SummaryRow("backprop", None, bp["val_accuracy"], 1.0,
-                               f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} "
-                               "in a sweep"))
+        rows.append(_row("backprop", None, bp["val_accuracy"], 1.0,
+                         f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} in a sweep",
+                         bp_confirmation(study, backbone)))
     return rows
+
+
+def describe_confirmed(study: optuna.Study) -> str | None:
+    """"confirmed over 3 seeds: 5 trials and BP", or None when nothing is confirmed."""
+    conf = list(confirmations(study).values())
+    bp = [c for b in bp_baselines(study) if (c := bp_confirmation(study, b)) is not None]
+    if not conf and not bp:
+        return None
+    sizes = sorted({len(c.seeds) for c in conf + bp})
+    seeds = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    what = [f"{len(conf)} trial{'s' if len(conf) != 1 else ''}"] if conf else []
+    return f"confirmed over {seeds} seeds: {' and '.join(what + (['BP'] if bp else []))}"
 
 
 def verdict(gap: float, *, digits: int = 4) -> str:

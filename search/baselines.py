@@ -44,19 +44,29 @@ def enqueue_references(study: optuna.Study, s: SearchSettings) -> list[str]:
 MAX_EXTRA_LRS = 2  # sweep points added beyond an edge that wins
 
 
+def bp_decoupling(s: SearchSettings, backbone: str, lr: float) -> Decoupling:
+    """End-to-end BP on ``backbone`` at the space's width, weight decay and optimiser."""
+    optim = BlockOptim(lr=lr, weight_decay=s.space.middle_weight_decay,
+                       optimizer=s.space.optimizer)
+    return Decoupling.end_to_end(backbone, width=s.space.width, optim=optim)
+
+
+def bp_plan(s: SearchSettings, seed: int) -> TrainPlan:
+    """BP's training at the trial budget (one block: the sequential schedule)."""
+    return TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=seed, device=s.device)
+
+
 def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
     """End-to-end BP on the same backbone, data and epochs; its learning rate is the best of a
     small sweep on the validation split, so the comparison is fair to BP. When an end of the
     sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice."""
     wd = s.space.middle_weight_decay
-    plan = TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, device=s.device)
+    plan = bp_plan(s, s.seed)
     sweep: list[dict[str, Any]] = []
     todo = sorted(set(s.bp_lrs))
     while todo:
         lr = todo.pop(0)
-        d = Decoupling.end_to_end(backbone, width=s.space.width,
-                                  optim=BlockOptim(lr=lr, weight_decay=wd,
-                                                   optimizer=s.space.optimizer))
+        d = bp_decoupling(s, backbone, lr)
         net = build(d, data.num_classes, data.in_channels, data.image_size, seed=s.seed)
         r = fit(net, data, plan)
         curve = [round(m.val_accuracy, 5) for m in r.history]

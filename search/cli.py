@@ -265,6 +265,13 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--heartbeat", type=_positive_int, default=SearchSettings.heartbeat,
                    help="seconds between a running trial's heartbeats (RDB storages); a "
                         "trial that misses three is failed and re-queued (default %(default)s)")
+    g.add_argument("--confirm-top", type=_count, default=SearchSettings.confirm_top,
+                   metavar="N", help="after the search, re-train the N best trials, the "
+                   "reference trials and BP for more seeds; they then rank by their mean "
+                   "(0: off; default %(default)s)")
+    g.add_argument("--confirm-seeds", type=_positive_int, default=SearchSettings.confirm_seeds,
+                   metavar="S", help="seeds each confirmed config trains beyond the search's "
+                   "own (default %(default)s)")
     g.add_argument("--jobs", type=_positive_int, default=1,
                    help="worker processes on this machine sharing the study")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)

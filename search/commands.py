@@ -126,7 +126,8 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
         seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
         heartbeat=args.heartbeat, quiet=args.quiet, schedule=args.schedule,
-        devices=tuple(args.devices), compile=args.compile, cost_model=args.cost_model)
+        devices=tuple(args.devices), compile=args.compile, cost_model=args.cost_model,
+        confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -163,14 +164,15 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
             rest.append(a)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     cmd = [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
-           "--worker", str(worker), "--no-baselines", "--threads", str(threads)]
+           "--worker", str(worker), "--no-baselines", "--threads", str(threads),
+           "--confirm-top", "0"]  # the parent confirms once the workers are done
     return cmd, {**os.environ, "BWBPF_STORAGE": args.storage}
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from bwbpf.reports.record import best_trial, describe_counts, state_counts
+    from bwbpf.reports.record import best_trial, confirmations, describe_counts, state_counts
     from bwbpf.search.study import check_study_name, open_storage
 
     check_study_name(args.study)  # not used here, but a bad flag is still refused
@@ -181,7 +183,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
         best = best_trial(study)
-        where = f"best {best.values[0]:.4f} (trial {best.number})" if best else "no result yet"
+        where = "no result yet"
+        if best:
+            c = confirmations(study).get(best.number)
+            where = f"best {c.shown() if c else f'{best.values[0]:.4f}'} (trial {best.number})"
         states = describe_counts(state_counts(study))
         dirs = ",".join(d.name.lower() for d in study.directions)
         print(f"{name}: {states}; {dirs}; {where}")

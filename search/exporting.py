@@ -9,7 +9,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import TrialRecord, feasible_trials
+from bwbpf.reports.record import (
+    TrialRecord,
+    confirmations,
+    feasible_trials,
+    nondominated,
+    ranked,
+)
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
@@ -20,7 +26,8 @@ MAX_STEM = 120  # bytes of a study name kept in a file name (file names end at 2
 def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | None
            ) -> list[FrozenTrial]:
     """The trials to export: one number, the Pareto set, the top K by accuracy, or the best.
-    All but --trial choose among the trials that meet the study's constraints."""
+    All but --trial choose among the trials that meet the study's constraints, and rank a
+    confirmed trial by its mean over seeds (reports.record.ranked)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise UserError(f"study {study.study_name!r} has no finished trial to export yet")
@@ -36,10 +43,22 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
     if not feasible:
         raise UserError(f"study {study.study_name!r}: none of its {len(done)} finished trials "
                         "meets its constraints; export one anyway with --trial N")
-    if pareto:  # Optuna's front holds feasible trials only (their constraint values)
-        return sorted(study.best_trials, key=lambda t: -t.values[0])
-    ranked = sorted(feasible, key=lambda t: (-t.values[0], t.number))
-    return ranked[:top] if top else ranked[:1]
+    if pareto:
+        return front(study)
+    best = ranked(study)  # confirmed trials by their mean over seeds first
+    return best[:top] if top else best[:1]
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto set of the feasible trials, a confirmed trial's accuracy being its mean over
+    seeds; most accurate first. Not ``study.best_trials``: Optuna knows single seeds only."""
+    conf = confirmations(study)
+    trials = feasible_trials(study)
+    points = [[conf[t.number].mean if t.number in conf else t.values[0], *t.values[1:]]
+              for t in trials]
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    keep = nondominated(points, maximize)
+    return [trials[i] for i in sorted(keep, key=lambda i: (-points[i][0], trials[i].number))]
 
 
 def document(t: FrozenTrial) -> dict[str, Any]:

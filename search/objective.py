@@ -10,7 +10,8 @@ from typing import Any
 import optuna
 import torch
 
-from bwbpf.reports.record import MB, TrialRecord, bp_baselines, save
+from bwbpf.reports.note import save_note
+from bwbpf.reports.record import MB, Confirmation, TrialRecord, bp_baselines, save
 from bwbpf.search.budget import SurplusTrial, used
 from bwbpf.search.constraints import judge, of_space
 from bwbpf.search.costs import cost_record
@@ -25,6 +26,26 @@ log = logging.getLogger("bwbpf.search")
 FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, SurplusTrial)  # the trial fails, study goes on
 
 
+def write_note(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+               confirmation: Confirmation | None = None) -> None:
+    """The trial's note in optuna-dashboard (reports.note), written when it ends (an Optuna
+    callback: pruned, rejected and failed trials too) and when it is confirmed. Best-effort:
+    a note only shows what the trial stores, so no failure to write one may end a trial, a
+    confirmation or the search (Ctrl-C is no Exception, and still stops them)."""
+    try:
+        save_note(study, trial, confirmation)
+    except Exception as e:
+        log.warning("trial %d: its dashboard note was not written (%s: %s)", trial.number,
+                    type(e).__name__, e)
+
+
+def trial_plan(s: SearchSettings, seed: int) -> TrainPlan:
+    """A trial's training: the study's budget, schedule and devices, initialised from ``seed``
+    (the study's seed in the search; others when a trial is confirmed)."""
+    return TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=seed, device=s.device,
+                     schedule=s.schedule, devices=s.devices, compile=s.compile)
+
+
 class Objective:
     def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False,
                  timer: StepTimer | None = None) -> None:
@@ -35,10 +56,7 @@ class Objective:
                                         reduction_factor=settings.reduction_factor,
                                         startup_trials=settings.pruner_startup
                                         ) if settings.multi_objective else None
-        self.plan = TrainPlan(epochs=settings.epochs, batch_size=settings.batch_size,
-                              seed=settings.seed, device=settings.device,
-                              schedule=settings.schedule,
-                              devices=settings.devices, compile=settings.compile)
+        self.plan = trial_plan(settings, settings.seed)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         # An enqueued baseline carries its name; a re-queued trial carries its failed

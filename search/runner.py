@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import optuna
 
@@ -14,6 +15,7 @@ from bwbpf.reports.record import (
     TrialRecord,
     best_trial,
     describe,
+    describe_confirmed,
     describe_counts,
     no_best,
     state_counts,
@@ -22,9 +24,10 @@ from bwbpf.reports.record import (
 from bwbpf.reports.record import summary as summary_rows
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
+from bwbpf.search.confirm import confirm
 from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.costs import attach, step_timer
-from bwbpf.search.objective import FAILURES, Objective
+from bwbpf.search.objective import FAILURES, Objective, write_note
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import (
     check_storage_url,
@@ -70,11 +73,12 @@ def load_search_data(s: SearchSettings) -> Data:
 
 
 def start(s: SearchSettings, *, adopted: set[int] | None = None
-          ) -> tuple[optuna.Study, Data | None, StepTimer | None]:
+          ) -> tuple[optuna.Study, Data, bool, StepTimer | None]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
-    search.workers.reap) and queues the missing baselines; (study, data, the study's step
-    timer), or data None when the study's budget is used and no trial is running that may
-    yet give some back."""
+    search.workers.reap) and queues the missing baselines; (study, data, whether to search,
+    the study's step timer): False when the study's budget is used and no trial is running
+    that may yet give some back (the data is still wanted: confirmation may have seeds to
+    train)."""
     check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
@@ -88,24 +92,32 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     if budget.used(study) >= s.n_trials and not (beats and _running(study)):
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
-        return study, None, timer
+        return study, data, False, timer
     if s.baselines:
         enqueue_references(study, s)
         ensure_bp_baselines(study, s, data)
-    return study, data, timer
+    return study, data, True, timer
 
 
 def run_search(s: SearchSettings) -> optuna.Study:
     """Runs trials until the study holds ``n_trials`` that use budget and none is running,
-    or until the timeout; a dead worker's trial is run again here (see _room)."""
+    or until the timeout; a dead worker's trial is run again here (see _room). Then confirms
+    the winners (search.confirm), also when the budget was used before this run."""
     adopted: set[int] = set()
-    study, data, timer = start(s, adopted=adopted)
-    if data is None:
-        return study
+    study, data, searching, timer = start(s, adopted=adopted)
+    deadline = None if s.timeout is None else time.monotonic() + s.timeout
+    with storage_errors(s):
+        if searching:
+            search(study, s, data, adopted, deadline, timer)
+        confirm(study, s, data, deadline=deadline)
+    return study
+
+
+def search(study: optuna.Study, s: SearchSettings, data: Data, adopted: set[int],
+           deadline: float | None, timer: StepTimer | None) -> None:
     progress = Progress(study, s)
     objective = Objective(s, data, progress=progress.enabled, timer=timer)
-    deadline = None if s.timeout is None else time.monotonic() + s.timeout
-    callbacks = [progress, _stop_at_budget(s.n_trials)]
+    callbacks = [progress, write_note, _stop_at_budget(s.n_trials)]
     rules = of_space(s.space)
     if rules:
         callbacks.append(RejectionGuard(rules))
@@ -116,24 +128,38 @@ def run_search(s: SearchSettings) -> optuna.Study:
             left = None if deadline is None else deadline - time.monotonic()
             study.optimize(objective, timeout=left, catch=FAILURES, callbacks=callbacks,
                            gc_after_trial=False)
+    finally:
+        progress.close()
+
+
+@contextmanager
+def storage_errors(s: SearchSettings) -> Iterator[None]:
+    """A storage that went away mid-run ends in one line (StorageLost), not a traceback."""
+    try:
+        yield
     except Exception as e:
         if storage_cause(e) is None:
             raise
         raise storage_lost(e, s.storage) from None
-    finally:
-        progress.close()
-    return study
 
 
 def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str]]], *,
                 poll_s: float = 2.0) -> tuple[optuna.Study, int]:
     """Starts the study (baselines included) here, then one process per (argv, environment)
-    of commands.worker_launch, each a worker of the same study; shows their progress; returns
-    the study and the worst exit status. Processes, not threads: each has its own interpreter
-    and torch thread pool."""
-    study, data, _ = start(s)
-    if data is None:
-        return study, 0
+    of commands.worker_launch, each a worker of the same study; shows their progress; then
+    confirms the winners here (the workers do not); returns the study and the worst exit
+    status. Processes, not threads: each has its own interpreter and torch thread pool."""
+    study, data, searching, _ = start(s)
+    deadline = None if s.timeout is None else time.monotonic() + s.timeout
+    code = watch(study, s, launches, poll_s) if searching else 0
+    with storage_errors(s):
+        confirm(study, s, data, deadline=deadline)
+    return study, code
+
+
+def watch(study: optuna.Study, s: SearchSettings,
+          launches: list[tuple[list[str], dict[str, str]]], poll_s: float) -> int:
+    """Runs the worker processes to their end, a line per finished trial; the worst status."""
     if s.storage.startswith("sqlite"):
         log.warning("SQLite serialises writers; for parallel workers use PostgreSQL or "
                     "journal:FILE (see README)")
@@ -153,7 +179,7 @@ def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str
         raise
     finally:
         progress.close()
-    return study, max(p.returncode for p in procs)
+    return max(p.returncode for p in procs)
 
 
 def _stop_at_budget(n_trials: int) -> Any:
@@ -238,21 +264,25 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
 
 
 def summary(study: optuna.Study) -> list[str]:
-    """Best against the BP baseline and the reference decouplings, whichever wins."""
+    """Best against the BP baseline and the reference decouplings, whichever wins; confirmed
+    accuracies (the mean over seeds) next to their single seed."""
     lines = [f"study {study.study_name}: {describe_counts(state_counts(study))}"]
+    confirmed = describe_confirmed(study)
+    if confirmed:
+        lines.append(confirmed)
     rows = summary_rows(study)
     if not rows:
         return lines + [no_best(study)]
     best = rows[0]
     speed = f", speed-up over BP {best.speedup:.2f}x" if best.speedup else ""
-    lines.append(f"best     trial {best.trial}: val {best.accuracy:.4f}  {best.note}{speed}")
+    lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}{speed}")
     for r in rows[1:]:
         gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
         if r.label == "backprop":
-            lines.append(f"backprop ({r.note}): val {r.accuracy:.4f}  (best {gap:+.4f}: "
+            lines.append(f"backprop ({r.note}): val {r.shown()}  (best {gap:+.4f}: "
                          f"the search {verdict(gap)} end-to-end BP)")
         else:
             state = f", {r.note}" if r.note else ""
             versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
-            lines.append(f"{r.label:8s} trial {r.trial}: val {r.accuracy:.4f}{state}{versus}")
+            lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
     return lines

@@ -67,6 +67,10 @@ class SearchSettings:
     devices: tuple[str, ...] = ()  # pipelined: blocks spread over these devices
     compile: bool = False  # torch.compile blocks and heads
     cost_model: CostModel = "measured"  # speed-up from measured step times, or from FLOPs
+    # After the search: the best trials, the reference trials and BP re-trained for this many
+    # more seeds (search.confirm). Not part of a study's identity: a rerun may ask for more.
+    confirm_top: int = 3  # 0: no confirmation
+    confirm_seeds: int = 2
 
     def __post_init__(self) -> None:
         check_study_name(self.study, new=True)
@@ -79,7 +83,8 @@ class SearchSettings:
                  and all(o in DIRECTIONS for o in objs),
                  f"--objectives {','.join(objs)!r}: accuracy first, then any of speedup, "
                  "memory (e.g. accuracy,speedup)")
-        for name in ("epochs", "batch_size", "n_trials", "min_epochs", "heartbeat"):
+        for name in ("epochs", "batch_size", "n_trials", "min_epochs", "heartbeat",
+                     "confirm_seeds"):
             v = getattr(self, name)
             flag = "--" + name.replace("_", "-")
             _require(isinstance(v, int) and v >= 1, f"{flag}: {v!r} must be >= 1")
@@ -88,6 +93,8 @@ class SearchSettings:
         _require(self.reduction_factor >= 2, f"--reduction-factor {self.reduction_factor} < 2")
         _require(isinstance(self.pruner_startup, int) and self.pruner_startup >= 0,
                  f"--pruner-startup {self.pruner_startup!r}: must be >= 0")
+        _require(isinstance(self.confirm_top, int) and self.confirm_top >= 0,
+                 f"--confirm-top {self.confirm_top!r}: must be >= 0 (0: no confirmation)")
         _require(isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
                  f"--seed {self.seed!r}: must be in 0..{MAX_SEED}")
         _require(self.timeout is None or (self.timeout > 0 and math.isfinite(self.timeout)),

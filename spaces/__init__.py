@@ -8,7 +8,13 @@ from bwbpf.spaces.heads import AuxHead, list_aux_heads, make_aux_head
 from bwbpf.spaces.net import DecoupledNet, build
 from bwbpf.spaces.partition import balanced_cuts
 from bwbpf.spaces.registry import Registry
-from bwbpf.spaces.space import SearchSpace, params_for, reference_decouplings, sample
+from bwbpf.spaces.space import (
+    SearchSpace,
+    params_for,
+    reference_decouplings,
+    sample,
+    unused_params,
+)
 from bwbpf.spaces.transfer import RelativeCut, transfer
 
 __all__ = [
@@ -37,4 +43,5 @@ __all__ = [
     "stage_boundaries",
     "to_document",
     "transfer",
+    "unused_params",
 ]

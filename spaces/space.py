@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -201,6 +202,23 @@ def sample(trial: TrialLike, space: SearchSpace) -> Decoupling:
     optim = tuple(BlockOptim(lr=min(10.0, lr * mults[i]), weight_decay=wd,
                              optimizer=space.optimizer) for i in range(k))
     return Decoupling(backbone, cuts, tuple(aux[:k - 1]), optim, space.width)
+
+
+_INDEXED = re.compile(r"(cut|aux|lr_mult)_(\d+)(?:_\w+)?")
+# The first index of each indexed parameter that a K-block decoupling leaves unused.
+_FIRST_UNUSED = {"cut": 0, "aux": -1, "lr_mult": 0}  # + K: cut_1..K-1, aux_0..K-2, lr_mult_0..K-1
+
+
+def unused_params(params: Mapping[str, Any], num_blocks: int) -> list[str]:
+    """The names among ``params`` that ``sample`` draws for every trial but a decoupling of
+    ``num_blocks`` blocks ignores: the cuts, heads and learning-rate multipliers of the blocks
+    past K (the encoding is fixed-dimensional; see the module docstring)."""
+    out = []
+    for name in params:
+        m = _INDEXED.fullmatch(name)
+        if m and int(m.group(2)) >= num_blocks + _FIRST_UNUSED[m.group(1)]:
+            out.append(name)
+    return out
 
 
 def params_for(d: Decoupling, space: SearchSpace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bwbpf.reports.note import save_note
 from bwbpf.reports.record import BP_BASELINE, SETTINGS, TrialRecord
 from bwbpf.search.cli import main
 from bwbpf.spaces import SearchSpace, params_for, reference_decouplings, sample, to_document
@@ -68,6 +69,7 @@ def add_trial(study: optuna.Study, plan: Plan, objectives: list[str]) -> None:
     else:
         values = {"accuracy": plan.curve[-1], "speedup": plan.speedup}
         study.tell(trial, [values[o] for o in objectives])
+    save_note(study, study.get_trials()[-1])  # as `run` does when a trial ends
 
 
 def make_study(url: str, name: str, objectives: list[str]) -> None:

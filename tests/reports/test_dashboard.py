@@ -59,6 +59,8 @@ def test_dashboard_api_and_page(dashboard: str, so: optuna.Study, browser) -> No
         assert doc["provenance"]["trial"] == t["number"]
         if t["state"] == "Pruned":
             assert t["intermediate_values"], "pruned trials keep their curve"
+        note = t["note"]["body"]  # the decoupling as a table (reports.note)
+        assert note.startswith(f"### Trial {t['number']}") and "| block | units |" in note
     assert detail["best_trials"] and detail["has_intermediate_values"]
 
     browser.open(f"{dashboard}/dashboard/studies/{by_name['so']['study_id']}")
