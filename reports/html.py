@@ -74,13 +74,16 @@ def _summary_table(study: optuna.Study) -> str:
         seeds = str(len(c.seeds)) if c else "1"
         single = "" if r.single is None else f"{r.single:.4f}"
         spd = "" if r.speedup is None else f"{r.speedup:.2f}x"
+        flops = "" if r.speedup_flops is None else f"{r.speedup_flops:.2f}x"
+        memory = "" if r.memory is None else f"{r.memory:.2f}"
         trial = "" if r.trial is None else str(r.trial)
         cells.append(f"<tr><td>{html.escape(r.label)}</td><td>{trial}</td><td>{acc}</td>"
                      f"<td>{seeds}</td><td>{single}</td><td>{gap}</td><td>{spd}</td>"
-                     f"<td>{html.escape(r.note)}</td></tr>")
+                     f"<td>{flops}</td><td>{memory}</td><td>{html.escape(r.note)}</td></tr>")
     head = ("<tr><th></th><th>trial</th><th>val accuracy (mean ± std over seeds)</th>"
             "<th>seeds</th><th>single seed</th><th>best minus this</th>"
-            "<th>speed-up over BP</th><th></th></tr>")
+            "<th>speed-up over BP</th><th>from FLOPs</th><th>memory / BP's</th>"
+            "<th></th></tr>")
     return f"<table>{head}{''.join(cells)}</table>"
 
 

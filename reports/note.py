@@ -37,7 +37,7 @@ def figures(rec: TrialRecord, confirmation: Confirmation | None) -> list[tuple[s
     """(what, value) rows: costs against end-to-end BP, then accuracy."""
     rows = []
     if rec.speedup is not None:
-        if rec.speedup_flops is not None:  # speedup is the prediction from measured times
+        if rec.block_seconds and rec.speedup_flops is not None:  # measured: FLOPs beside
             spd = f"{rec.speedup:.2f}x from measured step times, {rec.speedup_flops:.2f}x " \
                   "from FLOPs"
         else:

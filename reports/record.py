@@ -48,11 +48,11 @@ class TrialRecord:
     block_params: tuple[int, ...] = ()
     # Against end-to-end BP on the same backbone and batch (see trainers.cost.NetCost).
     speedup: float | None = None  # BP step / slowest block step, its head included
-    # Where step times were measured, ``speedup`` is predicted from them and this is the
-    # FLOPs figure; None when ``speedup`` itself is from FLOPs.
+    # The speed-up from FLOPs, recorded either way (search.costs); ``speedup`` is predicted
+    # from measured step times when the study measures them (then ``block_seconds`` is set).
     speedup_flops: float | None = None
-    block_seconds: tuple[float, ...] = ()  # predicted step time of each block, head included
-    backprop_seconds: float | None = None  # predicted step time of end-to-end BP
+    block_seconds: tuple[float, ...] = ()  # measured: predicted step of each block, its head in
+    backprop_seconds: float | None = None  # measured: predicted step of end-to-end BP
     compute_overhead: float | None = None  # all blocks' steps / BP's step
     memory_ratio: float | None = None  # peak saved activations / BP's
     peak_activation_mb: float | None = None  # per batch
@@ -299,6 +299,17 @@ class SummaryRow(NamedTuple):
     note: str
     single: float | None = None  # the single-seed validation accuracy (the last epoch's)
     confirmed: Confirmation | None = None
+    speedup_flops: float | None = None  # the FLOPs figure, where ``speedup`` is measured
+    memory: float | None = None  # peak saved activations / BP's
+
+    def costs(self) -> str:
+        """"speed-up 2.31x (FLOPs 2.07x), memory 0.55 of BP's", or "" when unknown."""
+        if self.speedup is None:
+            return ""
+        flops = (f" (FLOPs {self.speedup_flops:.2f}x)" if self.speedup_flops is not None
+                 and self.speedup_flops != self.speedup else "")
+        memory = "" if self.memory is None else f", memory {self.memory:.2f} of BP's"
+        return f"speed-up {self.speedup:.2f}x{flops}{memory}"
 
     def shown(self) -> str:
         """"0.8123 ± 0.0040 over 3 seeds (single seed 0.8200)", or the single seed alone."""
@@ -307,9 +318,13 @@ class SummaryRow(NamedTuple):
         return f"{self.confirmed.shown()} (single seed {self.single:.4f})"
 
 
-def _row(label: str, trial: int | None, single: float, speedup: float | None, note: str,
+def _row(label: str, trial: int | None, single: float, rec: TrialRecord | None, note: str,
          c: Confirmation | None) -> SummaryRow:
-    return SummaryRow(label, trial, c.mean if c else single, speedup, note, single, c)
+    if rec is None:  # end-to-end BP itself
+        return SummaryRow(label, trial, c.mean if c else single, 1.0, note, single, c, None,
+                          1.0)
+    return SummaryRow(label, trial, c.mean if c else single, rec.speedup, note, single, c,
+                      rec.speedup_flops, rec.memory_ratio)
 
 
 def summary(study: optuna.Study) -> list[SummaryRow]:
@@ -320,7 +335,7 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
     conf = confirmations(study)
     rec = TrialRecord.of(best)
     d = rec.decoupling()
-    rows = [_row("best", best.number, best.values[0], rec.speedup, describe(best),
+    rows = [_row("best", best.number, best.values[0], rec, describe(best),
                  conf.get(best.number))]
     for t in study.get_trials(deepcopy=False):
         r = TrialRecord.of(t)
@@ -333,12 +348,12 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
                 note = "is the best"
             if r.infeasible:
                 note = ", ".join(filter(None, [note, f"infeasible: {r.infeasible}"]))
-            rows.append(_row(r.baseline, t.number, r.curve[-1], r.speedup, note,
+            rows.append(_row(r.baseline, t.number, r.curve[-1], r, note,
                              conf.get(t.number)))
     backbone = d.backbone if d else ""
     bp = bp_baselines(study).get(backbone)
     if bp:
-        rows.append(_row("backprop", None, bp["val_accuracy"], 1.0,
+        rows.append(_row("backprop", None, bp["val_accuracy"], None,
                          f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} in a sweep",
                          bp_confirmation(study, backbone)))
     return rows

@@ -274,8 +274,9 @@ def summary(study: optuna.Study) -> list[str]:
     if not rows:
         return lines + [no_best(study)]
     best = rows[0]
-    speed = f", speed-up over BP {best.speedup:.2f}x" if best.speedup else ""
-    lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}{speed}")
+    lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}")
+    if best.costs():
+        lines.append(f"         {best.costs()} (over end-to-end BP)")
     for r in rows[1:]:
         gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
         if r.label == "backprop":
@@ -285,4 +286,6 @@ def summary(study: optuna.Study) -> list[str]:
             state = f", {r.note}" if r.note else ""
             versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
             lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
+            if r.trial != best.trial and r.costs():
+                lines.append(f"         {r.costs()}")
     return lines

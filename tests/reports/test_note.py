@@ -25,7 +25,8 @@ def k2_trial(study: optuna.Study, state: TrialState, *, measured: bool = True
     trial = study.ask()
     d = sample(trial, SPACE)
     rec = TrialRecord(document=document(d, input=INPUT, metrics={}, provenance={}),
-                      curve=(0.61, 0.7), speedup=1.8, speedup_flops=1.6 if measured else None,
+                      curve=(0.61, 0.7), speedup=1.8, speedup_flops=1.6 if measured else 1.8,
+                      block_seconds=(0.2, 0.1) if measured else (),
                       memory_ratio=0.55,
                       pruned_at=2 if state == TrialState.PRUNED else None)
     for k, v in rec.attrs().items():

@@ -216,7 +216,7 @@ def test_run_workers_starts_each_launch_with_its_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = new_study(tmp_path)
     study = optuna.load_study(study_name="s", storage=db)
-    monkeypatch.setattr(runner, "start", lambda s: (study, object(), True))
+    monkeypatch.setattr(runner, "start", lambda s: (study, object(), True, None))
     check = "import os, sys; sys.exit(0 if os.environ['BWBPF_STORAGE'] == sys.argv[1] else 3)"
     launches = [([sys.executable, "-c", check, URL], {**os.environ, "BWBPF_STORAGE": URL}),
                 ([sys.executable, "-c", check, URL], {**os.environ, "BWBPF_STORAGE": "other"})]
