@@ -100,7 +100,7 @@ def study_run(db: str, name: str, sampler: str, pruner: str, seed: int
 def run() -> list[Row]:
     clock = Clock()
     instrument(clock)
-    runs: dict[str, list[tuple[int, float, str]]] = {"random": [], "tpe-hb": [], "tpe-sha": []}
+    runs: dict[str, list[tuple[int, float, str]]] = {"random": [], "tpe-hb": []}
     overhead = hb_wall = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -111,8 +111,6 @@ def run() -> list[Row]:
             epochs, best, wall, won = study_run(db, "tpe-hb", "tpe", "hyperband", seed)
             overhead, hb_wall = overhead + clock.seconds - before, hb_wall + wall
             runs["tpe-hb"].append((epochs, best, won))
-            epochs, best, _, won = study_run(db, "tpe-sha", "tpe", "sha", seed)
-            runs["tpe-sha"].append((epochs, best, won))
             for key, rows in runs.items():
                 print(f"seed {seed} {key}: {rows[-1][0]} epochs, confirmed best {rows[-1][2]}",
                       flush=True)
@@ -120,7 +118,7 @@ def run() -> list[Row]:
               f">= {MIN_SPEEDUP:g}x, <= {MAX_MEMORY:g} memory, top {CONFIRM_TOP} confirmed "
               f"over {CONFIRM_SEEDS} more seeds, seeds {list(SEEDS)}")
     rows = []
-    for key, label in (("tpe-hb", "TPE+Hyperband"), ("tpe-sha", "TPE+SHA")):
+    for key, label in (("tpe-hb", "TPE+Hyperband"),):
         spent = sum(e for e, _, _ in runs[key])
         base = sum(e for e, _, _ in runs["random"])
         gains = [b - rb for (_, b, _), (_, rb, _) in zip(runs[key], runs["random"])]
