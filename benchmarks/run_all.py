@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import Row  # noqa: E402
 
-BENCHMARKS = ["memory", "step_cost", "parallel", "distributed", "search_efficiency", "workers"]
+BENCHMARKS = ["memory", "step_cost", "cost_model", "parallel", "distributed", "search_efficiency",
+              "workers"]
 
 
 def main() -> int:
