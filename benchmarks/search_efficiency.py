@@ -31,7 +31,7 @@ from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import SearchSpace
 
-N_TRIALS, EPOCHS, SUBSET, VAL, SEEDS = 16, 9, 1000, 1000, (0, 1)
+N_TRIALS, EPOCHS, SUBSET, VAL, SEEDS = 12, 9, 600, 600, (0, 1)
 # Loose enough for random sampling: at >= 2x and <= 0.6, 200 random samples in a row missed.
 MIN_SPEEDUP, MAX_MEMORY, CONFIRM_TOP, CONFIRM_SEEDS = 1.5, 0.8, 2, 2
 
