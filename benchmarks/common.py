@@ -65,3 +65,10 @@ def machine() -> str:
 def show(rows: list[Row]) -> None:
     for r in rows:
         print(r.line(), flush=True)
+
+
+def show_pairs(rows: list[tuple[str, str]]) -> None:
+    """(label, value) lines with the values in one column (the GPU checks' output)."""
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:{width}s}  {value}")

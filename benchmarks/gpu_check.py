@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from common import show_pairs
 
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
@@ -79,9 +80,7 @@ def main() -> int:
         rows.append(("peak memory BP-free / BP", f"{ratio:.3f}"))
     rows.append(("pipelined (streams) / sequential time",
                  f"{pl.train_seconds / bf.train_seconds:.3f}"))
-    width_col = max(len(r[0]) for r in rows)
-    for label, value in rows:
-        print(f"{label:{width_col}s}  {value}")
+    show_pairs(rows)
     return 0
 
 

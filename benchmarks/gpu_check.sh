@@ -6,11 +6,5 @@
 # .whl/ (`make gpu-bundle` downloads them); torch must be there already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-benchmarks/data/fashion-mnist}
-SITE=${SITE:-/tmp/bwbpf-site}
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl
-fi
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" .
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source benchmarks/gpu_site.sh "$@"
 exec timeout 470 python3 benchmarks/gpu_check.py --data-dir "$DATA" --device cuda

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import show_pairs
 
 from bwbpf.spaces import Decoupling
 
@@ -60,9 +61,7 @@ def main() -> int:
             ("speed-up over one GPU", f"{speedup:.2f}"),
             ("validation accuracy one / distributed",
              f"{one['val_accuracy']:.4f} / {many['val_accuracy']:.4f}")]
-    width_col = max(len(r[0]) for r in rows)
-    for label, value in rows:
-        print(f"{label:{width_col}s}  {value}")
+    show_pairs(rows)
     return 0
 
 
