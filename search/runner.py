@@ -37,6 +37,7 @@ from bwbpf.search.study import (
     open_study,
     storage_cause,
     storage_lost,
+    study_names,
 )
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
@@ -64,6 +65,22 @@ def prepare_study(s: SearchSettings) -> optuna.Study:
             raise UserError(f"study {s.study!r} was created with {k}={old!r}; this run "
                             f"asks {k}={new!r} (use another --study)")
     return study
+
+
+def adopt_space(s: SearchSettings) -> SearchSettings:
+    """``s`` with the stored study's space fields that the run does not name (see
+    SearchSettings.adopt_space); ``s`` itself for a new study. Creates nothing."""
+    if s.space_given is None:
+        return s
+    try:
+        storage = open_storage(s.storage, heartbeat_s=None, create=False)
+        if s.study not in study_names(storage):
+            return s
+        sid = storage.get_study_id_from_name(s.study)
+        stored = storage.get_study_user_attrs(sid).get(SETTINGS)
+    except UserError:  # no storage yet (a new study), or one that prepare_study will name
+        return s
+    return s.adopt_space(stored) if isinstance(stored, dict) else s
 
 
 def load_search_data(s: SearchSettings) -> Data:
@@ -104,6 +121,7 @@ def run_search(s: SearchSettings) -> optuna.Study:
     or until the timeout; a dead worker's trial is run again here (see _room). Then confirms
     the winners (search.confirm), also when the budget was used before this run."""
     adopted: set[int] = set()
+    s = adopt_space(s)
     study, data, searching, timer = start(s, adopted=adopted)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     with storage_errors(s):
@@ -149,6 +167,7 @@ def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str
     of commands.worker_launch, each a worker of the same study; shows their progress; then
     confirms the winners here (the workers do not); returns the study and the worst exit
     status. Processes, not threads: each has its own interpreter and torch thread pool."""
+    s = adopt_space(s)
     study, data, searching, _ = start(s)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     code = watch(study, s, launches, poll_s) if searching else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
@@ -20,6 +20,7 @@ SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size"
                     "batch_size", "objectives", "seed", "cost_model")
 # What a study stored before a setting existed meant: its value then.
 BEFORE = {"cost_model": "flops"}
+SPACE_BEFORE = {"head_min_channels": 0, "pyramid": 0.0, "augment": True}  # the same, space fields
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -71,6 +72,9 @@ class SearchSettings:
     # more seeds (search.confirm). Not part of a study's identity: a rerun may ask for more.
     confirm_top: int = 3  # 0: no confirmation
     confirm_seeds: int = 2
+    # The space fields this run names (flags, --space file); a rerun of a study keeps the
+    # study's value of every other (see adopt_space). None: all of them (the API's default).
+    space_given: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         check_study_name(self.study, new=True)
@@ -129,6 +133,7 @@ class SearchSettings:
     def record(self) -> dict[str, Any]:
         """JSON-able settings, stored with the study (storage password removed)."""
         out = asdict(self)
+        del out["space_given"]
         out["space"] = _space_record(self.space)
         out["objectives"] = list(self.objectives)
         out["bp_lrs"] = list(self.bp_lrs)
@@ -148,12 +153,38 @@ class SearchSettings:
             if k not in stored:
                 continue
             if k == "space" and isinstance(stored[k], dict):
-                old = {**_space_record(SearchSpace()), **stored[k]}
+                old = stored_space(stored[k])
                 out += [(f"space.{f}", old.get(f), v) for f, v in mine[k].items()
                         if old.get(f) != v]
             elif stored[k] != mine[k]:
                 out.append((k, stored[k], mine[k]))
         return out
+
+
+    def adopt_space(self, stored: dict[str, Any]) -> SearchSettings:
+        """These settings with the stored study's value of every space field this run does
+        not name: a rerun without flags resumes a study made under other defaults (older
+        versions searched fewer heads and losses). A named field that differs is still a
+        conflict (see ``conflicts``)."""
+        space = stored.get("space")
+        if self.space_given is None or not isinstance(space, dict):
+            return self
+        old = stored_space(space)
+        mine = _space_record(self.space)
+        keep = {f: old[f] for f in mine if f not in self.space_given and f in old}
+        if all(mine[f] == v for f, v in keep.items()):
+            return self
+        try:
+            adopted = SearchSpace.from_mapping({**mine, **keep}, where="the study's space")
+        except ConfigError:  # a stored space this version cannot build: conflicts() says so
+            return self
+        return replace(self, space=adopted)
+
+
+def stored_space(record: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored space record, complete: a field added since the study was created
+    reads as what the study meant (SPACE_BEFORE), else as its default."""
+    return {**_space_record(SearchSpace()), **SPACE_BEFORE, **record}
 
 
 def _space_record(space: SearchSpace) -> dict[str, Any]:

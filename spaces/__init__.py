@@ -4,7 +4,7 @@ from bwbpf.spaces.backbones import UnitInfo, get_backbone, list_backbones, stage
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
 from bwbpf.spaces.document import SCHEMA_ID, from_document, to_document
 from bwbpf.spaces.errors import ConfigError, UserError
-from bwbpf.spaces.heads import AuxHead, list_aux_heads, make_aux_head
+from bwbpf.spaces.heads import AuxHead, HeadPlace, list_aux_heads, make_aux_head
 from bwbpf.spaces.net import DecoupledNet, build
 from bwbpf.spaces.partition import balanced_cuts
 from bwbpf.spaces.registry import Registry
@@ -23,6 +23,7 @@ __all__ = [
     "BlockOptim",
     "ConfigError",
     "DecoupledNet",
+    "HeadPlace",
     "Registry",
     "RelativeCut",
     "SCHEMA_ID",

@@ -62,6 +62,13 @@ class BackboneSpec(abc.ABC):
         plan = self._plan(width, in_channels, image_size)
         return [info for info, _ in plan], [make() for _, make in plan]
 
+    @abc.abstractmethod
+    def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
+                  min_channels: int = 0) -> tuple[nn.Module, int]:
+        """A fresh unit like ``info`` (a ``downstream`` aux head's layer): same kind, its output
+        channels times ``width`` (at least ``min_channels``) and its output size, on an input
+        of ``c_in`` channels and ``in_size``. Returns (module, output channels)."""
+
     def stage_of_units(self) -> list[int]:
         """Stage index of each unit (independent of width and resolution)."""
         return [u.stage for u in self.describe()]
@@ -114,6 +121,14 @@ class VGGSpec(BackboneSpec):
             stage += int(pool)
             c_in = c_out
         return plan
+
+    def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
+                  min_channels: int = 0) -> tuple[nn.Module, int]:
+        c_out = max(min_channels, scaled(info.channels, width))
+        layers = list(_vgg_unit(c_in, c_out, False))
+        if in_size != info.size:  # the pools of the copied unit and of the units skipped
+            layers.append(nn.AdaptiveMaxPool2d(info.size))
+        return nn.Sequential(*layers), c_out
 
     def build_classifier(self, last: UnitInfo, num_classes: int, width: float) -> nn.Module:
         layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -208,6 +223,21 @@ class ResNetSpec(BackboneSpec):
                 plan.append((info, partial(cls, c, p, stride)))
                 c = c_out
         return plan
+
+    def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
+                  min_channels: int = 0) -> tuple[nn.Module, int]:
+        cls = BasicBlock if info.kind == "basic" else Bottleneck
+        planes = max(-(-min_channels // cls.expansion), scaled(info.channels // cls.expansion,
+                                                                width))
+        layers: list[nn.Module] = []
+        stride = 1
+        if info.size != in_size:  # one stride 2 as the copied unit; earlier skipped ones: pool
+            stride = 2
+            pre = (2 * info.size[0], 2 * info.size[1])
+            if pre[0] < in_size[0] or pre[1] < in_size[1]:
+                layers.append(nn.AdaptiveAvgPool2d(pre))
+        layers.append(cls(c_in, planes, stride))
+        return (layers[0] if len(layers) == 1 else nn.Sequential(*layers)), planes * cls.expansion
 
     def build_classifier(self, last: UnitInfo, num_classes: int, width: float) -> nn.Module:
         return nn.Sequential(

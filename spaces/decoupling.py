@@ -19,6 +19,7 @@ from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
 
 Optimizer = Literal["sgd", "adamw"]
 MAX_WIDTH = 16.0  # width multipliers beyond this are typos, not networks
+MAX_MIN_CHANNELS = 4096
 
 
 def _require(ok: bool, where: str, msg: str) -> None:
@@ -72,6 +73,7 @@ class AuxSpec:
     depth: int = 1
     width: float = 1.0
     loss: LocalLoss = "pred"
+    min_channels: int = 0  # the head's own layers have at least this many channels
 
     def __post_init__(self) -> None:
         _require(self.family in AUX_HEADS, "family",
@@ -87,6 +89,9 @@ class AuxSpec:
                  f"the {self.family} head has no width knob; must be 1.0, got {w!r}")
         _require(self.loss in LOCAL_LOSSES, "loss",
                  f"unknown local loss {self.loss!r}; valid: {', '.join(LOCAL_LOSSES)}")
+        m = self.min_channels
+        _require(isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= MAX_MIN_CHANNELS,
+                 "min_channels", f"{m!r} not an integer in 0..{MAX_MIN_CHANNELS}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,11 @@ class Decoupling:
         for name, items, cls in (("aux", self.aux, AuxSpec), ("optim", self.optim, BlockOptim)):
             for i, item in enumerate(items):
                 _require(isinstance(item, cls), f"{name}[{i}]", f"expected {cls.__name__}")
+        n = get_backbone(self.backbone).num_units
+        for i, (aux, cut) in enumerate(zip(self.aux, self.cuts)):
+            _require(aux.family != "downstream" or aux.depth <= n - cut, f"aux[{i}].depth",
+                     f"{aux.depth}: a downstream head copies units that follow its block, and "
+                     f"{n - cut} follow block {i + 1}")
 
     @property
     def num_blocks(self) -> int:

@@ -21,9 +21,11 @@ from bwbpf.spaces.transfer import relative_cuts
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import Decoupling
 
-SCHEMA_ID = "bwbpf-search/decoupling/2"
+SCHEMA_ID = "bwbpf-search/decoupling/3"
+SCHEMA_V2 = "bwbpf-search/decoupling/2"
 # Version 1 named sum / max of the block costs "ideal_speedup"; version 2 measures speed-up
-# against end-to-end BP ("speedup") and keeps the old figure as "block_parallelism".
+# against end-to-end BP ("speedup") and keeps the old figure as "block_parallelism". Version 3
+# adds the downstream head and infopro loss, an aux head's "min_channels" and "training".
 SCHEMA_V1 = "bwbpf-search/decoupling/1"
 MAX_DEPTH = 32  # nesting levels; a document needs 5, its metrics a few more
 
@@ -36,7 +38,8 @@ def schema() -> dict[str, Any]:
 
 def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
                 metrics: dict[str, Any] | None = None,
-                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                provenance: dict[str, Any] | None = None,
+                training: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = get_backbone(d.backbone)
     ranges = d.block_ranges()
     doc: dict[str, Any] = {
@@ -46,6 +49,8 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
     }
     if input is not None:
         doc["input"] = input
+    if training is not None:
+        doc["training"] = training
     doc["blocks"] = [{"units": list(r), "aux": asdict(d.aux[k]) if k < len(d.aux) else None,
                       "optim": asdict(d.optim[k])} for k, r in enumerate(ranges)]
     doc["cuts"] = {"units": list(d.cuts),
@@ -165,9 +170,12 @@ def _check_backbone(backbone: dict[str, Any]) -> int:
 
 
 def upgrade(doc: Any) -> Any:
-    """A version-1 document as version 2: its "ideal_speedup" (sum / max of the block costs,
-    not a speed-up over BP) becomes "block_parallelism"; nothing else changed. The speed-up
-    over BP is not in a version-1 file: export the trial again to get it."""
+    """An older document as the current version. Version 2 reads as it is (version 3 only
+    added fields and values). Version 1's "ideal_speedup" (sum / max of the block costs, not a
+    speed-up over BP) becomes "block_parallelism"; the speed-up over BP is not in a version-1
+    file: export the trial again to get it."""
+    if isinstance(doc, dict) and doc.get("schema") == SCHEMA_V2:
+        return {**doc, "schema": SCHEMA_ID}
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_V1:
         return doc
     metrics = doc.get("metrics")

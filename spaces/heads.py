@@ -1,40 +1,88 @@
 """Auxiliary heads ("aux heads") and the local losses that train a block through them.
 
-Every family builds from (channels, spatial size, classes, width, depth) of the unit it sits
-on. ``width`` multiplies the head's own channels relative to its input channels; ``depth`` is
-the number of layers of the family's repeated part.
+Every family builds from the (channels, spatial size) of the unit it sits on, the number of
+classes, and its knobs: ``width`` multiplies the head's own channels relative to its input
+channels (never below ``min_channels``, so heads on narrow stages are not starved); ``depth``
+is the number of layers of the family's repeated part. ``downstream`` heads also need their
+``HeadPlace``: they copy the backbone's own later units (AugLocal). So does the ``infopro``
+loss, whose weights follow the block's position and whose decoder rebuilds the input image.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bwbpf.spaces.backbones import scaled
+from bwbpf.spaces.backbones import get_backbone, scaled
+from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.registry import Registry
 
-LocalLoss = Literal["pred", "predsim"]
-LOCAL_LOSSES: tuple[LocalLoss, ...] = ("pred", "predsim")
+LocalLoss = Literal["pred", "predsim", "infopro"]
+LOCAL_LOSSES: tuple[LocalLoss, ...] = ("pred", "predsim", "infopro")
 PREDSIM_BETA = 0.99  # Nøkland & Eidnes: loss = (1 - beta) * pred + beta * sim
 SIM_MAX_DIM = 2048  # the similarity projection is avg-pooled to at most this many features
+# InfoPro (Wang et al. 2021), ResNet-32 K=4: (reconstruction, cross-entropy) weights move
+# linearly from the first block's to the last's.
+INFOPRO_FIRST, INFOPRO_LAST = (6.0, 0.0), (1.0, 2.0)
+INFOPRO_HIDDEN = 12  # the decoder's hidden channels
 
-HeadBuilder = Callable[[int, tuple[int, int], int, float, int], nn.Module]
+
+@dataclass(frozen=True)
+class HeadPlace:
+    """Where a head sits in its net: the backbone (at the net's width, on its input) and the
+    unit whose output it reads, and the block it trains out of how many."""
+
+    backbone: str
+    width: float
+    unit: int
+    block: int = 0
+    num_blocks: int = 2
+    in_channels: int = 3
+    image_size: tuple[int, int] = (32, 32)
+
+
+@dataclass(frozen=True)
+class HeadArgs:
+    """What a family builds from: its input, the classes, its knobs and its place."""
+
+    channels: int
+    size: tuple[int, int]
+    classes: int
+    width: float
+    depth: int
+    min_channels: int = 0
+    place: HeadPlace | None = None
+
+    def hidden(self, c: int, factor: float = 1.0) -> int:
+        """The head's own channels for ``c`` input channels: ``c * width * factor``, at least
+        ``min_channels``."""
+        return max(self.min_channels, scaled(c, self.width * factor))
+
+
+HeadBuilder = Callable[[HeadArgs], nn.Module]
 
 
 @dataclass(frozen=True)
 class HeadFamily:
     name: str
-    build: HeadBuilder  # (channels, (H, W), classes, width, depth) -> logits module
+    build: HeadBuilder  # HeadArgs -> logits module
     depths: tuple[int, int]  # inclusive range of the depth knob
     has_width: bool
     summary: str
+    searched_depths: int = 0  # the largest depth a search draws (0: depths[1])
+    needs_place: bool = False
+
+    @property
+    def max_searched_depth(self) -> int:
+        return self.searched_depths or self.depths[1]
 
 
-def _linear(c: int, size: tuple[int, int], classes: int, width: float, depth: int) -> nn.Module:
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
+def _linear(a: HeadArgs) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(a.channels, a.classes))
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Module:
@@ -45,19 +93,19 @@ def _conv_bn_relu(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 
     )
 
 
-def _conv(c: int, size: tuple[int, int], classes: int, width: float, depth: int) -> nn.Module:
+def _conv(a: HeadArgs) -> nn.Module:
     # DGL's small CNN: 3x3 conv+BN+ReLU layers (the first strided when the map allows), pool, FC.
-    h = scaled(c, width)
-    stride = 2 if min(size) >= 4 else 1
-    layers = [_conv_bn_relu(c, h, 3, stride)] + [_conv_bn_relu(h, h, 3) for _ in range(depth - 1)]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(h, classes))
+    c, h = a.channels, a.hidden(a.channels)
+    stride = 2 if min(a.size) >= 4 else 1
+    layers = [_conv_bn_relu(c, h, 3, stride)] + [_conv_bn_relu(h, h, 3) for _ in range(a.depth - 1)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(h, a.classes))
 
 
-def _mlp_sr(c: int, size: tuple[int, int], classes: int, width: float, depth: int) -> nn.Module:
+def _mlp_sr(a: HeadArgs) -> nn.Module:
     # DGL's mlp-sr: pool to a quarter of the map, 1x1 convs, pool to 2x2, a 3-layer MLP.
-    h = scaled(c, width)
-    s = (max(2, size[0] // 4), max(2, size[1] // 4))
-    convs = [_conv_bn_relu(c if i == 0 else h, h, 1) for i in range(depth)]
+    c, h, classes = a.channels, a.hidden(a.channels), a.classes
+    s = (max(2, a.size[0] // 4), max(2, a.size[1] // 4))
+    convs = [_conv_bn_relu(c if i == 0 else h, h, 1) for i in range(a.depth)]
     hidden = 4 * h
     return nn.Sequential(
         nn.AdaptiveAvgPool2d(s),
@@ -87,21 +135,45 @@ class InvertedResidual(nn.Module):
         return x + self.body(x)
 
 
-def _ir(c: int, size: tuple[int, int], classes: int, width: float, depth: int) -> nn.Module:
+def _ir(a: HeadArgs) -> nn.Module:
     # SEDONA's Aux-i: pointwise -> 3x3 depthwise (stride 2) -> (i-1) inverted residuals
     # (expansion 4) at 1.5x the input channels -> pointwise to a wide map -> pool -> FC.
-    h = scaled(c, 1.5 * width)
+    c, h = a.channels, a.hidden(a.channels, 1.5)
     final = min(2048, 4 * h)  # SEDONA uses 2048 at full width; scaled down for narrow nets
-    stride = 2 if min(size) >= 2 else 1
+    stride = 2 if min(a.size) >= 2 else 1
     return nn.Sequential(
         _conv_bn_relu(c, h, 1),
         _conv_bn_relu(h, h, 3, stride, groups=h),
-        *[InvertedResidual(h) for _ in range(depth - 1)],
+        *[InvertedResidual(h) for _ in range(a.depth - 1)],
         _conv_bn_relu(h, final, 1),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(final, classes),
+        nn.Linear(final, a.classes),
     )
+
+
+def downstream_units(unit: int, num_units: int, depth: int) -> list[int]:
+    """The units a ``downstream`` head after ``unit`` copies: ``depth`` of the units after it
+    (at most all of them), sampled evenly and ending at the last (AugLocal's rule)."""
+    m = num_units - 1 - unit
+    d = min(depth, m)
+    return [unit + math.floor(i * m / d + 0.5) for i in range(1, d + 1)]
+
+
+def _downstream(a: HeadArgs) -> nn.Module:
+    # AugLocal: fresh copies of later units of the backbone, then pool + FC. Each copy has the
+    # copied unit's kind, output channels (times the head's width) and output size.
+    if a.place is None:
+        raise ConfigError("family: a downstream head needs its place in the net (HeadPlace)")
+    p = a.place
+    spec = get_backbone(p.backbone)
+    infos = spec.describe(width=p.width, in_channels=p.in_channels, image_size=p.image_size)
+    layers, c, size = [], a.channels, a.size
+    for i in downstream_units(p.unit, len(infos), a.depth):
+        copy, c = spec.copy_unit(infos[i], c, size, a.width, a.min_channels)
+        layers.append(copy)
+        size = infos[i].size
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, a.classes))
 
 
 AUX_HEADS: Registry[HeadFamily] = Registry("aux head")
@@ -109,6 +181,18 @@ AUX_HEADS.add("linear", HeadFamily("linear", _linear, (1, 1), False, "avg-pool +
 AUX_HEADS.add("mlp_sr", HeadFamily("mlp_sr", _mlp_sr, (1, 3), True, "DGL mlp-sr"))
 AUX_HEADS.add("conv", HeadFamily("conv", _conv, (1, 3), True, "DGL small CNN"))
 AUX_HEADS.add("ir", HeadFamily("ir", _ir, (1, 4), True, "SEDONA inverted-residual head"))
+# Depth up to 16 so a transferred head can copy as many units on a deeper net; a search draws
+# 1..4 (on the small backbones it searches, a block rarely has more units after it).
+AUX_HEADS.add("downstream", HeadFamily("downstream", _downstream, (1, 16), True,
+                                       "AugLocal: copies of later units", searched_depths=4,
+                                       needs_place=True))
+
+
+def pyramidal_depth(depth: int, block: int, num_blocks: int, coefficient: float) -> int:
+    """AugLocal's pyramidal depth: ``depth`` at the first block, falling linearly to
+    ``depth * (1 - coefficient)`` at the last aux block (never below 1)."""
+    span = max(1, num_blocks - 2)
+    return max(1, math.floor(depth * (1 - coefficient * block / span) + 0.5))
 
 
 def list_aux_heads() -> list[str]:
@@ -136,23 +220,63 @@ class SimProjection(nn.Module):
         return self.pool(self.conv(x))
 
 
-class AuxHead(nn.Module):
-    """One block's local objective: a logits head and, for ``predsim``, a similarity branch.
-    The branch decides the loss (pred without it, predsim with it), so the two cannot
-    disagree."""
+class Decoder(nn.Module):
+    """InfoPro's decoder: the features upsampled (bilinear) to the image's size, 3x3 conv to 12
+    channels, BN, ReLU, 3x3 conv to the image's channels. It rebuilds the normalised image
+    (mean squared error; InfoPro's sigmoid and binary cross entropy assume pixels in [0, 1])."""
 
-    def __init__(self, logits: nn.Module, sim: nn.Module | None = None) -> None:
+    def __init__(self, c: int, image_channels: int, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = image_size
+        self.body = nn.Sequential(_conv_bn_relu(c, INFOPRO_HIDDEN, 3),
+                                  nn.Conv2d(INFOPRO_HIDDEN, image_channels, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(F.interpolate(x, size=self.size, mode="bilinear", align_corners=False))
+
+
+def infopro_weights(block: int, num_blocks: int) -> tuple[float, float]:
+    """(reconstruction, cross-entropy) weights of block ``block`` of ``num_blocks``: InfoPro's
+    linear schedule, from (6, 0) at the first block to (1, 2) at the last (whose global loss
+    takes the place of its local one, so aux blocks stop short of it)."""
+    t = block / max(1, num_blocks - 1)
+    (r0, c0), (r1, c1) = INFOPRO_FIRST, INFOPRO_LAST
+    return r0 + t * (r1 - r0), c0 + t * (c1 - c0)
+
+
+class AuxHead(nn.Module):
+    """One block's local objective: a logits head and, for ``predsim``, a similarity branch,
+    for ``infopro`` a decoder. The branch decides the loss (pred without either), so the two
+    cannot disagree."""
+
+    def __init__(self, logits: nn.Module, sim: nn.Module | None = None,
+                 decoder: nn.Module | None = None, weights: tuple[float, float] = (0.0, 1.0)
+                 ) -> None:
         super().__init__()
         self.logits = logits
         self.sim = sim
+        self.decoder = decoder
+        self.weights = weights  # infopro: (reconstruction, cross entropy)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(x)
 
-    def loss(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
-        """(scalar loss, logits) for features ``x`` (N, C, H, W) and labels ``y`` (N,)."""
+    @property
+    def needs_image(self) -> bool:
+        return self.decoder is not None
+
+    def loss(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0,
+             image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(scalar loss, logits) for features ``x`` (N, C, H, W) and labels ``y`` (N,);
+        ``image`` is the net's input batch, which the ``infopro`` decoder rebuilds."""
         logits = self.logits(x)
         pred = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if self.decoder is not None:
+            if image is None:
+                raise ValueError("the infopro loss rebuilds the input image: pass image=")
+            recon = F.mse_loss(self.decoder(x).float(), image.float())
+            w_recon, w_pred = self.weights
+            return w_recon * recon + w_pred * pred, logits
         if self.sim is None:
             return pred, logits
         target = similarity(F.one_hot(y, logits.shape[1]))
@@ -169,11 +293,22 @@ def make_aux_head(
     width: float = 1.0,
     depth: int = 1,
     loss: LocalLoss = "pred",
+    min_channels: int = 0,
+    place: HeadPlace | None = None,
 ) -> AuxHead:
+    """Block ``place.block``'s head; ``place`` is needed by ``downstream`` heads and the
+    ``infopro`` loss (a ConfigError without it)."""
     fam = AUX_HEADS.get(family)
-    logits = fam.build(channels, size, num_classes, width, depth)
-    sim = SimProjection(channels, size) if loss == "predsim" else None
-    return AuxHead(logits, sim)
+    logits = fam.build(HeadArgs(channels, size, num_classes, width, depth, min_channels, place))
+    if loss == "predsim":
+        return AuxHead(logits, SimProjection(channels, size))
+    if loss == "infopro":
+        if place is None:
+            raise ConfigError("loss: the infopro loss needs its head's place in the net "
+                              "(HeadPlace)")
+        return AuxHead(logits, decoder=Decoder(channels, place.in_channels, place.image_size),
+                       weights=infopro_weights(place.block, place.num_blocks))
+    return AuxHead(logits)
 
 
 def final_head_loss(

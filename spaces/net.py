@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from bwbpf.spaces.backbones import UnitInfo, get_backbone
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AuxHead, final_head_loss, make_aux_head
+from bwbpf.spaces.heads import AuxHead, HeadPlace, final_head_loss, make_aux_head
 
 
 class DecoupledNet(nn.Module):
@@ -43,14 +43,22 @@ class DecoupledNet(nn.Module):
             x = block(x)
         return self.classifier(x)
 
-    def head_loss(self, k: int, h: Tensor, y: Tensor, label_smoothing: float = 0.0
-                  ) -> tuple[Tensor, Tensor]:
-        """Block k's loss and logits from its output ``h``: local for k < K-1, global last."""
+    def head_loss(self, k: int, h: Tensor, y: Tensor, label_smoothing: float = 0.0,
+                  image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Block k's loss and logits from its output ``h``: local for k < K-1, global last.
+        ``image``, the net's input batch, is needed where ``needs_image(k)``."""
         if k < self.num_blocks - 1:
             head = self.aux_heads[k]
             assert isinstance(head, AuxHead)
-            return head.loss(h, y, label_smoothing)
+            return head.loss(h, y, label_smoothing, image)
         return final_head_loss(self.classifier, h, y, label_smoothing)
+
+    def needs_image(self, k: int | None = None) -> bool:
+        """Whether block k's loss (any block's, without k) rebuilds the input image
+        (``infopro``): the schedules then hand the batch's images to that block."""
+        heads = [self.aux_heads[k]] if k is not None and k < len(self.aux_heads) else (
+            [] if k is not None else list(self.aux_heads))
+        return any(isinstance(h, AuxHead) and h.needs_image for h in heads)
 
     def head(self, k: int) -> nn.Module:
         return self.aux_heads[k] if k < self.num_blocks - 1 else self.classifier
@@ -92,8 +100,9 @@ def _build(d: Decoupling, num_classes: int, in_channels: int, size: tuple[int, i
     heads = []
     for k, aux in enumerate(d.aux):
         out = infos[d.cuts[k] - 1]
+        place = HeadPlace(d.backbone, d.width, out.index, k, d.num_blocks, in_channels, size)
         heads.append(make_aux_head(aux.family, channels=out.channels, size=out.size,
                                    num_classes=num_classes, width=aux.width, depth=aux.depth,
-                                   loss=aux.loss))
+                                   loss=aux.loss, min_channels=aux.min_channels, place=place))
     classifier = spec.build_classifier(infos[-1], num_classes, d.width)
     return DecoupledNet(d, blocks, heads, classifier, infos, (in_channels, size))

@@ -11,7 +11,9 @@ schema: never rename them in a resumable study.
                        between cut i-1 and the last possible position (stick breaking), so
                        cut_1 always means "how deep the first block is"
     aux_{i}_head       i = 0..max_blocks-2: head family of block i
-    aux_{i}_depth      int in [1, max depth of the allowed families], clipped to the family's
+    aux_{i}_depth      int in [1, max searched depth of the allowed families], clipped to the
+                       family's (and, for downstream heads, to the units after the block; with
+                       ``pyramid`` > 0 a downstream head's depth follows aux_0_depth instead)
     aux_{i}_width      head width multiplier (ignored by the width-less linear head)
     aux_{i}_loss       local loss
     lr                 shared learning rate (log scale)
@@ -32,7 +34,7 @@ from typing import Any, Mapping, Protocol, Sequence
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss, pyramidal_depth
 
 
 class TrialLike(Protocol):
@@ -57,9 +59,17 @@ class SearchSpace:
     min_blocks: int = 2
     max_blocks: int = 4
     min_units: int = 1  # smallest number of units in a block
-    heads: tuple[str, ...] = ("linear", "conv", "mlp_sr", "ir")
+    heads: tuple[str, ...] = ("linear", "conv", "mlp_sr", "ir", "downstream")
     head_widths: tuple[float, ...] = (0.5, 1.0, 2.0)
-    losses: tuple[LocalLoss, ...] = ("pred", "predsim")
+    losses: tuple[LocalLoss, ...] = ("pred", "predsim", "infopro")
+    # Every head's own layers get at least this many channels (narrow stages: ResNet-18 at
+    # width 0.25 starts at 16 channels). A setting of the space, not a parameter.
+    head_min_channels: int = 32
+    # AugLocal's pyramid: > 0 makes downstream heads' depth fall linearly from aux_0_depth at
+    # the first block to aux_0_depth * (1 - pyramid) at the last aux block.
+    pyramid: float = 0.0
+    # Random crop and flip of training batches, for every trial and BP alike.
+    augment: bool = True
     lr: tuple[float, float] = (0.01, 0.2)
     lr_mult: tuple[float, float] = (0.5, 2.0)
     weight_decay: tuple[float, float] = (1e-5, 1e-3)
@@ -88,6 +98,12 @@ class SearchSpace:
             _fail("heads", "heads, head_widths and losses each need at least one entry")
         for w in self.head_widths:
             AuxSpec("conv", width=w)
+        AuxSpec(min_channels=self.head_min_channels)
+        p = self.pyramid
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
+            _fail("pyramid", f"{p!r} must be in [0, 1) (0: no pyramid)")
+        if not isinstance(self.augment, bool):
+            _fail("augment", f"{self.augment!r} must be true or false")
         for loss in self.losses:
             if loss not in LOCAL_LOSSES:
                 _fail("losses", f"unknown local loss {loss!r}; valid: {', '.join(LOCAL_LOSSES)}")
@@ -114,7 +130,7 @@ class SearchSpace:
 
     @property
     def max_depth(self) -> int:
-        return max(AUX_HEADS.get(h).depths[1] for h in self.heads)
+        return max(AUX_HEADS.get(h).max_searched_depth for h in self.heads)
 
     @property
     def middle_weight_decay(self) -> float:
@@ -173,10 +189,16 @@ def cuts_from_fractions(fractions: Sequence[float], n: int, min_units: int) -> t
     return tuple(cuts)
 
 
-def _aux(family: str, depth: int, width: float, loss: LocalLoss) -> AuxSpec:
+def _aux(family: str, depth: int, width: float, loss: LocalLoss, min_channels: int,
+         after: int) -> AuxSpec:
+    """The AuxSpec of drawn values: the depth clipped to the family's range (and a downstream
+    head's to the ``after`` units that follow its block)."""
     fam = AUX_HEADS.get(family)
     depth = min(max(depth, fam.depths[0]), fam.depths[1])
-    return AuxSpec(family, depth, width if fam.has_width else 1.0, loss)
+    if family == "downstream":
+        depth = min(depth, after)
+    return AuxSpec(family, depth, width if fam.has_width else 1.0, loss,
+                   min_channels if fam.has_width else 0)
 
 
 def sample(trial: TrialLike, space: SearchSpace) -> Decoupling:
@@ -186,22 +208,26 @@ def sample(trial: TrialLike, space: SearchSpace) -> Decoupling:
         backbone = trial.suggest_categorical("backbone", list(space.backbones))
     k = trial.suggest_int("n_blocks", space.min_blocks, space.max_blocks)
     fractions = [trial.suggest_float(f"cut_{i}", 0.0, 1.0) for i in range(1, space.max_blocks)]
-    aux = []
+    drawn = []
     for i in range(space.max_blocks - 1):
-        family = trial.suggest_categorical(f"aux_{i}_head", list(space.heads))
-        depth = trial.suggest_int(f"aux_{i}_depth", 1, space.max_depth)
-        width = trial.suggest_categorical(f"aux_{i}_width", list(space.head_widths))
-        loss = trial.suggest_categorical(f"aux_{i}_loss", list(space.losses))
-        aux.append(_aux(family, depth, width, loss))
+        drawn.append((trial.suggest_categorical(f"aux_{i}_head", list(space.heads)),
+                      trial.suggest_int(f"aux_{i}_depth", 1, space.max_depth),
+                      trial.suggest_categorical(f"aux_{i}_width", list(space.head_widths)),
+                      trial.suggest_categorical(f"aux_{i}_loss", list(space.losses))))
     lr = trial.suggest_float("lr", *space.lr, log=True)
     mults = [trial.suggest_float(f"lr_mult_{i}", *space.lr_mult, log=True)
              for i in range(space.max_blocks)]
     wd = trial.suggest_float("weight_decay", *space.weight_decay, log=True)
     n = get_backbone(backbone).num_units
     cuts = cuts_from_fractions(fractions[:k - 1], n, space.min_units)
+    aux = []
+    for i, (family, depth, width, loss) in enumerate(drawn[:k - 1]):
+        if family == "downstream" and space.pyramid > 0:
+            depth = pyramidal_depth(drawn[0][1], i, k, space.pyramid)
+        aux.append(_aux(family, depth, width, loss, space.head_min_channels, n - cuts[i]))
     optim = tuple(BlockOptim(lr=min(10.0, lr * mults[i]), weight_decay=wd,
                              optimizer=space.optimizer) for i in range(k))
-    return Decoupling(backbone, cuts, tuple(aux[:k - 1]), optim, space.width)
+    return Decoupling(backbone, cuts, tuple(aux), optim, space.width)
 
 
 _INDEXED = re.compile(r"(cut|aux|lr_mult)_(\d+)(?:_\w+)?")
@@ -268,7 +294,28 @@ def params_for(d: Decoupling, space: SearchSpace) -> dict[str, Any]:
     p["weight_decay"] = wds.pop()
     need(all(o.optimizer == space.optimizer and o.momentum == BlockOptim().momentum
              for o in d.optim), "optimizer settings")
+    back = sample(_Fixed(p), space)  # what the space makes of them: heads as drawn, clipped
+    for i, (a, b) in enumerate(zip(d.aux, back.aux)):
+        need(a == b, f"aux[{i}] {a.family} depth {a.depth}, {a.min_channels} channels at least "
+             f"(the space draws depth {b.depth}, {b.min_channels} channels at least)")
     return p
+
+
+class _Fixed:
+    """Given parameters as a TrialLike."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = params
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return int(self.params[name])
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False
+                      ) -> float:
+        return float(self.params[name])
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.params[name]
 
 
 def reference_decouplings(space: SearchSpace) -> dict[str, Decoupling]:

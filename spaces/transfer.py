@@ -3,9 +3,14 @@
 A cut (the unit a block starts at) is written as (stage, fraction): the stage that unit is in,
 and how far into that stage it sits, ``(unit - stage start) / stage length`` in [0, 1). A cut
 at a stage boundary has fraction 0. Transfer to a deeper or shallower member of the same family
-(same number of stages) puts cut i at ``stage start' + round(fraction * stage length')``; cuts
-that land on one another are pushed one unit deeper, in order. Aux heads and optimisers stay
-with their blocks; heads are re-sized from the target's channels when the net is built.
+puts cut i at ``stage start' + round(fraction * stage length')`` in the same stage (stages are
+resolutions: stage s of every VGG or ResNet works at the input size / 2**s, so a target with
+more stages, vgg8b's 4 to VGG-16's 5, gives the stages it adds to the last block; a cut in a
+stage the target lacks is refused); cuts that land on one another are pushed one unit deeper, in order. Aux heads and optimisers stay
+with their blocks; heads are re-sized from the target's channels when the net is built. A
+``downstream`` head's depth (the later units it copies) scales by the same relative rule: the
+number of units that follow its block on the target over that number on the source, rounded
+half up, at least 1; its width is relative to the units it copies, so it stays.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bwbpf.spaces.decoupling import Decoupling
+    from bwbpf.spaces.decoupling import AuxSpec, Decoupling
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,18 @@ def transfer(d: Decoupling, backbone: str, width: float | None = None) -> Decoup
     if src.family != dst.family:
         raise ConfigError(f"backbone: cannot transfer a {src.family} decoupling ({d.backbone}) "
                           f"to {backbone} ({dst.family}); same family only")
-    n_src, n_dst = len(_stages(d.backbone)), len(_stages(backbone))
-    if n_src != n_dst:
-        raise ConfigError(f"backbone: {d.backbone} has {n_src} stages and {backbone} {n_dst}; "
-                          "cuts transfer stage by stage, so both need the same number")
     cuts = place_cuts(backbone, relative_cuts(d.backbone, d.cuts))
-    return replace(d, backbone=backbone, cuts=cuts, width=d.width if width is None else width)
+    aux = tuple(_transfer_depth(a, src.num_units - c_src, dst.num_units - c_dst)
+                for a, c_src, c_dst in zip(d.aux, d.cuts, cuts))
+    return replace(d, backbone=backbone, cuts=cuts, aux=aux,
+                   width=d.width if width is None else width)
+
+
+def _transfer_depth(aux: AuxSpec, after_src: int, after_dst: int) -> AuxSpec:
+    from bwbpf.spaces.heads import AUX_HEADS
+
+    if aux.family != "downstream":
+        return aux
+    most = min(after_dst, AUX_HEADS.get(aux.family).depths[1])
+    depth = math.floor(aux.depth * after_dst / after_src + 0.5)
+    return replace(aux, depth=max(1, min(most, depth)))

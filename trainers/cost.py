@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from bwbpf.spaces import DecoupledNet, UnitInfo, balanced_cuts, get_backbone, make_aux_head
+from bwbpf.spaces import (
+    DecoupledNet,
+    HeadPlace,
+    UnitInfo,
+    balanced_cuts,
+    get_backbone,
+    make_aux_head,
+)
 from bwbpf.spaces.heads import LocalLoss, final_head_loss
 
 PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
@@ -112,7 +119,7 @@ def measure_cost(net: DecoupledNet, in_channels: int, image_size: tuple[int, int
             stack.enter_context(counter)
             stack.enter_context(mem.hooks())
             out = block(h.detach().requires_grad_(k > 0))
-            probe.head_loss(k, out, y)[0].backward()
+            probe.head_loss(k, out, y, image=x)[0].backward()
         flops.append(counter.get_total_flops() // PROBE_BATCH)
         saved.append(mem.total // PROBE_BATCH)
         sizes.append(sum(p.numel() for p in probe.block_parameters(k)))
@@ -168,12 +175,17 @@ def unit_probes(backbone: str, *, width: float, in_channels: int, image_size: tu
 
 
 def head_cost(family: str, *, depth: int, width: float, loss: LocalLoss, on: UnitInfo,
-              num_classes: int) -> tuple[int, Saved]:
+              num_classes: int, min_channels: int = 0, place: HeadPlace | None = None
+              ) -> tuple[int, Saved]:
     """Per image (forward+backward FLOPs, saved bytes by storage) of an aux head and its local
-    loss on the output of unit ``on``, as measure_cost counts them inside a block."""
+    loss on the output of unit ``on``, as measure_cost counts them inside a block (the
+    ``infopro`` decoder and a ``downstream`` head's copies included; both need ``place``)."""
     head = make_aux_head(family, channels=on.channels, size=on.size, num_classes=num_classes,
-                         width=width, depth=depth, loss=loss)
-    return _probe_head(head, lambda x, y: head.loss(x, y)[0], on)
+                         width=width, depth=depth, loss=loss, min_channels=min_channels,
+                         place=place)
+    image = None if place is None else torch.randn(PROBE_BATCH, place.in_channels,
+                                                   *place.image_size)
+    return _probe_head(head, lambda x, y: head.loss(x, y, image=image)[0], on)
 
 
 def classifier_cost(backbone: str, *, width: float, last: UnitInfo, num_classes: int

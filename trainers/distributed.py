@@ -55,7 +55,10 @@ class RankStepper(Stepper):
         self.group, self.sizes = group, sizes
         super().__init__(net, plan, total_steps)
         self.in_dims, dtype = self._signature()
-        self.inbox = None if group.first else Inbox(group.rank - 1, group.device, dtype)
+        # The input images travel down the chain when a block's loss rebuilds them (infopro).
+        self.images = net.needs_image()
+        dims = (sizes.in_channels, *sizes.image_size) if self.images else ()
+        self.inbox = None if group.first else Inbox(group.rank - 1, group.device, dtype, dims)
         self.outbox = None if group.last else Outbox(group.rank + 1)
 
     def _place_blocks(self) -> torch.device:
@@ -92,13 +95,13 @@ class RankStepper(Stepper):
         them); returns every block's loss sum (all-reduced), images and steps."""
         g, blocks = self.group, self.group.blocks
         sums, n = torch.zeros(self.net.num_blocks, device=g.device), 0
-        for x, y in self._source(batches, [self.in_shape(self._batch())] * limit):
+        for x, y, image in self._source(batches, [self.in_shape(self._batch())] * limit):
             h = x
             for k in blocks:
-                h, loss = self.train_block(k, h, y, g.device)
+                h, loss = self.train_block(k, h, y, g.device, image)
                 sums[k] += loss
             if self.outbox is not None:
-                self.outbox.send(h, y)
+                self.outbox.send(h, y, image if self.images else None)
             n += 1
             if (done + n) % self.plan.check_every == 0:
                 check_finite(sums[blocks.start:blocks.stop], epoch, done + n, blocks.start)
@@ -113,8 +116,11 @@ class RankStepper(Stepper):
         return min(self.plan.batch_size, self.sizes.train)
 
     def _source(self, batches: Iterable[tuple[Tensor, Tensor]], shapes: list[tuple[int, ...]]
-                ) -> Iterable[tuple[Tensor, Tensor]]:
-        return batches if self.inbox is None else self.inbox.stream(shapes)
+                ) -> Iterable[tuple[Tensor, Tensor, Tensor | None]]:
+        """(input, labels, the input images) of every training batch of this rank."""
+        if self.inbox is None:
+            return ((x, y, x) for x, y in batches)
+        return self.inbox.stream(shapes, images=self.images)
 
 
 def fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPlan, group: Group,
@@ -182,10 +188,10 @@ def evaluate_ranked(step: RankStepper, split: Split | None, size: int) -> list[f
     correct = torch.zeros(net.num_blocks, device=g.device)
     sizes = [min(plan.eval_batch_size, size - i) for i in range(0, size, plan.eval_batch_size)]
     source = (((x.contiguous(memory_format=torch.channels_last) if g.device.type == "cuda"
-                else x), y) for x, y in eval_batches(split, plan.eval_batch_size)
+                else x), y, None) for x, y in eval_batches(split, plan.eval_batch_size)
               ) if split is not None else step.inbox.stream(  # type: ignore[union-attr]
                   [step.in_shape(b) for b in sizes])
-    for x, y in source:
+    for x, y, _ in source:
         h = x
         for k in g.blocks:
             with autocast(g.device, plan.precision):

@@ -111,6 +111,7 @@ class PipelinedStepper(Stepper):
         super().__init__(net, plan, total_steps)
         cores = os.cpu_count() or 1
         self.threads = plan.worker_threads or max(1, cores // net.num_blocks)
+        self.images = net.needs_image()  # the input images travel with the batch
 
     def _place_blocks(self) -> torch.device:
         for k, dev in enumerate(self.devices):
@@ -154,7 +155,7 @@ class PipelinedStepper(Stepper):
         seen = n = 0
         with suppress(Stopped):
             for x, y in batches:
-                run.put(0, (x, y, None))
+                run.put(0, (x, y, None, x if self.images else None))
                 seen, n = seen + len(y), n + 1
                 if n >= limit:
                     break
@@ -171,14 +172,14 @@ class PipelinedStepper(Stepper):
                 stack.enter_context(torch.cuda.stream(stream) if stream else nullcontext())
                 steps = 0
                 while (item := run.get(k)) is not None:
-                    out, y, loss = self._train(k, dev, stream, item)
+                    out, y, image, loss = self._train(k, dev, stream, item)
                     run.sums[k] += loss
                     steps += 1
                     if (run.done + steps) % self.plan.check_every == 0:
                         check_finite(run.sums[k].reshape(1), run.epoch, run.done + steps,
                                      first_block=k)
                     if not last:
-                        run.put(k + 1, (out, y, self._event(stream)))
+                        run.put(k + 1, (out, y, self._event(stream), image))
                 check_finite(run.sums[k].reshape(1), run.epoch, run.done + steps, first_block=k)
                 if not last:
                     run.put(k + 1, None)
@@ -188,15 +189,19 @@ class PipelinedStepper(Stepper):
             run.fail(e)
 
     def _train(self, k: int, dev: torch.device, stream: Any, item: tuple[Any, ...]
-               ) -> tuple[Tensor, Tensor, Tensor]:
-        x, y, ready = item
+               ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        x, y, ready, image = item
         if stream is not None and ready is not None:
             stream.wait_event(ready)  # the producer's kernels for x are done
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if image is not None:
+            image = image.to(dev, non_blocking=True)
         if stream is not None:
             x.record_stream(stream)  # x came from another stream: keep it until we are done
-        out, loss = self.train_block(k, x, y, dev)
-        return out, y, loss
+            if image is not None:
+                image.record_stream(stream)
+        out, loss = self.train_block(k, x, y, dev, image)
+        return out, y, image, loss
 
     @staticmethod
     def _event(stream: Any) -> Any:

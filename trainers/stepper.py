@@ -33,13 +33,14 @@ class Stepper:
         self.scheds = [make_schedule(o, total_steps, self.plan.warmup_fraction)
                        for o in self.opts]
 
-    def train_block(self, k: int, x: Tensor, y: Tensor, device: torch.device
-                    ) -> tuple[Tensor, Tensor]:
+    def train_block(self, k: int, x: Tensor, y: Tensor, device: torch.device,
+                    image: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Block k's whole update on its (detached) input: forward, local loss, backward,
-        optimiser step. Returns the detached output and loss. Its graph is freed on return."""
+        optimiser step. Returns the detached output and loss. Its graph is freed on return.
+        ``image`` (the batch's input images) is needed by a loss that rebuilds them."""
         with autocast(device, self.plan.precision):
             out = self.net.blocks[k](x)  # x is detached: no gradient flows back to block k-1
-            loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing)
+            loss, _ = self.net.head_loss(k, out, y, self.plan.label_smoothing, image)
         self.opts[k].zero_grad(set_to_none=True)
         loss.backward()
         self.opts[k].step()
@@ -67,7 +68,7 @@ class Stepper:
     def _blockwise(self, x: Tensor, y: Tensor) -> Tensor:
         losses, h = [], x
         for k in range(self.net.num_blocks):
-            h, loss = self.train_block(k, h, y, self.device)
+            h, loss = self.train_block(k, h, y, self.device, x)
             losses.append(loss)
         return torch.stack(losses)
 
@@ -77,7 +78,7 @@ class Stepper:
         with autocast(self.device, self.plan.precision):
             for k, block in enumerate(self.net.blocks):
                 h = block(h)
-                losses.append(self.net.head_loss(k, h, y, self.plan.label_smoothing)[0])
+                losses.append(self.net.head_loss(k, h, y, self.plan.label_smoothing, x)[0])
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()

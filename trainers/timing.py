@@ -7,7 +7,8 @@ that trains the net, at the training batch size:
 
 - every unit, forward+backward, with the input gradient for all but the first (as inside a
   block, and as inside BP);
-- each aux head with its local loss, on the output of the unit it reads;
+- each aux head with its local loss (a decoder or copied units included), on the output of the
+  unit it reads;
 - the classifier with the global loss.
 
 Block k's step is the sum of its units' and its head's; BP's is the sum of every unit's and the
@@ -28,8 +29,8 @@ from typing import Callable, MutableMapping
 import torch
 from torch import Tensor, nn
 
-from bwbpf.spaces import AuxSpec, Decoupling, UnitInfo, get_backbone, make_aux_head
-from bwbpf.spaces.heads import final_head_loss
+from bwbpf.spaces import AuxSpec, Decoupling, HeadPlace, UnitInfo, get_backbone, make_aux_head
+from bwbpf.spaces.heads import AUX_HEADS, final_head_loss
 from bwbpf.trainers.device import autocast
 
 REPEATS, WARMUP = 5, 2
@@ -129,17 +130,26 @@ class StepTimer:
                     h = unit.to(self.device).train()(x).float()
         return [self.cache[k] for k in keys]
 
-    def head(self, aux: AuxSpec, on: UnitInfo) -> float:
-        """Seconds of an aux head's forward+backward with its local loss, on ``on``'s output."""
-        key = self._key("head", aux.family, f"d{aux.depth}", f"x{aux.width:g}", aux.loss,
-                        f"{on.channels}x{on.size[0]}x{on.size[1]}")
+    def head(self, aux: AuxSpec, on: UnitInfo, place: HeadPlace) -> float:
+        """Seconds of an aux head's forward+backward with its local loss, on ``on``'s output,
+        at ``place`` (which decides what a ``downstream`` head copies)."""
+        piece: list[object] = ["head", aux.family, f"d{aux.depth}", f"x{aux.width:g}", aux.loss,
+                               f"{on.channels}x{on.size[0]}x{on.size[1]}"]
+        if aux.min_channels:
+            piece.append(f"min{aux.min_channels}")
+        if AUX_HEADS.get(aux.family).needs_place:
+            piece.append(f"{place.backbone} x{place.width:g} after {place.unit}")
+        key = self._key(*piece)
         if key not in self.cache:
             head = make_aux_head(aux.family, channels=on.channels, size=on.size,
                                  num_classes=self.num_classes, width=aux.width, depth=aux.depth,
-                                 loss=aux.loss)
+                                 loss=aux.loss, min_channels=aux.min_channels, place=place)
             y = self._labels()
-            self.cache[key] = self._time(_Through(lambda h: head.loss(h, y)[0], head),
-                                         self._input(on), lambda out: out)
+            image = torch.randn(self.batch, self.in_channels, *self.image_size,
+                                device=self.device)
+            self.cache[key] = self._time(
+                _Through(lambda h: head.loss(h, y, image=image)[0], head), self._input(on),
+                lambda out: out)
         return self.cache[key]
 
     def classifier(self, backbone: str, width: float) -> float:
@@ -161,9 +171,14 @@ class StepTimer:
         infos = get_backbone(d.backbone).describe(width=d.width, in_channels=self.in_channels,
                                                    image_size=self.image_size)
         last = self.classifier(d.backbone, d.width)
-        heads = [self.head(aux, infos[c - 1]) for aux, c in zip(d.aux, d.cuts)] + [last]
+        heads = [self.head(aux, infos[c - 1], self.place(d, k, infos[c - 1].index))
+                 for k, (aux, c) in enumerate(zip(d.aux, d.cuts))] + [last]
         blocks = tuple(sum(units[a:b]) + head for (a, b), head in zip(d.block_ranges(), heads))
         return StepTimes(blocks, sum(units) + last)
+
+    def place(self, d: Decoupling, block: int, unit: int) -> HeadPlace:
+        return HeadPlace(d.backbone, d.width, unit, block, d.num_blocks, self.in_channels,
+                         self.image_size)
 
     def _labels(self) -> Tensor:
         return torch.arange(self.batch, device=self.device) % self.num_classes

@@ -2,27 +2,35 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
 from bwbpf.spaces import (
+    AuxSpec,
+    BlockOptim,
     ConfigError,
     Decoupling,
     SearchSpace,
     params_for,
     reference_decouplings,
+    get_backbone,
     sample,
 )
+from bwbpf.spaces.heads import pyramidal_depth
 from bwbpf.spaces.space import cuts_from_fractions
 
 SPACES = [SearchSpace(), SearchSpace(backbones=("resnet18", "vgg11"), max_blocks=5, min_units=1),
           SearchSpace(backbones=("resnet50",), max_blocks=3, min_units=3,
-                      heads=("conv", "ir"), losses=("pred",))]
+                      heads=("conv", "ir"), losses=("pred",)),
+          SearchSpace(backbones=("resnet18",), max_blocks=4, heads=("downstream",),
+                      losses=("infopro", "pred"), pyramid=0.5)]
 
 
-@pytest.mark.parametrize("space", SPACES, ids=["default", "two-backbones", "resnet50"])
+@pytest.mark.parametrize("space", SPACES, ids=["default", "two-backbones", "resnet50",
+                                               "downstream-pyramid"])
 def test_every_sample_validates_and_replays(space: SearchSpace) -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(40):
@@ -33,6 +41,13 @@ def test_every_sample_validates_and_replays(space: SearchSpace) -> None:
         assert space.min_blocks <= d.num_blocks <= space.max_blocks
         assert all(a.family in space.heads and a.loss in space.losses for a in d.aux)
         assert sample(optuna.trial.FixedTrial(trial.params), space) == d
+        for k, a in enumerate(d.aux):
+            after = get_backbone(d.backbone).num_units - d.cuts[k]
+            assert a.family != "downstream" or a.depth <= after
+            assert a.min_channels == (space.head_min_channels if a.family != "linear" else 0)
+            if space.pyramid and a.family == "downstream":  # depth falls from aux_0_depth
+                top = trial.params["aux_0_depth"]
+                assert a.depth == min(after, pyramidal_depth(top, k, d.num_blocks, 0.5))
         study.tell(trial, 0.5)
 
 
@@ -118,6 +133,22 @@ def test_reference_decouplings_are_in_the_space() -> None:
         params_for(refs["paper"], narrow)
 
 
+def test_params_for_knows_the_heads_the_space_draws() -> None:
+    space = SearchSpace(backbones=("resnet18",), heads=("downstream", "conv"), pyramid=0.5)
+    optim = (BlockOptim(),) * 4
+    ok = Decoupling("resnet18", (2, 4, 6), (AuxSpec("downstream", 4, 1.0, min_channels=32),
+                                           AuxSpec("downstream", 3, 1.0, min_channels=32),
+                                           AuxSpec("downstream", 2, 1.0, min_channels=32)),
+                    optim, 0.25)
+    assert sample(optuna.trial.FixedTrial(params_for(ok, space)), space) == ok
+    flat = replace(ok, aux=(ok.aux[0], ok.aux[0], ok.aux[2]))  # not the pyramid the space draws
+    with pytest.raises(ConfigError, match=r"aux\[1\] downstream depth 4, .*draws depth 3"):
+        params_for(flat, space)
+    thin = replace(ok, aux=(AuxSpec("conv", 1, 1.0),) * 3)  # no channel floor
+    with pytest.raises(ConfigError, match=r"aux\[0\] conv depth 1, 0 channels at least"):
+        params_for(thin, space)
+
+
 @pytest.mark.parametrize(("weight_decay", "middle"), [
     ((1e-5, 1e-3), 5e-4),  # the usual value, when the space allows it
     ((1e-3, 4e-3), 2e-3),  # else the geometric middle of the range
@@ -138,6 +169,9 @@ def test_baselines_use_the_middle_weight_decay(weight_decay: tuple[float, float]
     ({"lr": (0.1, 0.01)}, r"space.lr: range"),
     ({"losses": ("sim",)}, r"space.losses: unknown local loss 'sim'"),
     ({"backbones": ("vgg99",)}, r"unknown backbone 'vgg99'"),
+    ({"pyramid": 1.0}, r"space.pyramid: 1.0 must be in \[0, 1\)"),
+    ({"head_min_channels": -1}, r"min_channels: -1 not an integer in 0..4096"),
+    ({"augment": "yes"}, r"space.augment: 'yes' must be true or false"),
 ])
 def test_bad_spaces_are_refused(kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
