@@ -164,6 +164,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                         "winner recorded in the file, else --lr)")
     p.add_argument("--compare-bp", action="store_true",
                    help="also train end-to-end BP on the same backbone and budget")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop and flip of training batches, for both (default: as the "
+                        "file's search trained it, else on)")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -224,6 +227,11 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="units per block " + _space_default("min_units"))
     g.add_argument("--heads", type=_csv(str), default=None,
                    help="aux head families to try " + _space_default("heads"))
+    g.add_argument("--losses", type=_csv(str), default=None,
+                   help="local losses to try " + _space_default("losses"))
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop and flip of training batches, for every trial and BP "
+                        + _space_default("augment"))
     g = p.add_argument_group("constraints (known before training: a sample that breaks one is "
                              "rejected untrained; part of the space)")
     g.add_argument("--min-speedup", type=_positive_float, default=None, metavar="S",

@@ -35,7 +35,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from bwbpf.spaces.files import write_json_atomic
 
-    d, file_metrics = load_arch(args.arch, args.backbone, args.width, args.lr)
+    d, file_metrics, trained = load_arch(args.arch, args.backbone, args.width, args.lr)
+    # As the search trained it (recorded in the file), unless told; else as before: augmented.
+    augment = args.augment if args.augment is not None else trained.get("augment", True)
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
     out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
     bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
@@ -43,14 +45,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule, "devices": list(args.devices)}
+                "schedule": args.schedule, "devices": list(args.devices), "augment": augment}
     # Everything is checked (the data loaded) before --out is touched: a refused --force
     # run must leave the earlier one as it was.
     for dev in args.devices:
         resolve_device(dev)
     plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
                         device=args.device, schedule=args.schedule, devices=args.devices,
-                        compile=args.compile)
+                        compile=args.compile, augment=augment)
     if args.schedule == "distributed":
         from bwbpf.search.ranks import launch, train_distributed
 
@@ -98,13 +100,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def space_from(args: argparse.Namespace) -> SearchSpace:
-    base = SearchSpace.from_file(args.space) if args.space else SearchSpace()
+def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
+    """The run's space, and the fields it names (by flag or in the --space file): a rerun of
+    a study keeps the study's value of the others (SearchSettings.adopt_space)."""
+    named: set[str] = set()
+    base = SearchSpace()
+    if args.space:
+        base = SearchSpace.from_file(args.space)
+        named |= SearchSpace.file_fields(args.space)
     over: dict[str, object] = {}
     if args.backbone is not None:
         over["backbones"] = args.backbone
-    for key in ("width", "min_blocks", "max_blocks", "heads", "min_units", "min_speedup",
-                "max_memory"):
+    for key in ("width", "min_blocks", "max_blocks", "heads", "losses", "min_units",
+                "min_speedup", "max_memory", "augment"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.min_blocks is None and args.max_blocks is not None and (
@@ -112,12 +120,14 @@ def space_from(args: argparse.Namespace) -> SearchSpace:
         raise UserError(f"--max-blocks {args.max_blocks} is below the space's min_blocks "
                         f"{base.min_blocks}; pass --min-blocks")
     fields = {**base.__dict__, **over}
-    return SearchSpace.from_mapping(fields, where="search space")
+    return SearchSpace.from_mapping(fields, where="search space"), frozenset(named | set(over))
 
 
 def settings_from(args: argparse.Namespace) -> SearchSettings:
+    space, named = space_from(args)
     return SearchSettings(
-        study=args.study, storage=args.storage, space=space_from(args), dataset=args.dataset,
+        study=args.study, storage=args.storage, space=space, space_given=named,
+        dataset=args.dataset,
         data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
         image_size=args.image_size, train_subset=args.train_subset, val_size=args.val_size,
         epochs=args.epochs, batch_size=args.batch_size, n_trials=args.n_trials,

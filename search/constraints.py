@@ -25,7 +25,7 @@ from typing import Callable, Literal, NamedTuple, Sequence
 import optuna
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.spaces import AuxSpec, SearchSpace, UserError, get_backbone
+from bwbpf.spaces import AuxSpec, HeadPlace, SearchSpace, UserError, get_backbone
 from bwbpf.spaces.heads import AUX_HEADS, LocalLoss
 from bwbpf.trainers.cost import Saved, classifier_cost, head_cost, unit_probes
 from bwbpf.trainers.timing import StepTimer
@@ -129,20 +129,25 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
                         image_size=image_size)
     # The cheapest head a sample can draw of each family: its least depth, the space's least
     # width, and no similarity branch when plain cross entropy is allowed.
-    loss: LocalLoss = "pred" if "pred" in space.losses else "predsim"
-    seen: dict[tuple[str, int, tuple[int, int]], tuple[float, Saved]] = {}
+    # pred is part of every other loss; without it, the cheaper of the others.
+    losses: list[LocalLoss] = ["pred"] if "pred" in space.losses else list(space.losses)
+    seen: dict[tuple[str, str, int, tuple[int, int], int], tuple[float, Saved]] = {}
     heads: list[tuple[float, int]] = []  # (step cost, saved bytes past the unit's output)
     for info, (_, unit) in zip(infos[:-1], units):
         options = []
-        for family in space.heads:
+        place = HeadPlace(backbone, space.width, info.index, 0, 2, in_channels, image_size)
+        for family, loss in ((f, x) for f in space.heads for x in losses):
             fam = AUX_HEADS.get(family)
-            key = (family, info.channels, info.size)
+            # Heads that copy later units differ with the unit they sit after.
+            key = (family, loss, info.channels, info.size, info.index if fam.needs_place else -1)
             if key not in seen:
                 aux = AuxSpec(family, fam.depths[0],
-                              min(space.head_widths) if fam.has_width else 1.0, loss)
+                              min(space.head_widths) if fam.has_width else 1.0, loss,
+                              space.head_min_channels if fam.has_width else 0)
                 f, saved_h = head_cost(family, depth=aux.depth, loss=loss, on=info,
-                                       width=aux.width, num_classes=num_classes)
-                seen[key] = (f if timer is None else timer.head(aux, info), saved_h)
+                                       width=aux.width, num_classes=num_classes,
+                                       min_channels=aux.min_channels, place=place)
+                seen[key] = (f if timer is None else timer.head(aux, info, place), saved_h)
             options.append(seen[key])
         heads.append((min(f for f, _ in options),
                       min(max(h.input, unit.output) + h.inner for _, h in options)))

@@ -43,7 +43,8 @@ def trial_plan(s: SearchSettings, seed: int) -> TrainPlan:
     """A trial's training: the study's budget, schedule and devices, initialised from ``seed``
     (the study's seed in the search; others when a trial is confirmed)."""
     return TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=seed, device=s.device,
-                     schedule=s.schedule, devices=s.devices, compile=s.compile)
+                     schedule=s.schedule, devices=s.devices, compile=s.compile,
+                     augment=s.space.augment)
 
 
 class Objective:
@@ -152,7 +153,8 @@ class Objective:
         size = list(data.image_size)
         return to_document(d, input={"channels": data.in_channels, "size": size,
                                      "classes": data.num_classes, "dataset": self.s.dataset},
-                           metrics=dict(metrics), provenance=provenance)
+                           metrics=dict(metrics), provenance=provenance,
+                           training={"augment": self.s.space.augment})
 
     def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, rec: TrialRecord
                      ) -> None:

@@ -49,14 +49,15 @@ class StopAfter(Exception):
 
 
 def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
-              ) -> tuple[Decoupling, dict[str, Any]]:
+              ) -> tuple[Decoupling, dict[str, Any], dict[str, Any]]:
     """paper / uniform for a backbone, or an exported file (transferred to --backbone/--width
-    when given); returns the decoupling and the file's metrics (empty for built-ins)."""
+    when given); returns the decoupling, the file's metrics and how its trial was trained
+    (both empty for built-ins and files from before it was recorded)."""
     if arch in ("paper", "uniform"):
         # the search's default net (SearchSpace), so a trained baseline matches a default run
         b, w = backbone or SearchSpace.backbones[0], width or SearchSpace.width
         make = Decoupling.paper_default if arch == "paper" else Decoupling.uniform
-        return make(b, width=w, optim=BlockOptim(lr=lr)), {}
+        return make(b, width=w, optim=BlockOptim(lr=lr)), {}, {}
     path = Path(arch)
     if not path.is_file():
         raise UserError(f"--arch {arch}: not 'paper', 'uniform' or an existing JSON file")
@@ -71,7 +72,11 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
         raise UserError(f"--arch {arch}: {e}") from None
     if (backbone and backbone != d.backbone) or (width and width != d.width):
         d = d.transfer(backbone or d.backbone, width=width)
-    return d, dict(doc.get("metrics", {}))
+    return d, dict(doc.get("metrics", {})), dict(doc.get("training", {}))
+
+
+# What a run's settings.json meant before a setting was recorded.
+RUN_BEFORE = {"augment": True}
 
 
 def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
@@ -88,6 +93,7 @@ def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool)
             raise UserError(f"--resume: cannot read {stored} ({type(e).__name__})") from None
         if not isinstance(old, dict):
             raise UserError(f"--resume: {stored} is not a run's settings")
+        old = {**RUN_BEFORE, **old}
         bad = [k for k in settings if k not in ("resume", "force") and old.get(k) != settings[k]]
         if bad:
             raise UserError(f"--resume: {out} was run with {bad[0]}={old.get(bad[0])!r}, "

@@ -154,8 +154,17 @@ class SearchSpace:
             raise ConfigError(f"{where}: {e}") from None
 
     @classmethod
+    def file_fields(cls, path: Path) -> frozenset[str]:
+        """The fields a space file sets (read after ``from_file`` accepted it)."""
+        return frozenset(cls._read(path))
+
+    @classmethod
     def from_file(cls, path: Path) -> SearchSpace:
         """A YAML or JSON file whose keys are this class's fields."""
+        return cls.from_mapping(cls._read(path), where=f"--space {path}")
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
@@ -173,7 +182,7 @@ class SearchSpace:
             raise ConfigError(f"--space {path}: not valid {kind} ({msg})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"--space {path}: expected a mapping of space fields")
-        return cls.from_mapping(raw, where=f"--space {path}")
+        return raw
 
 
 # ---------------------------------------------------------------- trial -> Decoupling

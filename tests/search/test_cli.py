@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from bwbpf.search import commands, runner
@@ -164,7 +165,7 @@ def test_train_help_and_defaults(cli: Runner) -> None:
     assert f"default {SearchSpace.width} for paper" in flag_help(text, "--width")
     assert build_parser().parse_args(["train"]).epochs == TRAIN_EPOCHS
     for arch in ("paper", "uniform"):
-        d, _ = load_arch(arch, None, None, 0.05)
+        d, _, _ = load_arch(arch, None, None, 0.05)
         assert (d.backbone, d.width) == (SearchSpace.backbones[0], SearchSpace.width)
 
 
@@ -187,10 +188,13 @@ def test_max_blocks_below_the_spaces_min_blocks_is_refused(cli: Runner, tmp_path
 def test_min_blocks_flag(space3: Path) -> None:
     args = build_parser().parse_args(["run", "--space", str(space3), "--min-blocks", "2",
                                       "--max-blocks", "2"])
-    space = commands.space_from(args)
+    space, named = commands.space_from(args)
     assert (space.min_blocks, space.max_blocks) == (2, 2)
-    space = commands.space_from(build_parser().parse_args(["run", "--space", str(space3)]))
+    assert {"min_blocks", "max_blocks"} <= named and "heads" not in named
+    space, named = commands.space_from(build_parser().parse_args(["run", "--space",
+                                                                  str(space3)]))
     assert (space.min_blocks, space.max_blocks) == (3, 4)
+    assert named == frozenset(yaml.safe_load(space3.read_text()))  # the file's fields
 
 
 URL = "postgresql+psycopg://me:s3cret-pw@db.example:5432/bwbpf"

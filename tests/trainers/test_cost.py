@@ -2,8 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
+from bwbpf.spaces import (
+    AuxSpec,
+    BlockOptim,
+    Decoupling,
+    HeadPlace,
+    balanced_cuts,
+    build,
+    get_backbone,
+)
 from bwbpf.trainers import measure_cost, unit_costs
+from bwbpf.trainers.cost import head_cost, unit_probes
 
 
 def test_flops_follow_the_conv_formula() -> None:
@@ -50,3 +59,27 @@ def test_memory_balanced_cuts_cut_peak_memory() -> None:
         d = Decoupling("resnet18", cuts, (AuxSpec(),) * (k - 1), (BlockOptim(),) * k, 0.25)
         ratios.append(measure_cost(build(d, 10, 3, 32), 3, (32, 32)).memory_ratio)
     assert ratios[0] < ratios[1]
+
+
+@pytest.mark.parametrize("aux", [AuxSpec("downstream", 2, 0.5, "infopro", 16),
+                                 AuxSpec("conv", 1, 1.0, "infopro"),
+                                 AuxSpec("downstream", 2, 1.0)])
+def test_block_costs_include_decoders_and_copied_units(aux: AuxSpec) -> None:
+    # A block's training FLOPs are its units' and its head's, the head's decoder (infopro) and
+    # copies of later units (downstream) included, and they are more than a linear head's.
+    d = Decoupling("vgg8b", (2, 4), (aux, aux), (BlockOptim(),) * 3, 0.25)
+    size = (28, 28)
+    cost = measure_cost(build(d, 10, 1, size), 1, size)
+    plain = measure_cost(build(Decoupling("vgg8b", (2, 4), (AuxSpec(),) * 2, (BlockOptim(),) * 3,
+                                          0.25), 10, 1, size), 1, size)
+    units = [f for f, _ in unit_probes("vgg8b", width=0.25, in_channels=1, image_size=size)]
+    infos = get_backbone("vgg8b").describe(width=0.25, in_channels=1, image_size=size)
+    for k, ((a, c), cut) in enumerate(zip(d.block_ranges(), d.cuts)):
+        place = HeadPlace("vgg8b", 0.25, cut - 1, k, 3, 1, size)
+        head, _ = head_cost(aux.family, depth=aux.depth, width=aux.width, loss=aux.loss,
+                            on=infos[cut - 1], num_classes=10, min_channels=aux.min_channels,
+                            place=place)
+        assert cost.block_flops[k] == sum(units[a:c]) + head
+        assert cost.block_flops[k] > plain.block_flops[k]
+        assert cost.block_saved_bytes[k] > plain.block_saved_bytes[k]
+    assert cost.backprop_flops == plain.backprop_flops  # BP has no aux heads

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
 from bwbpf.trainers import Data, TrainPlan, fit
 
 CUTS = (2, 4)
+# Block 1's head: a small CNN, and a copy of later units learning with InfoPro's loss (its
+# decoder rebuilds the input image, which the trainer hands to the block).
+FIRST = {"conv": AuxSpec("conv", 1, 0.5),
+         "downstream+infopro": AuxSpec("downstream", 2, 0.5, "infopro", 8)}
 
 
-def two_nets() -> tuple:
-    base = Decoupling("vgg8b", CUTS, (AuxSpec("conv", 1, 0.5), AuxSpec("linear")),
-                      (BlockOptim(),) * 3, width=0.125)
+def two_nets(first: AuxSpec = FIRST["conv"]) -> tuple:
+    base = Decoupling("vgg8b", CUTS, (first, AuxSpec("linear")), (BlockOptim(),) * 3,
+                      width=0.125)
     # Same first block and head; another aux head for block 2 and a different later optimiser.
-    other = Decoupling("vgg8b", CUTS, (AuxSpec("conv", 1, 0.5), AuxSpec("ir", 3, 2.0)),
+    other = Decoupling("vgg8b", CUTS, (first, AuxSpec("downstream", 1, 2.0, "infopro")),
                        (BlockOptim(), BlockOptim(lr=0.3), BlockOptim(lr=0.2)), width=0.125)
     a, b = build(base, 10, 3, 16, seed=0), build(other, 10, 3, 16, seed=1)
     b.blocks[0].load_state_dict(a.blocks[0].state_dict())
@@ -25,25 +30,28 @@ def two_nets() -> tuple:
     return a, b
 
 
-def block1_after_training(detach: bool, data: Data) -> tuple[list, list]:
-    a, b = two_nets()
+def block1_after_training(detach: bool, data: Data, first: AuxSpec = FIRST["conv"]
+                          ) -> tuple[list, list]:
+    a, b = two_nets(first)
     plan = TrainPlan(epochs=1, max_steps=3, batch_size=32, device="cpu", detach=detach)
     fit(a, data, plan)
     fit(b, data, plan)
     return list(a.blocks[0].state_dict().values()), list(b.blocks[0].state_dict().values())
 
 
-def test_block1_is_blind_to_later_blocks(synthetic: Data) -> None:
-    pa, pb = block1_after_training(True, synthetic)
+@pytest.mark.parametrize("first", FIRST)
+def test_block1_is_blind_to_later_blocks(synthetic: Data, first: str) -> None:
+    pa, pb = block1_after_training(True, synthetic, FIRST[first])
     assert all(torch.equal(x, y) for x, y in zip(pa, pb))
-    a, _ = two_nets()
+    a, _ = two_nets(FIRST[first])
     # and it did train: the weights moved from their initial values
     assert not all(torch.equal(x, y) for x, y in zip(pa, a.blocks[0].state_dict().values()))
 
 
-def test_same_check_fails_without_detach(synthetic: Data) -> None:
+@pytest.mark.parametrize("first", FIRST)
+def test_same_check_fails_without_detach(synthetic: Data, first: str) -> None:
     # The BWBPF public code's behaviour: later losses reach block 1, so block 1 differs.
-    pa, pb = block1_after_training(False, synthetic)
+    pa, pb = block1_after_training(False, synthetic, FIRST[first])
     assert not all(torch.equal(x, y) for x, y in zip(pa, pb))
 
 

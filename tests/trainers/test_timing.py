@@ -77,3 +77,17 @@ def test_the_model_orders_blocks_like_their_measured_steps() -> None:
         return sorted(range(len(xs)), key=xs.__getitem__)
 
     assert order(predicted) == order(measured), (predicted, measured)
+
+
+def test_downstream_heads_are_timed_per_place_and_infopro_with_its_decoder() -> None:
+    # Units 3 and 4 of vgg8b x0.25 give the same shape; downstream heads after them copy
+    # different units, so each is its own piece. An infopro head is another piece than pred.
+    t = timer(repeats=1, warmup=0)
+    d = Decoupling("vgg8b", (3, 4, 5), (AuxSpec("downstream", 1),) * 3, (BlockOptim(),) * 4,
+                   0.25)
+    t.predict(d)
+    keys = [k for k in t.cache if "|head|downstream|" in k]
+    assert len(keys) == 3 and {k.rsplit("after ", 1)[1] for k in keys} == {"2", "3", "4"}
+    t.predict(Decoupling("vgg8b", (3, 4, 5), (AuxSpec("linear", loss="infopro"),) * 3,
+                         (BlockOptim(),) * 4, 0.25))
+    assert any("|head|linear|d1|x1|infopro|" in k for k in t.cache)
