@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -154,8 +155,10 @@ def test_run_help_shows_the_settings_defaults(cli: Runner) -> None:
 
 def test_run_flags_default_to_the_settings_dataclass() -> None:
     args = build_parser().parse_args(["run"])
-    assert commands.settings_from(args) == SearchSettings(study=args.study,
-                                                          storage=args.storage)
+    settings = commands.settings_from(args)
+    assert settings.space_given == frozenset()  # no space field named: a rerun adopts all
+    assert replace(settings, space_given=None) == SearchSettings(study=args.study,
+                                                                 storage=args.storage)
 
 
 def test_train_help_and_defaults(cli: Runner) -> None:
