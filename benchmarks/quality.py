@@ -1,9 +1,22 @@
-"""Searched decouplings against BP and the paper's decoupling, and their transfer to deeper
-nets: Fashion-MNIST, this CPU machine, about an hour. Writes the Quality section of
-benchmarks/RESULTS.md and benchmarks/quality.json.
+"""Does the search close the gap to BP under constraints, and does the gap close as the budget
+grows? Fashion-MNIST on this CPU machine; hours: run it in the background.
 
     .venv/bin/python benchmarks/quality.py            # the real run (make quality)
     .venv/bin/python benchmarks/quality.py --tiny     # synthetic data, a minute (make test)
+    .venv/bin/python benchmarks/quality.py --render   # rewrite the section from quality.json
+
+Every searched decoupling must meet the constraints (speed-up over BP >= 2 measured, activation
+memory <= 0.6 of BP's). Rows per backbone: BP with its learning rate swept on validation; the
+BWBPF paper's decoupling; the best of the old space (the heads and losses before downstream
+heads and the infopro loss, no channel floor); the best of the new (default) space; the VGG
+winner transferred to VGG-16. Then the budget curve: BP and the new space's winner at 1, 3, 10
+and 30 epochs on one fixed subset, over seeds. Winners are the studies' best after
+confirmation over a second seed (search.confirm).
+
+Every finished training is kept in OUT/out/quality-runs.json and every study in
+OUT/out/quality.db, so a run that stops continues where it stopped when started again. The
+Quality section of RESULTS.md, quality.json and quality_budget.png (a headless Chromium draws the
+plotly figure) are rewritten after every stage, with what is done so far.
 """
 
 from __future__ import annotations
@@ -11,12 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,10 +39,12 @@ from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build
-from bwbpf.trainers import Data, TrainPlan, evaluate, fit, load_data, measure_cost
+from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
+from bwbpf.trainers.timing import StepTimer
 
 HERE = Path(__file__).resolve().parent
 MB = 2**20
+CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass(frozen=True)
@@ -36,180 +53,301 @@ class Budget:
     width: float
     search_subset: int  # training images per search trial
     search_epochs: int
-    n_trials: int
-    train_subset: int  # training images for every full-training row
-    epochs: int
+    n_trials: int  # per study (the references and BP's sweep come on top)
+    train_subset: int  # training images of every row and of the budget curve
+    epochs: int  # of the table's rows
     val_size: int
     seeds: tuple[int, ...]
     bp_lrs: tuple[float, ...]
+    curve: tuple[int, ...]  # epochs of the budget curve
+    curve_seeds: tuple[int, ...]
+    min_speedup: float = 2.0
+    max_memory: float = 0.6
     batch: int = 128
-    min_units: int = 1  # the space's smallest block, in units
-    # searched on -> transferred to (same family, same number of stages)
-    pairs: tuple[tuple[str, str | None], ...] = (("vgg8b", None), ("vgg11", "vgg16"),
-                                                 ("resnet18", "resnet34"))
+    augment: bool = True
+    # searched on -> transferred to (same family)
+    pairs: tuple[tuple[str, str | None], ...] = (("vgg8b", "vgg16"), ("resnet18", None))
+    curve_backbone: str = "vgg8b"
+    confirm_top: int = 2  # searched trials confirmed on confirm_seeds more seeds
+    confirm_seeds: int = 1
 
 
-FULL = Budget("fashion-mnist", 0.25, 5000, 2, 16, 10000, 3, 2000, (0, 1, 2), (0.02, 0.05, 0.1))
-# Round 2, after reading round 1 (see the note under the table): search on the same data and
-# epochs as the final training, so the search's validation accuracy is the thing it will be
-# judged on, and keep at least two units in a block (SEDONA: a very shallow first block hurts).
-ROUND2 = replace(FULL, search_subset=10000, search_epochs=3, min_units=2,
-                 pairs=(("vgg11", "vgg16"), ("resnet18", "resnet34")))
-TINY = replace(FULL, dataset="synthetic", width=0.125, search_subset=600, search_epochs=1,
-               n_trials=3, train_subset=600, epochs=1, val_size=200, seeds=(0, 1),
-               bp_lrs=(0.05,), batch=64, pairs=(("vgg11", "vgg13"),))
+FULL = Budget("fashion-mnist", 0.25, 3000, 3, 12, 10000, 3, 1000, (0, 1), (0.025, 0.05, 0.1),
+              (1, 3, 10, 30), (0, 1))
+TINY = replace(FULL, dataset="synthetic", width=0.125, search_subset=300, search_epochs=1,
+               n_trials=2, train_subset=300, epochs=1, val_size=100, seeds=(0, 1),
+               bp_lrs=(0.05,), curve=(1, 2), curve_seeds=(0,), batch=64,
+               pairs=(("vgg8b", "vgg16"),), min_speedup=1.2, max_memory=0.9, confirm_top=1)
+
+ROWS = ["backprop", "paper (BP-free)", "searched, old space", "searched, new space"]
+# The space as it was before downstream heads, the infopro loss and the channel floor.
+OLD_SPACE = {"heads": ("linear", "conv", "mlp_sr", "ir"), "losses": ("pred", "predsim"),
+             "head_min_channels": 0}
 
 
-def plan(b: Budget, seed: int, **kw: Any) -> TrainPlan:
-    return TrainPlan(epochs=b.epochs, batch_size=b.batch, seed=seed, device="cpu", **kw)
+class Runs:
+    """Finished trainings (and searches), kept in a JSON file as each one ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.data:
+            self.data[key] = make()
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data))
+            os.replace(tmp, self.path)
+        return self.data[key]
 
 
-def train(d: Decoupling, data: Data, b: Budget, seed: int, detach: bool = True) -> dict:
-    net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
-    r = fit(net, data, plan(b, seed, detach=detach))
-    return {"val": r.val_accuracy, "test": evaluate(net, data.test, plan(b, seed))[-1],
-            "seconds": r.train_seconds}
+class Quality:
+    def __init__(self, b: Budget, out: Path) -> None:
+        self.b, self.out = b, out
+        work = out / "out"
+        work.mkdir(parents=True, exist_ok=True)
+        self.runs = Runs(work / "quality-runs.json")
+        self.storage = f"sqlite:///{work / 'quality.db'}"
+        self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
+                              seed=0, download=False)
+        self.timer = StepTimer(torch.device("cpu"), b.batch, in_channels=self.data.in_channels,
+                               image_size=self.data.image_size,
+                               num_classes=self.data.num_classes)
+        self.rows: list[dict[str, Any]] = []
+        self.curve: list[dict[str, Any]] = []
+        self.searches: dict[str, dict[str, Any]] = {}
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------ training
+    def train(self, d: Decoupling, epochs: int, seed: int, detach: bool = True
+              ) -> dict[str, Any]:
+        b = self.b
+        key = json.dumps([d.to_dict(), epochs, seed, detach, b.dataset, b.train_subset,
+                          b.val_size, b.batch, b.augment], sort_keys=True)
+
+        def run() -> dict[str, Any]:
+            net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
+                        seed=seed)
+            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
+                             detach=detach, augment=b.augment)
+            r = fit(net, self.data, plan)
+            blocks = evaluate(net, self.data.test, plan)
+            return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
+                    "seconds": r.train_seconds}
+
+        return dict(self.runs.get(key, run))
+
+    def costs(self, d: Decoupling) -> dict[str, float]:
+        if d.num_blocks == 1:
+            return {"speedup": 1.0, "speedup_flops": 1.0, "memory": 1.0}
+        net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size)
+        cost = measure_cost(net, self.data.in_channels, self.data.image_size)
+        return {"speedup": self.timer.predict(d).speedup, "speedup_flops": cost.speedup,
+                "memory": cost.memory_ratio}
+
+    def bp(self, backbone: str) -> Decoupling:
+        """End-to-end BP with the learning rate of the sweep's best validation accuracy
+        (seed 0, the rows' epochs)."""
+        best: tuple[float, Decoupling] | None = None
+        for lr in self.b.bp_lrs:
+            d = Decoupling.end_to_end(backbone, width=self.b.width, optim=BlockOptim(lr=lr))
+            val = self.train(d, self.b.epochs, self.b.seeds[0])["val"]
+            if best is None or val > best[0]:
+                best = (val, d)
+        assert best is not None
+        return best[1]
+
+    def row(self, name: str, backbone: str, d: Decoupling, note: str = "") -> dict[str, Any]:
+        runs = [self.train(d, self.b.epochs, s) for s in self.b.seeds]
+        tests = [r["test"] for r in runs]
+        costs = self.costs(d)
+        r = {"backbone": backbone, "row": name, "K": d.num_blocks, "cuts": list(d.cuts),
+             "heads": [f"{a.family}/{a.loss}" for a in d.aux], "test": tests,
+             "mean": statistics.mean(tests),
+             "std": statistics.stdev(tests) if len(tests) > 1 else 0.0, **costs,
+             "feasible": d.num_blocks == 1 or (costs["speedup"] >= self.b.min_speedup
+                                               and costs["memory"] <= self.b.max_memory),
+             "note": note, "decoupling": d.to_dict()}
+        print(f"  {backbone:9s} {name:28s} test {r['mean']:.4f} +- {r['std']:.4f}  "
+              f"speed-up {costs['speedup']:.2f}x memory {costs['memory']:.2f}", flush=True)
+        self.rows.append(r)
+        return r
+
+    # ------------------------------------------------------------ searching
+    def search(self, backbone: str, label: str, **space: Any) -> Decoupling:
+        b = self.b
+        s = SearchSettings(
+            study=f"{backbone}-{label}", storage=self.storage, dataset=b.dataset,
+            download=False, train_subset=b.search_subset, val_size=b.val_size,
+            epochs=b.search_epochs, n_trials=b.n_trials, batch_size=b.batch, bp_lrs=b.bp_lrs,
+            device="cpu", quiet=True, confirm_top=b.confirm_top, confirm_seeds=b.confirm_seeds,
+            space=SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,
+                              max_memory=b.max_memory, augment=b.augment, **space))
+
+        def run() -> dict[str, Any]:
+            start = time.perf_counter()
+            study = run_search(s)
+            best = best_trial(study)
+            assert best is not None, f"{s.study}: no feasible trial"
+            rec = TrialRecord.of(best)
+            return {"study": s.study, "trial": best.number, "minutes":
+                    (time.perf_counter() - start) / 60, "trials": len(study.trials),
+                    "val": best.values[0], "decoupling": rec.document}
+
+        found = self.runs.get(f"search {s.study} {json.dumps(asdict(s.space), default=str)}",
+                              run)
+        self.searches[s.study] = {k: v for k, v in found.items() if k != "decoupling"}
+        d = Decoupling.from_json(json.dumps(found["decoupling"]))
+        print(f"  searched {s.study}: trial {found['trial']} ({found['minutes']:.0f} min), "
+              f"K={d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
+        return d
+
+    # ------------------------------------------------------------ the budget curve
+    def budget_curve(self, backbone: str, bp: Decoupling, best: Decoupling,
+                     epochs: tuple[int, ...]) -> None:
+        for e in epochs:
+            point: dict[str, Any] = {"epochs": e}
+            for name, d in (("bp", bp), ("best", best)):
+                runs = [self.train(d, e, s) for s in self.b.curve_seeds]
+                point[name] = [r["test"] for r in runs]
+                point[f"{name}_blocks"] = [statistics.mean(r["blocks"][k] for r in runs)
+                                           for k in range(d.num_blocks)]
+                point[f"{name}_seconds"] = statistics.mean(r["seconds"] for r in runs)
+            gap = statistics.mean(point["best"]) - statistics.mean(point["bp"])
+            print(f"  curve {backbone} {e:3d} epochs: BP {statistics.mean(point['bp']):.4f} "
+                  f"best {statistics.mean(point['best']):.4f} ({gap:+.4f})", flush=True)
+            self.curve = [p for p in self.curve if p["epochs"] != e] + [point]
+
+    # ------------------------------------------------------------ the whole experiment
+    def experiment(self, write: Callable[[], None]) -> None:
+        """The most telling results first (the new space against BP, then the budget curve),
+        so a run stopped early has them; the table is ordered when it is written."""
+        b = self.b
+        for source, target in b.pairs:
+            new = self.search(source, "new")
+            bp = self.bp(source)
+            self.row("backprop", source, bp, note=f"lr {bp.optim[0].lr:g} (sweep on val)")
+            self.row("searched, new space", source, new)
+            write()
+            if source == b.curve_backbone:
+                for e in b.curve:  # one budget at a time: the results are written after each
+                    self.budget_curve(source, bp, new, (e,))
+                    write()
+            self.row("paper (BP-free)", source, Decoupling.paper_default(source, width=b.width))
+            self.row("searched, old space", source, self.search(source, "old", **OLD_SPACE))
+            write()
+            if target is not None:
+                bp_t = self.bp(target)
+                self.row("backprop", target, bp_t, note=f"lr {bp_t.optim[0].lr:g} (sweep on val)")
+                self.row("paper (BP-free)", target,
+                         Decoupling.paper_default(target, width=b.width))
+                self.row(f"searched on {source}, new space", target, new.transfer(target),
+                         note="transferred")
+                write()
 
 
-def row(name: str, backbone: str, d: Decoupling, data: Data, b: Budget, *, detach: bool = True,
-        search_hours: float = 0.0, first: dict | None = None, note: str = "") -> dict:
-    runs = [first] if first else []
-    runs += [train(d, data, b, s, detach) for s in b.seeds[len(runs):]]
-    cost = measure_cost(build(d, data.num_classes, data.in_channels, data.image_size),
-                        data.in_channels, data.image_size)
-    tests = [r["test"] for r in runs]
-    k = d.num_blocks
-    print(f"  {backbone:9s} {name:24s} test {statistics.mean(tests):.4f} "
-          f"(seeds {', '.join(f'{t:.4f}' for t in tests)})", flush=True)
-    return {"backbone": backbone, "row": name, "K": k, "cuts": list(d.cuts),
-            "heads": [a.family for a in d.aux], "test": tests,
-            "mean": statistics.mean(tests), "std": statistics.pstdev(tests),
-            "speedup": cost.speedup if k > 1 else 1.0,
-            "peak_mb": (cost.peak_saved_bytes if detach else cost.backprop_saved_bytes)
-            * b.batch / MB, "search_cpu_hours": search_hours, "note": note,
-            "decoupling": d.to_dict()}
-
-
-def search(backbone: str, b: Budget, storage: str) -> tuple[Decoupling, float]:
-    s = SearchSettings(study=backbone, storage=storage, dataset=b.dataset, download=False,
-                       train_subset=b.search_subset, val_size=b.val_size,
-                       epochs=b.search_epochs, n_trials=b.n_trials, batch_size=b.batch,
-                       bp_lrs=b.bp_lrs, device="cpu", quiet=True,
-                       confirm_top=0,  # the winner is re-trained over seeds below, at full size
-                       space=SearchSpace(backbones=(backbone,), width=b.width,
-                                         min_units=b.min_units))
-    start = time.perf_counter()
-    study = run_search(s)
-    hours = (time.perf_counter() - start) * torch.get_num_threads() / 3600  # CPU-hours
-    best = best_trial(study)
-    assert best is not None
-    d = TrialRecord.of(best).decoupling()
-    assert d is not None
-    print(f"  searched {backbone}: trial {best.number}, val {best.values[0]:.4f}, K="
-          f"{d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
-    return d, hours
-
-
-def bp(backbone: str, data: Data, b: Budget) -> tuple[Decoupling, dict]:
-    """End-to-end BP with its learning rate tuned on the validation split (seed 0 of each
-    sweep point; the winner's run is reused as its seed-0 row)."""
-    best: tuple[float, Decoupling, dict] | None = None
-    for lr in b.bp_lrs:
-        d = Decoupling.end_to_end(backbone, width=b.width, optim=BlockOptim(lr=lr))
-        r = train(d, data, b, b.seeds[0])
-        if best is None or r["val"] > best[0]:
-            best = (r["val"], d, r)
-    assert best is not None
-    return best[1], best[2]
-
-
-def searched_only(b: Budget, storage: str, label: str) -> list[dict]:
-    """Only the searched rows (and their transfers) of a new search round."""
-    data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size, seed=0,
-                     download=False)
-    rows = []
-    for source, target in b.pairs:
-        searched, hours = search(source, b, storage)
-        rows.append(row(f"searched ({label})", source, searched, data, b, search_hours=hours))
-        if target is not None:
-            rows.append(row(f"searched on {source} ({label})", target,
-                            searched.transfer(target), data, b, search_hours=hours,
-                            note="transferred"))
-    return rows
-
-
-def experiment(b: Budget, storage: str) -> list[dict]:
-    data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size, seed=0,
-                     download=False)
-    rows = []
-    for source, target in b.pairs:
-        searched, hours = search(source, b, storage)
-        for backbone in (source, target):
-            if backbone is None:
-                continue
-            bp_d, bp_first = bp(backbone, data, b)
-            paper = Decoupling.paper_default(backbone, width=b.width)
-            rows.append(row("backprop", backbone, bp_d, data, b, first=bp_first,
-                            note=f"lr {bp_d.optim[0].lr:g} (sweep on val)"))
-            rows.append(row("paper (BP-free)", backbone, paper, data, b))
-            rows.append(row("paper, no detach", backbone, paper, data, b, detach=False,
-                            note="as the BWBPF code: deep supervision"))
-            if backbone == source:
-                rows.append(row("uniform", backbone, Decoupling.uniform(backbone, width=b.width),
-                                data, b))
-                rows.append(row("searched", backbone, searched, data, b, search_hours=hours))
-            else:
-                rows.append(row(f"searched on {source}", backbone,
-                                searched.transfer(backbone), data, b, search_hours=hours,
-                                note="transferred"))
-    return rows
-
-
-def markdown(rows: list[dict], b: Budget, command: str, minutes: float,
-             rounds: dict[str, Any] | None = None, when: str = "") -> str:
+# ---------------------------------------------------------------- writing
+def markdown(q: Quality, command: str, when: str) -> str:
+    b = q.b
+    minutes = (time.perf_counter() - q.started) / 60
     out = ["## Quality", "",
-           f"{b.dataset}, width {b.width}; search: {b.n_trials} trials x {b.search_epochs} "
-           f"epochs on {b.search_subset} images (TPE + Hyperband); every row: {b.epochs} epochs "
-           f"on {b.train_subset} images, batch {b.batch}, seeds {list(b.seeds)}, the test "
-           f"split; validation: {b.val_size} images held out of train. Command: "
-           f"`{command}` ({minutes:.0f} min on {os.cpu_count()} cores, finished {when})."
-           , "",
-           "| backbone | decoupling | K | test accuracy (mean +- std) | speed-up over BP (FLOPs) "
-           "| peak activations (MB/batch) | search CPU-h | note |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"{b.dataset}, width {b.width}, constraints: speed-up over BP >= {b.min_speedup:g} "
+           f"(measured step times), activation memory <= {b.max_memory:g} of BP's; "
+           f"augmentation {'on' if b.augment else 'off'}. Search: {b.n_trials} trials x "
+           f"{b.search_epochs} epochs on {b.search_subset} images (TPE + Hyperband), the top "
+           f"{b.confirm_top} confirmed on {b.confirm_seeds} more seed(s). Rows: {b.epochs} "
+           f"epochs on {b.train_subset} images, "
+           f"batch {b.batch}, seeds {list(b.seeds)}, the test split; validation: {b.val_size} "
+           f"images held out of train. Command: `{command}` ({minutes:.0f} min in this run on "
+           f"{os.cpu_count()} cores; finished trainings are reused from earlier runs; "
+           f"written {when}).", "",
+           "| backbone | decoupling | K | heads/losses | test accuracy (mean +- std) | "
+           "speed-up over BP (measured; FLOPs) | memory / BP's | meets constraints | note |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    order = list(dict.fromkeys(r["backbone"] for r in q.rows))
+    rows = sorted(q.rows, key=lambda r: (order.index(r["backbone"]), ROWS.index(r["row"])
+                                         if r["row"] in ROWS else len(ROWS)))
     for r in rows:
-        out.append(f"| {r['backbone']} | {r['row']} | {r['K']} | {r['mean']:.4f} +- "
-                   f"{r['std']:.4f} | {r.get('speedup', float('nan')):.2f} | {r['peak_mb']:.1f} | "
-                   f"{r['search_cpu_hours']:.2f} | {r['note']} |")
-    for name, r in (rounds or {}).items():
-        rb = r["budget"]
-        out += ["", f"{name.capitalize()} (`{command} --round2`, {r['minutes']:.0f} min): search "
-                f"trials on {rb['search_subset']} images for {rb['search_epochs']} epochs (the "
-                f"final rows' data and epochs), blocks of at least {rb['min_units']} units."]
-    out += ["", *verdicts(rows), ""]
+        out.append(f"| {r['backbone']} | {r['row']} | {r['K']} | {', '.join(r['heads'])} | "
+                   f"{r['mean']:.4f} +- {r['std']:.4f} | {r['speedup']:.2f}; "
+                   f"{r['speedup_flops']:.2f} | {r['memory']:.2f} | "
+                   f"{'yes' if r['feasible'] else 'no'} | {r['note']} |")
+    if q.searches:
+        out += ["", "Searches: " + "; ".join(
+            f"{name}: best trial {s['trial']} of {s['trials']} (val {s['val']:.4f}, "
+            f"{s['minutes']:.0f} min)" for name, s in q.searches.items()) + "."]
+    if q.curve:
+        out += ["", f"Budget curve ({b.curve_backbone}, {b.train_subset} images, seeds "
+                f"{list(b.curve_seeds)}, test split; plot: quality_budget.png):", "",
+                "| epochs | BP | best constrained decoupling | gap (points) | "
+                "per-block test accuracy of the decoupling | seconds BP / decoupling |",
+                "|---|---|---|---|---|---|"]
+        for p in sorted(q.curve, key=lambda p: p["epochs"]):
+            gap = 100 * (statistics.mean(p["best"]) - statistics.mean(p["bp"]))
+            out.append(f"| {p['epochs']} | {_ms(p['bp'])} | {_ms(p['best'])} | {gap:+.2f} | "
+                       f"{', '.join(f'{a:.3f}' for a in p['best_blocks'])} | "
+                       f"{p['bp_seconds']:.0f} / {p['best_seconds']:.0f} |")
+    out += ["", *verdicts(q), ""]
     return "\n".join(out)
 
 
-def compare(a: dict, b: dict) -> str:
-    """a against b, with the seeds' spread: a gap inside one (pooled) standard deviation of
-    the seeds is a tie, not a win."""
-    gap = a["mean"] - b["mean"]
-    spread = ((a["std"] ** 2 + b["std"] ** 2) / 2) ** 0.5
-    if abs(gap) <= spread:
-        return f"ties with ({gap:+.4f}, within the seeds' spread of {spread:.4f})"
-    return f"{'beats' if gap > 0 else 'loses to'} ({gap:+.4f})"
+def _ms(xs: list[float]) -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.4f} +- {sd:.4f}"
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def verdicts(q: Quality) -> list[str]:
     lines = []
-    for backbone in dict.fromkeys(r["backbone"] for r in rows):
-        mine = {r["row"]: r for r in rows if r["backbone"] == backbone}
+    for backbone in dict.fromkeys(r["backbone"] for r in q.rows):
+        mine = {r["row"]: r for r in q.rows if r["backbone"] == backbone}
+        bp = mine.get("backprop")
         for name, r in mine.items():
-            if name.startswith("searched"):
-                lines.append(f"- {backbone}, {name} (K={r['K']}): {compare(r, mine['backprop'])}"
-                             f" end-to-end BP; {compare(r, mine['paper (BP-free)'])} the "
-                             "paper's decoupling.")
+            if bp is not None and name != "backprop":
+                lines.append(f"- {backbone}, {name} (K={r['K']}): "
+                             f"{100 * (r['mean'] - bp['mean']):+.2f} points against BP")
+    if q.curve:
+        last = max(q.curve, key=lambda p: p["epochs"])
+        gap = 100 * (statistics.mean(last["best"]) - statistics.mean(last["bp"]))
+        met = "met" if gap >= -0.5 else "missed"
+        lines.append(f"- Target (within 0.5 points of BP at the longest budget): {met} at "
+                     f"{last['epochs']} epochs ({gap:+.2f} points)"
+                     + ("" if last["epochs"] == max(q.b.curve) else
+                        f"; the {max(q.b.curve)}-epoch point is not run yet"))
     return lines
+
+
+def plot(q: Quality, path: Path) -> bool:
+    """The budget curve as a PNG, drawn by plotly in a headless Chromium; False without one."""
+    import plotly.graph_objects as go
+
+    chromium = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if not q.curve or chromium is None:
+        return False
+    pts = sorted(q.curve, key=lambda p: p["epochs"])
+    fig = go.Figure()
+    for name, label in (("bp", "end-to-end BP"), ("best", "best constrained decoupling")):
+        fig.add_scatter(x=[p["epochs"] for p in pts],
+                        y=[statistics.mean(p[name]) for p in pts], name=label,
+                        error_y={"array": [statistics.stdev(p[name]) if len(p[name]) > 1 else 0
+                                           for p in pts]}, mode="lines+markers")
+    fig.update_layout(title=f"{q.b.curve_backbone} x{q.b.width:g}, {q.b.dataset}, "
+                      f"{q.b.train_subset} images: test accuracy against epochs",
+                      xaxis={"type": "log", "title": "epochs",
+                             "tickvals": [p["epochs"] for p in pts]},
+                      yaxis={"title": "test accuracy"}, width=900, height=520)
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / "curve.html"
+        fig.write_html(html, include_plotlyjs=True, full_html=True,
+                       config={"staticPlot": True})
+        shot = Path(tmp) / "curve.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", "--window-size=900,520",
+                        "--virtual-time-budget=10000", f"--screenshot={shot}", html.as_uri()],
+                       capture_output=True, timeout=120, check=False)
+        if not shot.exists():
+            return False
+        shutil.copyfile(shot, path)
+    return True
 
 
 def write_results(section: str, path: Path) -> None:
@@ -226,39 +364,33 @@ def write_results(section: str, path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--round2", action="store_true",
-                    help="add round 2's searched rows to an existing quality.json")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the Quality section from an existing quality.json")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/)")
     args = ap.parse_args()
     b = TINY if args.tiny else FULL
     out = args.out or HERE
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.render:
-            before = json.loads((out / "quality.json").read_text())
-            rows, minutes, rounds = before["rows"], before["minutes"], before.get("rounds", {})
-        elif args.round2:
-            before = json.loads((out / "quality.json").read_text())
-            new = searched_only(ROUND2, f"sqlite:///{tmp}/quality.db", "round 2")
-            rows, minutes = before["rows"] + new, before["minutes"]
-            rounds = {**before.get("rounds", {}),
-                      "round 2": {"budget": asdict(ROUND2),
-                                  "minutes": (time.perf_counter() - start) / 60}}
-        else:
-            rows, rounds = experiment(b, f"sqlite:///{tmp}/quality.db"), {}
-            minutes = (time.perf_counter() - start) / 60
     command = ".venv/bin/python benchmarks/quality.py" + (" --tiny" if args.tiny else "")
-    order = list(dict.fromkeys(r["backbone"] for r in rows))
-    rows.sort(key=lambda r: order.index(r["backbone"]))  # stable: rounds stay in order
-    when = before.get("finished", "") if args.render else time.strftime("%Y-%m-%d %H:%M %Z")
-    (out / "quality.json").write_text(json.dumps({"budget": asdict(b), "rows": rows,
-                                                   "minutes": minutes, "rounds": rounds,
-                                                   "finished": when}, indent=1))
-    text = markdown(rows, b, command, minutes, rounds, when)
-    write_results(text, out / "RESULTS.md")
-    print(text)
+    q = Quality(b, out)
+
+    def write() -> None:
+        when = time.strftime("%Y-%m-%d %H:%M %Z")
+        (out / "quality.json").write_text(json.dumps(
+            {"budget": asdict(b), "rows": q.rows, "curve": q.curve, "searches": q.searches,
+             "written": when}, indent=1))
+        drawn = plot(q, out / "quality_budget.png")
+        text = markdown(q, command, when)
+        if q.curve and not drawn:
+            text += "\n(no Chromium here: quality_budget.png was not drawn)\n"
+        write_results(text, out / "RESULTS.md")
+
+    if args.render:
+        before = json.loads((out / "quality.json").read_text())
+        q.rows, q.curve, q.searches = before["rows"], before["curve"], before["searches"]
+    else:
+        q.experiment(write)
+    write()
+    print((out / "RESULTS.md").read_text().partition("## Quality")[2].split("\n## ")[0])
     return 0
 
 

@@ -125,7 +125,7 @@ class VGGSpec(BackboneSpec):
     def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
                   min_channels: int = 0) -> tuple[nn.Module, int]:
         c_out = max(min_channels, scaled(info.channels, width))
-        layers = list(_vgg_unit(c_in, c_out, False))
+        layers = list(_vgg_unit(c_in, c_out, False).children())
         if in_size != info.size:  # the pools of the copied unit and of the units skipped
             layers.append(nn.AdaptiveMaxPool2d(info.size))
         return nn.Sequential(*layers), c_out

@@ -3,11 +3,12 @@
 A cut (the unit a block starts at) is written as (stage, fraction): the stage that unit is in,
 and how far into that stage it sits, ``(unit - stage start) / stage length`` in [0, 1). A cut
 at a stage boundary has fraction 0. Transfer to a deeper or shallower member of the same family
-puts cut i at ``stage start' + round(fraction * stage length')`` in the same stage (stages are
-resolutions: stage s of every VGG or ResNet works at the input size / 2**s, so a target with
-more stages, vgg8b's 4 to VGG-16's 5, gives the stages it adds to the last block; a cut in a
-stage the target lacks is refused); cuts that land on one another are pushed one unit deeper, in order. Aux heads and optimisers stay
-with their blocks; heads are re-sized from the target's channels when the net is built. A
+puts cut i at ``stage start' + round(fraction * stage length')`` in the same stage: stages
+follow the resolution, and stage s of two members works at the same one. A target with more
+stages (vgg8b's 4 to VGG-16's 5) gives the stages it adds to the last block; a cut in a stage
+the target lacks is refused. Cuts that land on one another are pushed one unit deeper, in
+order. Aux heads and optimisers stay with their blocks; heads are re-sized from the target's
+channels when the net is built. A
 ``downstream`` head's depth (the later units it copies) scales by the same relative rule: the
 number of units that follow its block on the target over that number on the source, rounded
 half up, at least 1; its width is relative to the units it copies, so it stays.

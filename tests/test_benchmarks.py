@@ -28,10 +28,25 @@ def test_quality_experiment_tiny(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     import json
 
-    rows = json.loads((tmp_path / "quality.json").read_text())["rows"]
+    result = json.loads((tmp_path / "quality.json").read_text())
+    rows = result["rows"]
     names = [(x["backbone"], x["row"]) for x in rows]
-    assert ("vgg11", "backprop") in names and ("vgg11", "searched") in names
-    assert ("vgg13", "searched on vgg11") in names and ("vgg13", "paper, no detach") in names
+    for name in ("backprop", "paper (BP-free)", "searched, old space", "searched, new space"):
+        assert ("vgg8b", name) in names
+    assert ("vgg16", "searched on vgg8b, new space") in names  # the winner, transferred
     assert all(len(x["test"]) == 2 for x in rows)  # every row over the seeds
+    budget = result["budget"]
+    assert all({"speedup", "speedup_flops", "memory", "feasible"} <= set(x) for x in rows)
+    # the budget curve: BP and the winner at every budget, each over the curve's seeds
+    assert [p["epochs"] for p in result["curve"]] == budget["curve"]
+    for p in result["curve"]:
+        assert len(p["bp"]) == len(p["best"]) == len(budget["curve_seeds"])
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "## Quality" in text and "| vgg13 | searched on vgg11 |" in text
+    assert "## Quality" in text and "| vgg16 | searched on vgg8b, new space |" in text
+    assert "Budget curve" in text and (tmp_path / "quality_budget.png").stat().st_size > 1000
+    # a second run reuses every finished training and search: nothing is trained again
+    runs = (tmp_path / "out" / "quality-runs.json").read_text()
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--tiny",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "quality-runs.json").read_text() == runs

@@ -52,7 +52,8 @@ class Outbox:
         wire = x.permute(0, 2, 3, 1) if last else x.contiguous()  # memory order, no copy
         tail = torch.tensor([CHANNELS_LAST if last else NCHW], device=y.device)
         labels = torch.cat([y, tail])  # a copy: y may be a receive buffer re-posted soon
-        pixels = None if image is None else image.contiguous()
+        # A copy, as the labels: the images may be a receive buffer re-posted soon.
+        pixels = None if image is None else image.clone(memory_format=torch.contiguous_format)
         try:
             works = [dist.isend(wire, self.dst), dist.isend(labels, self.dst)]
             if pixels is not None:

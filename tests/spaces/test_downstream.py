@@ -9,8 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from bwbpf.spaces import AuxSpec, BlockOptim, ConfigError, Decoupling, HeadPlace, build
-from bwbpf.spaces import get_backbone, list_backbones, make_aux_head
+from bwbpf.spaces import (
+    AuxSpec,
+    BlockOptim,
+    ConfigError,
+    Decoupling,
+    HeadPlace,
+    build,
+    get_backbone,
+    list_backbones,
+    make_aux_head,
+)
 from bwbpf.spaces.backbones import scaled
 from bwbpf.spaces.heads import (
     INFOPRO_FIRST,

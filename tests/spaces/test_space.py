@@ -14,9 +14,9 @@ from bwbpf.spaces import (
     ConfigError,
     Decoupling,
     SearchSpace,
+    get_backbone,
     params_for,
     reference_decouplings,
-    get_backbone,
     sample,
 )
 from bwbpf.spaces.heads import pyramidal_depth

@@ -9,7 +9,8 @@ from bwbpf.spaces import AuxSpec, BlockOptim, ConfigError, Decoupling, build, ge
 from bwbpf.spaces.transfer import _stages
 
 PAIRS = [("vgg8b", "vgg16"), ("vgg11", "vgg19"), ("vgg19", "vgg11"), ("vgg13", "vgg16"),
-         ("resnet18", "resnet50"), ("resnet18", "resnet152"), ("resnet152", "resnet34"), ("resnet50", "resnet101")]
+         ("resnet18", "resnet50"), ("resnet18", "resnet152"), ("resnet152", "resnet34"),
+         ("resnet50", "resnet101")]
 
 
 def sources(name: str) -> list[Decoupling]:

@@ -22,7 +22,7 @@ import torch
 
 from bwbpf.search.cli import main
 from bwbpf.search.ranks import Ranks, rank_argv
-from bwbpf.spaces import BlockOptim, Decoupling
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling
 from bwbpf.trainers.shards import MANIFEST, merged_weights, read_manifest
 
 pytestmark = pytest.mark.integration  # starts processes; still in `make test`
@@ -33,8 +33,10 @@ RUN_S = 300  # generous: the suite shares 2 slow cores; a tiny run takes seconds
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def arch(tmp: Path, k: int, **optim: BlockOptim) -> str:
+def arch(tmp: Path, k: int, aux: tuple[AuxSpec, ...] = (), **optim: BlockOptim) -> str:
     d = Decoupling.uniform("vgg8b", k=k, width=0.125)
+    if aux:
+        d = replace(d, aux=aux)
     if optim:
         d = replace(d, optim=tuple(optim.get(f"b{i + 1}", o) for i, o in enumerate(d.optim)))
     path = tmp / f"k{k}.json"
@@ -98,7 +100,9 @@ def test_two_ranks_stopped_and_resumed_equal_the_sequential_schedule(
 
 
 def test_three_ranks_under_torchrun_equal_the_sequential_schedule(tmp_path: Path) -> None:
-    a = arch(tmp_path, 4)
+    # Blocks 2 and 3 rebuild the input image (infopro): the images travel down the ranks.
+    a = arch(tmp_path, 4, (AuxSpec(), AuxSpec("downstream", 1, loss="infopro"),
+                           AuxSpec("linear", loss="infopro")))
     ref = sequential(tmp_path / "seq", "--arch", a, *TINY)
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3",

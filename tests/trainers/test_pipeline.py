@@ -18,7 +18,11 @@ CASES = [Decoupling.uniform("vgg8b", k=2, width=0.125),
          Decoupling.uniform("vgg8b", k=4, width=0.125),
          Decoupling("resnet18", (2, 5), (AuxSpec("conv", 1, 0.5), AuxSpec("ir", 2, 1.0)),
                     (BlockOptim(lr=0.1), BlockOptim(lr=0.05), BlockOptim(optimizer="adamw",
-                                                                          lr=1e-3)), 0.125)]
+                                                                          lr=1e-3)), 0.125),
+         # the input images travel with the batch to the blocks that rebuild them
+         Decoupling("resnet18", (3, 6), (AuxSpec("downstream", 2, 0.5, "infopro", 8),
+                                         AuxSpec("linear", loss="infopro")),
+                    (BlockOptim(),) * 3, 0.125)]
 
 
 def trained(d: Decoupling, data: Data, schedule: str) -> nn.Module:
@@ -32,7 +36,7 @@ def workers_alive() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("block-")]
 
 
-@pytest.mark.parametrize("d", CASES, ids=["vgg-K2", "vgg-K4", "resnet-K3"])
+@pytest.mark.parametrize("d", CASES, ids=["vgg-K2", "vgg-K4", "resnet-K3", "infopro-K3"])
 def test_pipelined_equals_sequential_bit_for_bit(d: Decoupling, synthetic: Data) -> None:
     a = trained(d, synthetic, "sequential").state_dict()
     b = trained(d, synthetic, "pipelined").state_dict()
