@@ -132,7 +132,9 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
     # pred is part of every other loss; without it, the cheaper of the others.
     losses: list[LocalLoss] = ["pred"] if "pred" in space.losses else list(space.losses)
     seen: dict[tuple[str, str, int, tuple[int, int], int], tuple[float, Saved]] = {}
-    heads: list[tuple[float, int]] = []  # (step cost, saved bytes past the unit's output)
+    # (step cost, saved bytes past the unit's output, the same in the first block, whose input
+    # is the image that an infopro head also saves)
+    heads: list[tuple[float, int, int]] = []
     for info, (_, unit) in zip(infos[:-1], units):
         options = []
         place = HeadPlace(backbone, space.width, info.index, 0, 2, in_channels, image_size)
@@ -149,12 +151,16 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
                                        min_channels=aux.min_channels, place=place)
                 seen[key] = (f if timer is None else timer.head(aux, info, place), saved_h)
             options.append(seen[key])
+        shared = units[0][1].input  # the image, when the first unit saves it
         heads.append((min(f for f, _ in options),
-                      min(max(h.input, unit.output) + h.inner for _, h in options)))
+                      min(max(h.input, unit.output) + h.inner for _, h in options),
+                      min(max(h.input, unit.output) + h.inner - min(h.image, shared)
+                          for _, h in options)))
     flops_cls, cls = classifier_cost(backbone, width=space.width, last=infos[-1],
                                      num_classes=num_classes)
     step_cls = flops_cls if timer is None else timer.classifier(backbone, space.width)
-    heads.append((step_cls, max(cls.input, units[-1][1].output) + cls.inner))
+    cls_saved = max(cls.input, units[-1][1].output) + cls.inner
+    heads.append((step_cls, cls_saved, cls_saved))
     unit_step = ([float(f) for f, _ in units] if timer is None
                  else timer.units(backbone, space.width))
     n = len(units)
@@ -167,7 +173,7 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
             f_sum += unit_step[c - 1]
             s_sum += unit.inner + (max(units[c - 2][1].output, unit.input) if c - 1 > a else 0)
             step[a][c] = f_sum + heads[c - 1][0]
-            saved[a][c] = s_sum + heads[c - 1][1]
+            saved[a][c] = s_sum + heads[c - 1][1 if a else 2]
     return Profile(backbone, step, saved)
 
 

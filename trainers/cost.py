@@ -68,13 +68,16 @@ class NetCost:
 
 class Saved(NamedTuple):
     """Per image, what one piece of a net (a unit, a head) saves for backward, split by storage:
-    its input's (0 when not saved), its output's (0 when not saved), everything else. Pieces
-    that run back to back share the storage between them, which a block counts once:
-    ``max(a.output, b.input)``, not the sum."""
+    its input's (0 when not saved), its output's (0 when not saved), everything else, and of
+    that the network's input image's (a head whose loss rebuilds it saves it). Pieces that run
+    back to back share the storage between them, which a block counts once:
+    ``max(a.output, b.input)``, not the sum; so does the image, in the first block (it is the
+    first unit's input)."""
 
     input: int
     inner: int
     output: int
+    image: int = 0  # included in ``inner``
 
 
 class _SavedBytes:
@@ -92,14 +95,16 @@ class _SavedBytes:
             self.total += st.nbytes()
         return t
 
-    def split(self, x: Tensor, out: Tensor | None = None) -> Saved:
-        """The total split into the input's storage, the output's and the rest, per image."""
+    def split(self, x: Tensor, out: Tensor | None = None, image: Tensor | None = None) -> Saved:
+        """The total split into the input's storage, the output's and the rest (of which the
+        image's), per image."""
         ptr = x.untyped_storage().data_ptr()
         inp = self.seen.get(ptr, 0)
         out_ptr = ptr if out is None else out.untyped_storage().data_ptr()
         outp = 0 if out_ptr == ptr else self.seen.get(out_ptr, 0)
+        img = 0 if image is None else self.seen.get(image.untyped_storage().data_ptr(), 0)
         return Saved(inp // PROBE_BATCH, (self.total - inp - outp) // PROBE_BATCH,
-                     outp // PROBE_BATCH)
+                     outp // PROBE_BATCH, img // PROBE_BATCH)
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
@@ -185,7 +190,7 @@ def head_cost(family: str, *, depth: int, width: float, loss: LocalLoss, on: Uni
                          place=place)
     image = None if place is None else torch.randn(PROBE_BATCH, place.in_channels,
                                                    *place.image_size)
-    return _probe_head(head, lambda x, y: head.loss(x, y, image=image)[0], on)
+    return _probe_head(head, lambda x, y: head.loss(x, y, image=image)[0], on, image)
 
 
 def classifier_cost(backbone: str, *, width: float, last: UnitInfo, num_classes: int
@@ -197,7 +202,7 @@ def classifier_cost(backbone: str, *, width: float, last: UnitInfo, num_classes:
 
 
 def _probe_head(module: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor],
-                on: UnitInfo) -> tuple[int, Saved]:
+                on: UnitInfo, image: Tensor | None = None) -> tuple[int, Saved]:
     # The input needs its gradient, as a block's output does inside measure_cost.
     x = torch.randn(PROBE_BATCH, on.channels, *on.size, requires_grad=True)
     y = torch.arange(PROBE_BATCH) % 2
@@ -206,7 +211,7 @@ def _probe_head(module: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor
     counter, mem = FlopCounterMode(display=False), _SavedBytes(params)
     with counter, mem.hooks():
         loss(x, y).backward()
-    return counter.get_total_flops() // PROBE_BATCH, mem.split(x)
+    return counter.get_total_flops() // PROBE_BATCH, mem.split(x, image=image)
 
 
 def unit_times(backbone: str, *, width: float, in_channels: int, image_size: tuple[int, int],

@@ -202,8 +202,7 @@ BAD = [
     (["--space", "{far.yaml}"], "--max-memory 0.1: the space needs at least 0.49 of BP's"),
     (["--min-speedup", "2"], "was created with space.min_speedup=1.5; this run asks "
                              "space.min_speedup=2.0 (use another --study)"),
-    ([], "was created with space.min_speedup=1.5; this run asks space.min_speedup=None"),
-]
+]  # a rerun without the flag keeps the study's constraint: tests/search/test_space_adoption.py
 
 
 @pytest.mark.parametrize(("flags", "message"), BAD, ids=[" ".join(c[0]) or "none" for c in BAD])
@@ -249,8 +248,9 @@ def test_the_space_refuses_bad_constraint_values(field: str, value: object) -> N
 
 
 # ---------------------------------------------------------------- units
-@pytest.mark.parametrize("aux", [AuxSpec("linear"), AuxSpec("conv", 1, 0.5, "predsim")],
-                         ids=["linear", "conv-predsim"])
+@pytest.mark.parametrize("aux", [AuxSpec("linear"), AuxSpec("conv", 1, 0.5, "predsim", 32),
+                                 AuxSpec("downstream", 1, 0.5, "infopro", 32)],
+                         ids=["linear", "conv-predsim", "downstream-infopro"])
 def test_the_estimate_is_what_measure_cost_gives_for_every_cut_set(aux: AuxSpec) -> None:
     # a space whose cheapest head is ``aux`` everywhere, and every decoupling with it
     space = SearchSpace(heads=(aux.family,), head_widths=(0.5, 1.0), losses=(aux.loss,),
@@ -274,8 +274,8 @@ def test_the_estimate_is_what_measure_cost_gives_for_every_cut_set(aux: AuxSpec)
 
 
 def test_the_measured_estimate_is_what_the_timer_predicts_for_every_cut_set() -> None:
-    aux = AuxSpec("conv", 1, 0.5)
     space = SearchSpace(heads=("conv",), head_widths=(0.5, 1.0), losses=("pred",), max_blocks=3)
+    aux = AuxSpec("conv", 1, 0.5, min_channels=space.head_min_channels)
     timer = StepTimer(torch.device("cpu"), 8, in_channels=3, image_size=(16, 16),
                       num_classes=10, repeats=1, warmup=0)
     p = profile("vgg8b", space, in_channels=3, image_size=(16, 16), num_classes=10,

@@ -18,24 +18,29 @@ SMALL = [*FAST, "--train-subset", "200", "--val-size", "100", "--pruner", "none"
 def test_a_rerun_without_space_flags_resumes_the_studys_space(cli: Runner, db: str) -> None:
     argv = ["-q", "run", "--storage", db, "--study", "s", "--no-baselines", *SMALL]
     rc, _, err = cli(*argv, "--heads", "linear,conv", "--losses", "pred", "--no-augment",
-                     "--n-trials", "1")
+                     "--max-memory", "0.9", "--n-trials", "1")
     assert rc == 0, err
     rc, _, err = cli(*argv, "--n-trials", "3")  # today's defaults differ; the study's hold
     assert rc == 0, err
     study = optuna.load_study(study_name="s", storage=db)
-    assert len(study.trials) == 3
+    trained = [t for t in study.trials if TrialRecord.of(t).rejected is None]
+    assert len(trained) == 3
     for t in study.trials:
-        d = TrialRecord.of(t).decoupling()
+        rec = TrialRecord.of(t)
+        d = rec.decoupling()
         assert d is not None
         assert {a.family for a in d.aux} <= {"linear", "conv"}
         assert {a.loss for a in d.aux} == {"pred"}
+        # the study's constraint holds for the rerun too: a sample above it is rejected
+        assert rec.memory_ratio is not None
+        assert (rec.rejected is not None) == (rec.memory_ratio > 0.9)
     # A field the run names and the study does not have is still refused.
-    rc, _, err = cli(*argv, "--heads", "ir", "--n-trials", "4")
+    rc, _, err = cli(*argv, "--heads", "ir", "--n-trials", "5")
     assert rc == 2 and "created with space.heads=['linear', 'conv']; this run asks " \
         "space.heads=['ir']" in err
-    rc, _, err = cli(*argv, "--augment", "--n-trials", "4")
+    rc, _, err = cli(*argv, "--augment", "--n-trials", "5")
     assert rc == 2 and "created with space.augment=False" in err
-    assert len(optuna.load_study(study_name="s", storage=db).trials) == 3
+    assert len(optuna.load_study(study_name="s", storage=db).trials) == len(study.trials)
 
 
 def test_a_space_stored_before_a_field_existed_reads_as_it_meant() -> None:
