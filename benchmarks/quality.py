@@ -39,6 +39,7 @@ from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build
+from bwbpf.spaces.space import LrSchedule
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
 
@@ -64,7 +65,8 @@ class Budget:
     min_speedup: float = 2.0
     max_memory: float = 0.6
     batch: int = 128
-    augment: bool = True
+    augment: bool = SearchSpace.augment  # the search's defaults, for every row
+    lr_schedule: LrSchedule = SearchSpace.lr_schedule
     # searched on -> transferred to (same family)
     pairs: tuple[tuple[str, str | None], ...] = (("vgg8b", "vgg16"), ("resnet18", None))
     curve_backbone: str = "vgg8b"
@@ -123,13 +125,13 @@ class Quality:
               ) -> dict[str, Any]:
         b = self.b
         key = json.dumps([d.to_dict(), epochs, seed, detach, b.dataset, b.train_subset,
-                          b.val_size, b.batch, b.augment], sort_keys=True)
+                          b.val_size, b.batch, b.augment, b.lr_schedule], sort_keys=True)
 
         def run() -> dict[str, Any]:
             net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
                         seed=seed)
             plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
-                             detach=detach, augment=b.augment)
+                             detach=detach, augment=b.augment, lr_schedule=b.lr_schedule)
             r = fit(net, self.data, plan)
             blocks = evaluate(net, self.data.test, plan)
             return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
@@ -182,7 +184,8 @@ class Quality:
             epochs=b.search_epochs, n_trials=b.n_trials, batch_size=b.batch, bp_lrs=b.bp_lrs,
             device="cpu", quiet=True, confirm_top=b.confirm_top, confirm_seeds=b.confirm_seeds,
             space=SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,
-                              max_memory=b.max_memory, augment=b.augment, **space))
+                              max_memory=b.max_memory, augment=b.augment,
+                              lr_schedule=b.lr_schedule, **space))
 
         def run() -> dict[str, Any]:
             start = time.perf_counter()
@@ -253,7 +256,8 @@ def markdown(q: Quality, command: str, when: str) -> str:
     out = ["## Quality", "",
            f"{b.dataset}, width {b.width}, constraints: speed-up over BP >= {b.min_speedup:g} "
            f"(measured step times), activation memory <= {b.max_memory:g} of BP's; "
-           f"augmentation {'on' if b.augment else 'off'}. Search: {b.n_trials} trials x "
+           f"augmentation {'on' if b.augment else 'off'}, lr schedule {b.lr_schedule}. "
+           f"Search: {b.n_trials} trials x "
            f"{b.search_epochs} epochs on {b.search_subset} images (TPE + Hyperband), the top "
            f"{b.confirm_top} confirmed on {b.confirm_seeds} more seed(s). Rows: {b.epochs} "
            f"epochs on {b.train_subset} images, "

@@ -52,10 +52,10 @@ def bp_decoupling(s: SearchSettings, backbone: str, lr: float) -> Decoupling:
 
 
 def bp_plan(s: SearchSettings, seed: int) -> TrainPlan:
-    """BP's training at the trial budget (one block: the sequential schedule), augmented as
-    the trials are."""
+    """BP's training at the trial budget (one block: the sequential schedule), augmented and
+    scheduled as the trials are."""
     return TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=seed, device=s.device,
-                     augment=s.space.augment)
+                     augment=s.space.augment, lr_schedule=s.space.lr_schedule)
 
 
 def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from bwbpf.search import commands
 from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, CostModel, SearchSettings
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
+from bwbpf.spaces.space import LR_SCHEDULES
 from bwbpf.trainers import list_datasets
 from bwbpf.trainers.group import RankStop
 from bwbpf.trainers.plan import Schedule
@@ -165,8 +166,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-bp", action="store_true",
                    help="also train end-to-end BP on the same backbone and budget")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop and flip of training batches, for both (default: as the "
-                        "file's search trained it, else on)")
+                   help="random crop and flip of training batches, for both (default: on)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="warm-up + cosine, or one-cycle (default: as the file's search trained "
+                        "it; the built-ins: " + SearchSpace.lr_schedule + ")")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -232,6 +235,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop and flip of training batches, for every trial and BP "
                         + _space_default("augment"))
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="warm-up + cosine, or one-cycle, for every trial and BP "
+                        + _space_default("lr_schedule"))
     g = p.add_argument_group("constraints (known before training: a sample that breaks one is "
                              "rejected untrained; part of the space)")
     g.add_argument("--min-speedup", type=_positive_float, default=None, metavar="S",

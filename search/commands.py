@@ -36,8 +36,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bwbpf.spaces.files import write_json_atomic
 
     d, file_metrics, trained = load_arch(args.arch, args.backbone, args.width, args.lr)
-    # As the search trained it (recorded in the file), unless told; else as before: augmented.
-    augment = args.augment if args.augment is not None else trained.get("augment", True)
+    # Augmented unless told: a full training needs it, whatever the search's short trials
+    # did. The schedule: as the search trained it (a file from before that was recorded:
+    # cosine), for the built-ins the search's default.
+    augment = True if args.augment is None else args.augment
+    lr_schedule = args.lr_schedule or trained.get(
+        "lr_schedule", SearchSpace.lr_schedule if args.arch in ("paper", "uniform") else "cosine")
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
     out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
     bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
@@ -45,14 +49,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule, "devices": list(args.devices), "augment": augment}
+                "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
+                "lr_schedule": lr_schedule}
     # Everything is checked (the data loaded) before --out is touched: a refused --force
     # run must leave the earlier one as it was.
     for dev in args.devices:
         resolve_device(dev)
     plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
                         device=args.device, schedule=args.schedule, devices=args.devices,
-                        compile=args.compile, augment=augment)
+                        compile=args.compile, augment=augment, lr_schedule=lr_schedule)
     if args.schedule == "distributed":
         from bwbpf.search.ranks import launch, train_distributed
 
@@ -112,7 +117,7 @@ def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
     if args.backbone is not None:
         over["backbones"] = args.backbone
     for key in ("width", "min_blocks", "max_blocks", "heads", "losses", "min_units",
-                "min_speedup", "max_memory", "augment"):
+                "min_speedup", "max_memory", "augment", "lr_schedule"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.min_blocks is None and args.max_blocks is not None and (

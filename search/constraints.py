@@ -173,7 +173,8 @@ def profile(backbone: str, space: SearchSpace, *, in_channels: int,
             f_sum += unit_step[c - 1]
             s_sum += unit.inner + (max(units[c - 2][1].output, unit.input) if c - 1 > a else 0)
             step[a][c] = f_sum + heads[c - 1][0]
-            saved[a][c] = s_sum + heads[c - 1][1 if a else 2]
+            _, later, first = heads[c - 1]
+            saved[a][c] = s_sum + (later if a else first)
     return Profile(backbone, step, saved)
 
 

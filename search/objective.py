@@ -44,7 +44,7 @@ def trial_plan(s: SearchSettings, seed: int) -> TrainPlan:
     (the study's seed in the search; others when a trial is confirmed)."""
     return TrainPlan(epochs=s.epochs, batch_size=s.batch_size, seed=seed, device=s.device,
                      schedule=s.schedule, devices=s.devices, compile=s.compile,
-                     augment=s.space.augment)
+                     augment=s.space.augment, lr_schedule=s.space.lr_schedule)
 
 
 class Objective:
@@ -154,7 +154,8 @@ class Objective:
         return to_document(d, input={"channels": data.in_channels, "size": size,
                                      "classes": data.num_classes, "dataset": self.s.dataset},
                            metrics=dict(metrics), provenance=provenance,
-                           training={"augment": self.s.space.augment})
+                           training={"augment": self.s.space.augment,
+                                     "lr_schedule": self.s.space.lr_schedule})
 
     def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, rec: TrialRecord
                      ) -> None:

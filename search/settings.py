@@ -20,7 +20,8 @@ SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size"
                     "batch_size", "objectives", "seed", "cost_model")
 # What a study stored before a setting existed meant: its value then.
 BEFORE = {"cost_model": "flops"}
-SPACE_BEFORE = {"head_min_channels": 0, "pyramid": 0.0, "augment": True}  # the same, space fields
+# The same for space fields.
+SPACE_BEFORE = {"head_min_channels": 0, "pyramid": 0.0, "augment": True, "lr_schedule": "cosine"}
 
 
 def _require(ok: bool, msg: str) -> None:

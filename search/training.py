@@ -76,7 +76,7 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
 
 
 # What a run's settings.json meant before a setting was recorded.
-RUN_BEFORE = {"augment": True}
+RUN_BEFORE = {"augment": True, "lr_schedule": "cosine"}
 
 
 def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:

@@ -29,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence, get_args
 
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
@@ -46,6 +46,10 @@ class TrialLike(Protocol):
                       ) -> float: ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+LrSchedule = Literal["cosine", "onecycle"]  # how trainers.optim schedules a block's lr
+LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
 
 
 def _fail(field: str, msg: str) -> None:
@@ -68,8 +72,12 @@ class SearchSpace:
     # AugLocal's pyramid: > 0 makes downstream heads' depth fall linearly from aux_0_depth at
     # the first block to aux_0_depth * (1 - pyramid) at the last aux block.
     pyramid: float = 0.0
-    # Random crop and flip of training batches, for every trial and BP alike.
-    augment: bool = True
+    # How every trial and BP are trained: random crop and flip of the training batches, and the
+    # learning-rate schedule (cosine: warm-up + cosine; onecycle: torch's OneCycleLR). Short
+    # trials do better without augmentation and with one-cycle, BP and block-wise alike
+    # (benchmarks/setup_study.py; RESULTS.md), and augmentation costs block-wise more.
+    augment: bool = False
+    lr_schedule: LrSchedule = "onecycle"
     lr: tuple[float, float] = (0.01, 0.2)
     lr_mult: tuple[float, float] = (0.5, 2.0)
     weight_decay: tuple[float, float] = (1e-5, 1e-3)
@@ -104,6 +112,8 @@ class SearchSpace:
             _fail("pyramid", f"{p!r} must be in [0, 1) (0: no pyramid)")
         if not isinstance(self.augment, bool):
             _fail("augment", f"{self.augment!r} must be true or false")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _fail("lr_schedule", f"{self.lr_schedule!r} not one of {', '.join(LR_SCHEDULES)}")
         for loss in self.losses:
             if loss not in LOCAL_LOSSES:
                 _fail("losses", f"unknown local loss {loss!r}; valid: {', '.join(LOCAL_LOSSES)}")

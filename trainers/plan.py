@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from bwbpf.spaces import ConfigError
+from bwbpf.spaces.space import LrSchedule
 
 Schedule = Literal["sequential", "pipelined", "distributed"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -32,6 +33,10 @@ class TrainPlan:
     # torch.compile every block and head (in place: state_dict keys stay). Compiled graphs are
     # cached by torch for the process (and on disk), so trials of one search share the cost.
     compile: bool = False
+    # cosine: linear warm-up over warmup_fraction of all steps, then cosine decay to zero.
+    # onecycle: torch's OneCycleLR with its defaults (lr/25 up to lr over the first 30% of the
+    # steps, then cosine down to lr/2.5e5); warmup_fraction is not used.
+    lr_schedule: LrSchedule = "cosine"
     warmup_fraction: float = 0.05  # of all steps, linear warm-up before the cosine decay
     label_smoothing: float = 0.0
     augment: bool = True
@@ -51,6 +56,8 @@ class TrainPlan:
                  f"{self.max_steps!r} must be >= 1")
         _require(self.schedule in get_args(Schedule), "schedule",
                  f"{self.schedule!r} not one of {get_args(Schedule)}")
+        _require(self.lr_schedule in get_args(LrSchedule), "lr_schedule",
+                 f"{self.lr_schedule!r} not one of {get_args(LrSchedule)}")
         _require(0 <= self.warmup_fraction < 1, "warmup_fraction",
                  f"{self.warmup_fraction!r} not in [0, 1)")
         _require(0 <= self.label_smoothing < 1, "label_smoothing",

@@ -30,8 +30,8 @@ class Stepper:
         cfgs = self.net.decoupling.optim
         self.opts = [make_optimizer(self.net.block_parameters(k), cfg)
                      for k, cfg in enumerate(cfgs)]
-        self.scheds = [make_schedule(o, total_steps, self.plan.warmup_fraction)
-                       for o in self.opts]
+        self.scheds = [make_schedule(o, total_steps, self.plan.warmup_fraction,
+                                     self.plan.lr_schedule) for o in self.opts]
 
     def train_block(self, k: int, x: Tensor, y: Tensor, device: torch.device,
                     image: Tensor | None = None) -> tuple[Tensor, Tensor]:

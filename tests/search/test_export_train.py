@@ -30,7 +30,8 @@ def study_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     assert main(["-q", "run", "--storage", db, "--study", "so", "--n-trials", "4",
                  "--pruner", "none", *FAST]) == 0
     assert main(["-q", "run", "--storage", db, "--study", "mo", "--n-trials", "4",
-                 "--pruner", "none", "--objectives", "accuracy,speedup", *FAST]) == 0
+                 "--pruner", "none", "--objectives", "accuracy,speedup", "--augment",
+                 "--lr-schedule", "cosine", *FAST]) == 0
     optuna.create_study(study_name="empty", storage=db)
     return db
 
@@ -143,6 +144,26 @@ def test_stop_and_resume_equals_an_uninterrupted_run(cli: Runner, tmp_path: Path
     assert first["blockwise"]["test_accuracy"] == metrics["blockwise"]["test_accuracy"]
     rc, _, err = cli(*common, "--out", str(tmp_path / "b"))
     assert rc == 2 and "holds a finished run" in err
+
+
+def test_train_follows_how_the_search_trained(cli: Runner, study_db: str,
+                                              tmp_path: Path) -> None:
+    # The export records the study's training set-up; `train` follows it unless told.
+    for study, training in (("so", {"augment": False, "lr_schedule": "onecycle"}),
+                            ("mo", {"augment": True, "lr_schedule": "cosine"})):
+        out = tmp_path / f"{study}.json"
+        assert cli("export", "--storage", study_db, "--study", study, "-o", str(out))[0] == 0
+        assert json.loads(out.read_text())["training"] == training
+    arch = str(tmp_path / "mo.json")
+    common = ["train", "--arch", arch, "--epochs", "1", "--train-subset", "128", *SYN]
+    assert cli(*common, "--out", str(tmp_path / "as-searched"))[0] == 0
+    settings = json.loads((tmp_path / "as-searched" / "settings.json").read_text())
+    # the schedule follows the file; augmentation is on for a full training unless told
+    assert (settings["augment"], settings["lr_schedule"]) == (True, "cosine")
+    assert cli(*common, "--no-augment", "--lr-schedule", "onecycle", "--out",
+               str(tmp_path / "told"))[0] == 0
+    settings = json.loads((tmp_path / "told" / "settings.json").read_text())
+    assert (settings["augment"], settings["lr_schedule"]) == (False, "onecycle")
 
 
 def test_transfer_through_train(cli: Runner, tmp_path: Path) -> None:
