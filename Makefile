@@ -84,7 +84,8 @@ demo: install data
 bench: install data
 	$(PY) benchmarks/run_all.py
 
-# The evidence: searched decouplings vs BP and the paper's, transfer to deeper nets (~1 h).
+# The evidence: constrained searches (old and new space) vs BP and the paper's, transfer to
+# VGG-16, and the budget curve at 1-30 epochs (hours; resumable: benchmarks/out/).
 quality: install data
 	$(PY) benchmarks/quality.py
 

@@ -287,7 +287,7 @@ def describe(trial: AnyTrial) -> str:
     if d is None:
         return ""
     heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
-                     + ("+sim" if a.loss == "predsim" else "") for a in d.aux)
+                     + {"predsim": "+sim", "infopro": "+info"}.get(a.loss, "") for a in d.aux)
     return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
 
 

@@ -11,13 +11,14 @@ from bwbpf.reports.record import (
     BP_BASELINE,
     TrialRecord,
     best_trial,
+    describe,
     save,
     state_counts,
     summary,
     verdict,
 )
 from bwbpf.search.runner import summary as summary_lines
-from bwbpf.spaces import Decoupling, to_document
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 
 # The attribute names are stored in users' studies: they must never change.
 STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup",
@@ -88,3 +89,14 @@ def test_a_tie_with_bp_is_called_a_tie() -> None:
     assert [r.label for r in summary(study)] == ["best", "backprop"]
     lines = summary_lines(study)
     assert "the search ties end-to-end BP" in lines[-1] and "+0.0000" in lines[-1]
+
+
+def test_the_one_line_description_names_heads_depths_and_losses() -> None:
+    d = Decoupling("vgg8b", (2, 3, 4), (AuxSpec("linear", loss="predsim"),
+                                        AuxSpec("downstream", 2, 0.5, "infopro"),
+                                        AuxSpec("conv", 1)), (BlockOptim(),) * 4, 0.25)
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=0.5,
+        user_attrs=TrialRecord(document=to_document(d)).attrs())
+    assert describe(trial) == ("vgg8b K=4 cuts (2, 3, 4) heads "
+                               "linear+sim/downstream-d2+info/conv-d1")
