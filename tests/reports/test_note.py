@@ -14,7 +14,7 @@ from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, params_fo
 from bwbpf.spaces import to_document as document
 
 SPACE = SearchSpace()  # up to 4 blocks: cut_1..3, aux_0..2, lr_mult_0..3
-K2 = Decoupling("vgg8b", (3,), (AuxSpec("conv", 2, 0.5, "predsim"),),
+K2 = Decoupling("vgg8b", (3,), (AuxSpec("conv", 2, 0.5, "predsim", 32),),
                 (BlockOptim(lr=0.05), BlockOptim(lr=0.1)), 0.25)
 INPUT = {"channels": 3, "size": [16, 16], "classes": 10, "dataset": "synthetic"}
 

@@ -313,9 +313,9 @@ def test_optunas_failed_trial_records_are_dropped(cli: Runner, tmp_path: Path) -
 
 
 def test_a_trial_failing_on_a_nan_loss_prints_no_traceback(tmp_path: Path) -> None:
-    space = tmp_path / "nan.json"  # a learning rate of 10: the loss goes non-finite
+    space = tmp_path / "nan.json"  # a learning rate of 10 from the first step: non-finite
     space.write_text(json.dumps({"lr": [10, 10], "lr_mult": [1.0, 1.0],
-                                 "weight_decay": [1e-5, 1e-5]}))
+                                 "weight_decay": [1e-5, 1e-5], "lr_schedule": "cosine"}))
     db = f"sqlite:///{tmp_path / 'study.db'}"
     r = subprocess.run([*BWBPF, "run", "--storage", db, "--study", "nan", "--space", str(space),
                         "--n-trials", "1", "--no-baselines", "--pruner", "none",
