@@ -238,10 +238,13 @@ class Decoder(nn.Module):
 def infopro_weights(block: int, num_blocks: int) -> tuple[float, float]:
     """(reconstruction, cross-entropy) weights of block ``block`` of ``num_blocks``: InfoPro's
     linear schedule, from (6, 0) at the first block to (1, 2) at the last (whose global loss
-    takes the place of its local one, so aux blocks stop short of it)."""
+    takes the place of its local one, so aux blocks stop short of it), divided by their sum.
+    The ratio is InfoPro's; the sum (6 down to 3) would only scale the learning rate, which the
+    search tunes, and at 6 it made the search's larger rates diverge."""
     t = block / max(1, num_blocks - 1)
     (r0, c0), (r1, c1) = INFOPRO_FIRST, INFOPRO_LAST
-    return r0 + t * (r1 - r0), c0 + t * (c1 - c0)
+    recon, ce = r0 + t * (r1 - r0), c0 + t * (c1 - c0)
+    return recon / (recon + ce), ce / (recon + ce)
 
 
 class AuxHead(nn.Module):

@@ -50,3 +50,13 @@ def test_quality_experiment_tiny(tmp_path: Path) -> None:
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "quality-runs.json").read_text() == runs
+
+
+@pytest.mark.integration
+def test_setup_study_tiny() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "setup_study.py"), "--tiny",
+                        "--variants", "abcde", "--extra-seeds", ""],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for key in "abcde":  # every variant trained BP and K=3 and has its row
+        assert f"| ({key}) " in r.stdout

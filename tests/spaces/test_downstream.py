@@ -23,6 +23,7 @@ from bwbpf.spaces import (
 from bwbpf.spaces.backbones import scaled
 from bwbpf.spaces.heads import (
     INFOPRO_FIRST,
+    INFOPRO_LAST,
     Decoder,
     downstream_units,
     infopro_weights,
@@ -145,11 +146,16 @@ def test_infopro_decoder_rebuilds_the_input_shape_and_the_loss_is_finite() -> No
 
 
 def test_infopro_weights_move_from_reconstruction_to_classification() -> None:
-    assert infopro_weights(0, 4) == INFOPRO_FIRST
+    assert infopro_weights(0, 4) == (1.0, 0.0)  # InfoPro's (6, 0): rebuilding only
     weights = [infopro_weights(k, 4) for k in range(3)]
     recon, ce = zip(*weights)
     assert list(recon) == sorted(recon, reverse=True) and list(ce) == sorted(ce)
-    assert infopro_weights(3, 4) == pytest.approx((1.0, 2.0))  # the last block's, if it had one
+    assert all(r + c == pytest.approx(1.0) for r, c in weights)
+    # InfoPro's ratio at every block: (6, 0) -> (1, 2) linearly, the last block's if it had one
+    assert infopro_weights(3, 4) == pytest.approx((1 / 3, 2 / 3))
+    (r0, c0), (r1, c1) = INFOPRO_FIRST, INFOPRO_LAST
+    r, c = r0 + (r1 - r0) / 3, c0 + (c1 - c0) / 3
+    assert infopro_weights(1, 4) == pytest.approx((r / (r + c), c / (r + c)))
 
 
 def test_infopro_loss_weighs_reconstruction_and_cross_entropy() -> None:
