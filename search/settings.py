@@ -161,7 +161,6 @@ class SearchSettings:
                 out.append((k, stored[k], mine[k]))
         return out
 
-
     def adopt_space(self, stored: dict[str, Any]) -> SearchSettings:
         """These settings with the stored study's value of every space field this run does
         not name: a rerun without flags resumes a study made under other defaults (older
