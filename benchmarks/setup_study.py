@@ -160,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(by_key[k], 0) for k in a.variants]
     jobs += [(by_key[k], int(s)) for s in a.extra_seeds.split(",") if s.strip()
              for k in a.extra_variants]
-    rows = []
-    for v, seed in jobs:
+    rows: list[dict] = []
+    for i, (v, seed) in enumerate(jobs):
         rows.append(run(v, data, a.epochs, seed))
+        if 0 < i + 1 < len(jobs) and jobs[i + 1][1] != seed:  # the seed's table, in case the
+            print("\n" + table(rows) + "\n", flush=True)  # run is stopped before the end
     minutes = (time.perf_counter() - start) / 60
     print(f"\nCommand: `{' '.join(['python', *sys.argv])}`; started {began}, finished "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({minutes:.1f} min)\n", flush=True)
