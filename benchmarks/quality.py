@@ -54,6 +54,7 @@ class Budget:
     width: float
     search_subset: int  # training images per search trial
     search_epochs: int
+    min_epochs: int  # first epoch a trial may be pruned at (one-cycle's epoch 1 is warm-up noise)
     n_trials: int  # per study (the references and BP's sweep come on top)
     train_subset: int  # training images of every row and of the budget curve
     epochs: int  # of the table's rows
@@ -74,10 +75,10 @@ class Budget:
     confirm_seeds: int = 1
 
 
-FULL = Budget("fashion-mnist", 0.25, 3000, 3, 12, 10000, 3, 1000, (0, 1), (0.025, 0.05, 0.1),
+FULL = Budget("fashion-mnist", 0.25, 3000, 3, 2, 12, 10000, 3, 1000, (0, 1), (0.025, 0.05, 0.1),
               (1, 3, 10, 30), (0, 1))
 TINY = replace(FULL, dataset="synthetic", width=0.125, search_subset=300, search_epochs=1,
-               n_trials=2, train_subset=300, epochs=1, val_size=100, seeds=(0, 1),
+               min_epochs=1, n_trials=2, train_subset=300, epochs=1, val_size=100, seeds=(0, 1),
                bp_lrs=(0.05,), curve=(1, 2), curve_seeds=(0,), batch=64,
                pairs=(("vgg8b", "vgg16"),), min_speedup=1.2, max_memory=0.9, confirm_top=1)
 
@@ -181,7 +182,8 @@ class Quality:
         s = SearchSettings(
             study=f"{backbone}-{label}", storage=self.storage, dataset=b.dataset,
             download=False, train_subset=b.search_subset, val_size=b.val_size,
-            epochs=b.search_epochs, n_trials=b.n_trials, batch_size=b.batch, bp_lrs=b.bp_lrs,
+            epochs=b.search_epochs, min_epochs=b.min_epochs, n_trials=b.n_trials,
+            batch_size=b.batch, bp_lrs=b.bp_lrs,
             device="cpu", quiet=True, confirm_top=b.confirm_top, confirm_seeds=b.confirm_seeds,
             space=SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,
                               max_memory=b.max_memory, augment=b.augment,
@@ -197,8 +199,9 @@ class Quality:
                     (time.perf_counter() - start) / 60, "trials": len(study.trials),
                     "val": best.values[0], "decoupling": rec.document}
 
-        found = self.runs.get(f"search {s.study} {json.dumps(asdict(s.space), default=str)}",
-                              run)
+        key = json.dumps({"space": asdict(s.space), "epochs": s.epochs,
+                          "min_epochs": s.min_epochs, "trials": s.n_trials}, default=str)
+        found = self.runs.get(f"search {s.study} {key}", run)
         self.searches[s.study] = {k: v for k, v in found.items() if k != "decoupling"}
         d = Decoupling.from_json(json.dumps(found["decoupling"]))
         print(f"  searched {s.study}: trial {found['trial']} ({found['minutes']:.0f} min), "
@@ -258,7 +261,8 @@ def markdown(q: Quality, command: str, when: str) -> str:
            f"(measured step times), activation memory <= {b.max_memory:g} of BP's; "
            f"augmentation {'on' if b.augment else 'off'}, lr schedule {b.lr_schedule}. "
            f"Search: {b.n_trials} trials x "
-           f"{b.search_epochs} epochs on {b.search_subset} images (TPE + Hyperband), the top "
+           f"{b.search_epochs} epochs on {b.search_subset} images (TPE + Hyperband, "
+           f"pruning from epoch {b.min_epochs}), the top "
            f"{b.confirm_top} confirmed on {b.confirm_seeds} more seed(s). Rows: {b.epochs} "
            f"epochs on {b.train_subset} images, "
            f"batch {b.batch}, seeds {list(b.seeds)}, the test split; validation: {b.val_size} "
