@@ -13,8 +13,9 @@ from typing import Callable, NoReturn, Sequence, get_args
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bwbpf.search import argtypes as at
 from bwbpf.search import commands
-from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, CostModel, SearchSettings
+from bwbpf.search.settings import TRAIN_EPOCHS, CostModel, SearchSettings
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.spaces.space import LR_SCHEDULES
@@ -42,74 +43,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{v} must be >= {lo}")
-        if v > hi:
-            raise argparse.ArgumentTypeError(f"{v} must be <= {hi}")
-        return v
-
-    return parse
-
-
-_seed = _int_in(0, MAX_SEED)
-_port = _int_in(1, 65535)
-_count = _int_in(0, sys.maxsize)  # 0 allowed
-
-
-def _space_default(name: str) -> str:
-    """A space flag's default as --help shows it: the --space file's, else SearchSpace's."""
-    v = getattr(SearchSpace, name)
-    text = ",".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None else str(v)
-    return f"(default: the --space file's, else {text})"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < v <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1]: a fraction of BP's "
-                                         "activation memory")
-    return v
-
-
-def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
-        return tuple(kind(t) for t in items)
-
-    return parse
-
-
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and device")
     # The search's defaults (SearchSettings); `train` shares them, so a trained winner sees
@@ -120,23 +53,23 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="where the dataset's files are (or are downloaded to)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never try a torchvision download")
-    g.add_argument("--image-size", type=_positive_int, default=None,
+    g.add_argument("--image-size", type=at.positive_int, default=None,
                    help="resize images once to this square size (default: native)")
-    g.add_argument("--train-subset", type=_positive_int, default=None,
+    g.add_argument("--train-subset", type=at.positive_int, default=None,
                    help="train on this many images (after the validation hold-out)")
-    g.add_argument("--val-size", type=_positive_int, default=None,
+    g.add_argument("--val-size", type=at.positive_int, default=None,
                    help="validation images held out of train (default 10%%)")
-    g.add_argument("--batch-size", type=_positive_int, default=SearchSettings.batch_size,
+    g.add_argument("--batch-size", type=at.positive_int, default=SearchSettings.batch_size,
                    help="(default %(default)s)")
     g.add_argument("--device", default=SearchSettings.device,
                    help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    g.add_argument("--threads", type=_positive_int, default=None,
+    g.add_argument("--threads", type=at.positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--schedule", default=SearchSettings.schedule, choices=get_args(Schedule),
                    help="pipelined: one worker per block, concurrently (same arithmetic; "
                         "default %(default)s); distributed (train only): one process per group "
                         "of blocks, started by torchrun or --nproc")
-    g.add_argument("--devices", type=_csv(str), default=(),
+    g.add_argument("--devices", type=at.csv(str), default=(),
                    help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the blocks and heads (pays off on CUDA; the cache is "
@@ -151,16 +84,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, choices=list_backbones(),
                    help=f"backbone (default {SearchSpace.backbones[0]} for paper/uniform; the "
                         "file's otherwise)")
-    p.add_argument("--width", type=_positive_float, default=None,
+    p.add_argument("--width", type=at.positive_float, default=None,
                    help=f"channel multiplier (default {SearchSpace.width} for paper/uniform; "
                         "the file's)")
-    p.add_argument("--seed", type=_seed, default=0, help="(default %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=TRAIN_EPOCHS,
+    p.add_argument("--seed", type=at.seed, default=0, help="(default %(default)s)")
+    p.add_argument("--epochs", type=at.positive_int, default=TRAIN_EPOCHS,
                    help="(default %(default)s)")
     add_data_flags(p)
-    p.add_argument("--lr", type=_positive_float, default=0.05,
+    p.add_argument("--lr", type=at.positive_float, default=0.05,
                    help="learning rate of the built-in decouplings")
-    p.add_argument("--bp-lr", type=_positive_float, default=None,
+    p.add_argument("--bp-lr", type=at.positive_float, default=None,
                    help="learning rate of the BP baseline (default: the study's BP sweep "
                         "winner recorded in the file, else --lr)")
     p.add_argument("--compare-bp", action="store_true",
@@ -173,15 +106,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--stop-after", type=_positive_int, default=None,
+    p.add_argument("--stop-after", type=at.positive_int, default=None,
                    help="stop after this epoch (resume later with --resume)")
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     g = p.add_argument_group("distributed (--schedule distributed)")
-    g.add_argument("--nproc", type=_positive_int, default=None, metavar="K",
+    g.add_argument("--nproc", type=at.positive_int, default=None, metavar="K",
                    help="start K ranks on this machine (else launch with torchrun)")
-    g.add_argument("--placement", type=_csv(_positive_int), default=None, metavar="N,N,..",
+    g.add_argument("--placement", type=at.csv(at.positive_int), default=None, metavar="N,N,..",
                    help="blocks per rank, in order (default: balanced by the blocks' FLOPs)")
-    g.add_argument("--peer-timeout", type=_positive_float, default=300.0, metavar="S",
+    g.add_argument("--peer-timeout", type=at.positive_float, default=300.0, metavar="S",
                    help="seconds a rank waits for another before the run stops "
                         "(default %(default)s)")
     p.set_defaults(func=commands.cmd_train)
@@ -193,7 +126,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, default=None, help="this trial number")
     which.add_argument("--pareto", action="store_true", help="the Pareto set (into a folder)")
-    which.add_argument("--top", type=_positive_int, default=None, help="the K most accurate")
+    which.add_argument("--top", type=at.positive_int, default=None, help="the K most accurate")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="file, or folder (files named <study>-trial<N>.json, the study name "
                         "made a safe file name); not '-': outputs are files, never stdout")
@@ -216,80 +149,80 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     add_study_flags(p)
     g = p.add_argument_group("search space")
     g.add_argument("--space", type=Path, default=None, help="YAML or JSON file of space fields")
-    g.add_argument("--backbone", type=_csv(str), default=None,
-                   help="comma list of backbones " + _space_default("backbones") + "; valid: "
+    g.add_argument("--backbone", type=at.csv(str), default=None,
+                   help="comma list of backbones " + at.space_default("backbones") + "; valid: "
                         + ", ".join(list_backbones()))
-    g.add_argument("--width", type=_positive_float, default=None,
+    g.add_argument("--width", type=at.positive_float, default=None,
                    help="channel multiplier of the searched net (SEDONA's) "
-                        + _space_default("width"))
-    g.add_argument("--min-blocks", type=_positive_int, default=None,
-                   help="smallest K " + _space_default("min_blocks"))
-    g.add_argument("--max-blocks", type=_positive_int, default=None,
-                   help="largest K " + _space_default("max_blocks"))
-    g.add_argument("--min-units", type=_positive_int, default=None,
-                   help="units per block " + _space_default("min_units"))
-    g.add_argument("--heads", type=_csv(str), default=None,
-                   help="aux head families to try " + _space_default("heads"))
-    g.add_argument("--losses", type=_csv(str), default=None,
-                   help="local losses to try " + _space_default("losses"))
+                        + at.space_default("width"))
+    g.add_argument("--min-blocks", type=at.positive_int, default=None,
+                   help="smallest K " + at.space_default("min_blocks"))
+    g.add_argument("--max-blocks", type=at.positive_int, default=None,
+                   help="largest K " + at.space_default("max_blocks"))
+    g.add_argument("--min-units", type=at.positive_int, default=None,
+                   help="units per block " + at.space_default("min_units"))
+    g.add_argument("--heads", type=at.csv(str), default=None,
+                   help="aux head families to try " + at.space_default("heads"))
+    g.add_argument("--losses", type=at.csv(str), default=None,
+                   help="local losses to try " + at.space_default("losses"))
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop and flip of training batches, for every trial and BP "
-                        + _space_default("augment"))
+                        + at.space_default("augment"))
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="warm-up + cosine, or one-cycle, for every trial and BP "
-                        + _space_default("lr_schedule"))
+                        + at.space_default("lr_schedule"))
     g = p.add_argument_group("constraints (known before training: a sample that breaks one is "
                              "rejected untrained; part of the space)")
-    g.add_argument("--min-speedup", type=_positive_float, default=None, metavar="S",
+    g.add_argument("--min-speedup", type=at.positive_float, default=None, metavar="S",
                    help="least speed-up over end-to-end BP (BP's step / the slowest block's) "
-                        + _space_default("min_speedup"))
-    g.add_argument("--max-memory", type=_fraction, default=None, metavar="R",
+                        + at.space_default("min_speedup"))
+    g.add_argument("--max-memory", type=at.fraction, default=None, metavar="R",
                    help="most peak saved activations, as a fraction of BP's, in (0, 1] "
-                        + _space_default("max_memory"))
+                        + at.space_default("max_memory"))
     g.add_argument("--cost-model", default=SearchSettings.cost_model,
                    choices=get_args(CostModel),
                    help="the speed-up from step times measured once per study on its device, "
                         "or from FLOPs (default %(default)s; both are recorded)")
     # Defaults are SearchSettings' field defaults, shown by %(default)s.
     g = p.add_argument_group("trials")
-    g.add_argument("--epochs", type=_positive_int, default=SearchSettings.epochs,
+    g.add_argument("--epochs", type=at.positive_int, default=SearchSettings.epochs,
                    help="per trial (default %(default)s)")
-    g.add_argument("--n-trials", type=_positive_int, default=SearchSettings.n_trials,
+    g.add_argument("--n-trials", type=at.positive_int, default=SearchSettings.n_trials,
                    help="the study's total over reruns and workers (default %(default)s)")
-    g.add_argument("--timeout", type=_positive_float, default=None, help="seconds")
+    g.add_argument("--timeout", type=at.positive_float, default=None, help="seconds")
     g.add_argument("--sampler", default=SearchSettings.sampler, choices=get_args(Sampler),
                    help="(default %(default)s)")
     g.add_argument("--pruner", default=SearchSettings.pruner, choices=get_args(Pruner),
                    help="(default %(default)s)")
-    g.add_argument("--min-epochs", type=_positive_int, default=SearchSettings.min_epochs,
+    g.add_argument("--min-epochs", type=at.positive_int, default=SearchSettings.min_epochs,
                    help="earliest epoch a trial may be pruned at (default %(default)s)")
-    g.add_argument("--reduction-factor", type=_positive_int,
+    g.add_argument("--reduction-factor", type=at.positive_int,
                    default=SearchSettings.reduction_factor, help="(default %(default)s)")
-    g.add_argument("--pruner-startup", type=_count, default=SearchSettings.pruner_startup,
+    g.add_argument("--pruner-startup", type=at.count, default=SearchSettings.pruner_startup,
                    help="median pruner: finished trials needed before it prunes "
                         "(default %(default)s)")
-    g.add_argument("--objectives", type=_csv(str), default=SearchSettings.objectives,
+    g.add_argument("--objectives", type=at.csv(str), default=SearchSettings.objectives,
                    help="accuracy | accuracy,speedup | accuracy,speedup,memory (default "
                         + ",".join(SearchSettings.objectives) + ")")
     g.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="queue the paper's and the uniform decoupling first and run the BP "
                         "learning-rate sweep")
-    g.add_argument("--bp-lrs", type=_csv(float), default=SearchSettings.bp_lrs,
+    g.add_argument("--bp-lrs", type=at.csv(float), default=SearchSettings.bp_lrs,
                    help="(default " + ",".join(map(str, SearchSettings.bp_lrs)) + ")")
-    g.add_argument("--heartbeat", type=_positive_int, default=SearchSettings.heartbeat,
+    g.add_argument("--heartbeat", type=at.positive_int, default=SearchSettings.heartbeat,
                    help="seconds between a running trial's heartbeats (RDB storages); a "
                         "trial that misses three is failed and re-queued (default %(default)s)")
-    g.add_argument("--confirm-top", type=_count, default=SearchSettings.confirm_top,
+    g.add_argument("--confirm-top", type=at.count, default=SearchSettings.confirm_top,
                    metavar="N", help="after the search, re-train the N best trials, the "
                    "reference trials and BP for more seeds; they then rank by their mean "
                    "(0: off; default %(default)s)")
-    g.add_argument("--confirm-seeds", type=_positive_int, default=SearchSettings.confirm_seeds,
+    g.add_argument("--confirm-seeds", type=at.positive_int, default=SearchSettings.confirm_seeds,
                    metavar="S", help="seeds each confirmed config trains beyond the search's "
                    "own (default %(default)s)")
-    g.add_argument("--jobs", type=_positive_int, default=1,
+    g.add_argument("--jobs", type=at.positive_int, default=1,
                    help="worker processes on this machine sharing the study")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--seed", type=_seed, default=SearchSettings.seed,
+    g.add_argument("--seed", type=at.seed, default=SearchSettings.seed,
                    help="data split, initial weights and sampler (default %(default)s)")
     add_data_flags(p)
     p.set_defaults(func=commands.cmd_run)
@@ -316,7 +249,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="optuna-dashboard on a storage (localhost)")
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
-    p.add_argument("--port", type=_port, default=8080, help="(default %(default)s)")
+    p.add_argument("--port", type=at.port, default=8080, help="(default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
     p.set_defaults(func=commands.cmd_dashboard)
 

@@ -1,0 +1,79 @@
+"""argparse types of the `bwbpf-search` flags: each rejects a bad value with one line that
+names it (argparse adds the flag)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from bwbpf.search.settings import MAX_SEED
+from bwbpf.spaces import SearchSpace
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} must be >= {lo}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"{v} must be <= {hi}")
+        return v
+
+    return parse
+
+
+seed = int_in(0, MAX_SEED)
+port = int_in(1, 65535)
+count = int_in(0, sys.maxsize)  # 0 allowed
+
+
+def space_default(name: str) -> str:
+    """A space flag's default as --help shows it: the --space file's, else SearchSpace's."""
+    v = getattr(SearchSpace, name)
+    text = ",".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None else str(v)
+    return f"(default: the --space file's, else {text})"
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
+
+
+def fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1]: a fraction of BP's "
+                                         "activation memory")
+    return v
+
+
+def csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
+        return tuple(kind(t) for t in items)
+
+    return parse
