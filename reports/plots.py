@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.spaces import get_backbone
+from bwbpf.spaces.heads import AUX_HEADS
 
 
 class History(NamedTuple):
@@ -168,7 +169,7 @@ def diagram(study: optuna.Study) -> Diagram | None:
     ranges = d.block_ranges()
     units = [Unit(u.index, u.stage, u.channels, u.size,
                   next(k for k, (a, b) in enumerate(ranges) if a <= u.index < b)) for u in infos]
-    heads = [f"{a.family}" + (f" d{a.depth} w{a.width:g}" if a.family != "linear" else "")
-             + f" ({a.loss})" for a in d.aux] + ["classifier (global loss)"]
+    heads = [a.family + (f" d{a.depth} w{a.width:g}" if AUX_HEADS.get(a.family).has_knobs
+                         else "") + f" ({a.loss})" for a in d.aux] + ["classifier (global loss)"]
     title = f"trial {best.number}: {d.backbone} x{d.width:g}, K={d.num_blocks}"
     return Diagram(title, units, heads)

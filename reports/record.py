@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.spaces import ConfigError, Decoupling, from_document
 from bwbpf.spaces.document import as_document, compact
+from bwbpf.spaces.heads import AUX_HEADS
 
 MB = 2**20  # bytes in the MB of every *_mb figure
 
@@ -286,7 +287,7 @@ def describe(trial: AnyTrial) -> str:
     d = TrialRecord.of(trial).decoupling()
     if d is None:
         return ""
-    heads = "/".join(a.family + (f"-d{a.depth}" if a.family != "linear" else "")
+    heads = "/".join(a.family + (f"-d{a.depth}" if AUX_HEADS.get(a.family).has_knobs else "")
                      + {"predsim": "+sim", "infopro": "+info"}.get(a.loss, "") for a in d.aux)
     return f"{d.backbone} K={d.num_blocks} cuts {d.cuts} heads {heads or '-'}"
 

@@ -24,7 +24,9 @@ from bwbpf.spaces.registry import Registry
 LocalLoss = Literal["pred", "predsim", "infopro"]
 LOCAL_LOSSES: tuple[LocalLoss, ...] = ("pred", "predsim", "infopro")
 PREDSIM_BETA = 0.99  # Nøkland & Eidnes: loss = (1 - beta) * pred + beta * sim
-SIM_MAX_DIM = 2048  # the similarity projection is avg-pooled to at most this many features
+# PredSim's prediction head and similarity projection are avg-pooled to at most this many
+# features (Nøkland & Eidnes' dim_in_decoder).
+POOLED_MAX_DIM = 2048
 # InfoPro (Wang et al. 2021), ResNet-32 K=4: (reconstruction, cross-entropy) weights move
 # linearly from the first block's to the last's.
 INFOPRO_FIRST, INFOPRO_LAST = (6.0, 0.0), (1.0, 2.0)
@@ -80,9 +82,31 @@ class HeadFamily:
     def max_searched_depth(self) -> int:
         return self.searched_depths or self.depths[1]
 
+    @property
+    def has_knobs(self) -> bool:
+        """Whether depth or width change the head (reports name them only then)."""
+        return self.has_width or self.depths[0] < self.depths[1]
+
 
 def _linear(a: HeadArgs) -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(a.channels, a.classes))
+
+
+def pooled_size(channels: int, size: tuple[int, int], max_dim: int = POOLED_MAX_DIM
+                ) -> tuple[int, int]:
+    """The largest square grid (no taller than the map; narrower where the map is) whose
+    ``channels * h * w`` is at most ``max_dim``: the map is average-pooled to it, so where a
+    feature is survives."""
+    side = max(1, min(size[0], int((max_dim / channels) ** 0.5)))
+    return side, min(size[1], side)
+
+
+def _pool_linear(a: HeadArgs) -> nn.Module:
+    # PredSim's prediction head (Nøkland & Eidnes): average pooling to at most 2048 features,
+    # keeping a coarse spatial grid that global pooling (``linear``) throws away, then linear.
+    h, w = pooled_size(a.channels, a.size)
+    return nn.Sequential(nn.AdaptiveAvgPool2d((h, w)), nn.Flatten(),
+                         nn.Linear(a.channels * h * w, a.classes))
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Module:
@@ -178,6 +202,8 @@ def _downstream(a: HeadArgs) -> nn.Module:
 
 AUX_HEADS: Registry[HeadFamily] = Registry("aux head")
 AUX_HEADS.add("linear", HeadFamily("linear", _linear, (1, 1), False, "avg-pool + Linear (BWBPF)"))
+AUX_HEADS.add("pool_linear", HeadFamily("pool_linear", _pool_linear, (1, 1), False,
+                                        "avg-pool to <= 2048 features + Linear (PredSim)"))
 AUX_HEADS.add("mlp_sr", HeadFamily("mlp_sr", _mlp_sr, (1, 3), True, "DGL mlp-sr"))
 AUX_HEADS.add("conv", HeadFamily("conv", _conv, (1, 3), True, "DGL small CNN"))
 AUX_HEADS.add("ir", HeadFamily("ir", _ir, (1, 4), True, "SEDONA inverted-residual head"))
@@ -213,8 +239,7 @@ class SimProjection(nn.Module):
     def __init__(self, c: int, size: tuple[int, int]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        side = max(1, min(size[0], int((SIM_MAX_DIM / c) ** 0.5)))
-        self.pool = nn.AdaptiveAvgPool2d((side, min(size[1], side)))
+        self.pool = nn.AdaptiveAvgPool2d(pooled_size(c, size))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.conv(x))

@@ -14,7 +14,7 @@ schema: never rename them in a resumable study.
     aux_{i}_depth      int in [1, max searched depth of the allowed families], clipped to the
                        family's (and, for downstream heads, to the units after the block; with
                        ``pyramid`` > 0 a downstream head's depth follows aux_0_depth instead)
-    aux_{i}_width      head width multiplier (ignored by the width-less linear head)
+    aux_{i}_width      head width multiplier (ignored by width-less heads: linear, pool_linear)
     aux_{i}_loss       local loss
     lr                 shared learning rate (log scale)
     lr_mult_{i}        i = 0..max_blocks-1: block i's multiplier of lr (log scale)
@@ -63,7 +63,7 @@ class SearchSpace:
     min_blocks: int = 2
     max_blocks: int = 4
     min_units: int = 1  # smallest number of units in a block
-    heads: tuple[str, ...] = ("linear", "conv", "mlp_sr", "ir", "downstream")
+    heads: tuple[str, ...] = ("linear", "conv", "mlp_sr", "ir", "downstream", "pool_linear")
     head_widths: tuple[float, ...] = (0.5, 1.0, 2.0)
     losses: tuple[LocalLoss, ...] = ("pred", "predsim", "infopro")
     # Every head's own layers get at least this many channels (narrow stages: ResNet-18 at

@@ -66,3 +66,29 @@ def test_an_aux_head_is_its_logits_and_optional_sim_branch() -> None:
     mse = F.mse_loss(similarity(sim(x)), similarity(F.one_hot(y, 3)))
     both = AuxHead(logits, sim).loss(x, y)[0]
     assert both.item() == pytest.approx(((1 - PREDSIM_BETA) * ce + PREDSIM_BETA * mse).item())
+
+
+def test_pool_linear_keeps_where_a_feature_is_and_linear_does_not() -> None:
+    # Two maps with the same channel means but the feature in opposite corners: global pooling
+    # (linear) cannot tell them apart, PredSim's pooled grid can.
+    torch.manual_seed(0)
+    a = torch.zeros(1, 4, 8, 8)
+    a[:, :, :4, :4] = 1.0
+    b = torch.zeros(1, 4, 8, 8)
+    b[:, :, 4:, 4:] = 1.0
+    x = torch.cat([a, b])
+    linear = make_aux_head("linear", channels=4, size=(8, 8), num_classes=3)
+    pooled = make_aux_head("pool_linear", channels=4, size=(8, 8), num_classes=3)
+    assert torch.equal(linear(x)[0], linear(x)[1])
+    assert not torch.allclose(pooled(x)[0], pooled(x)[1])
+
+
+@pytest.mark.parametrize("channels, size, grid", [(32, (28, 28), (8, 8)), (64, (14, 14), (5, 5)),
+                                                   (512, (4, 4), (2, 2)), (4096, (2, 2), (1, 1)),
+                                                   (8, (3, 3), (3, 3)), (8, (3, 40), (3, 3))])
+def test_pool_linear_pools_to_at_most_2048_features(channels: int, size: tuple[int, int],
+                                                    grid: tuple[int, int]) -> None:
+    head = make_aux_head("pool_linear", channels=channels, size=size, num_classes=10)
+    fc = head.logits[-1]
+    assert fc.in_features == channels * grid[0] * grid[1] <= max(2048, channels)
+    assert head(torch.randn(2, channels, *size)).shape == (2, 10)

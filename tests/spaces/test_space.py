@@ -19,7 +19,7 @@ from bwbpf.spaces import (
     reference_decouplings,
     sample,
 )
-from bwbpf.spaces.heads import pyramidal_depth
+from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
 from bwbpf.spaces.space import cuts_from_fractions
 
 SPACES = [SearchSpace(), SearchSpace(backbones=("resnet18", "vgg11"), max_blocks=5, min_units=1),
@@ -44,7 +44,8 @@ def test_every_sample_validates_and_replays(space: SearchSpace) -> None:
         for k, a in enumerate(d.aux):
             after = get_backbone(d.backbone).num_units - d.cuts[k]
             assert a.family != "downstream" or a.depth <= after
-            assert a.min_channels == (space.head_min_channels if a.family != "linear" else 0)
+            knobs = AUX_HEADS.get(a.family).has_width
+            assert a.min_channels == (space.head_min_channels if knobs else 0)
             if space.pyramid and a.family == "downstream":  # depth falls from aux_0_depth
                 top = trial.params["aux_0_depth"]
                 assert a.depth == min(after, pyramidal_depth(top, k, d.num_blocks, 0.5))
