@@ -75,7 +75,7 @@ class Budget:
     confirm_seeds: int = 1
 
 
-FULL = Budget("fashion-mnist", 0.25, 3000, 3, 2, 12, 10000, 3, 1000, (0, 1), (0.025, 0.05, 0.1),
+FULL = Budget("fashion-mnist", 0.25, 3000, 3, 2, 30, 10000, 3, 1000, (0, 1), (0.025, 0.05, 0.1),
               (1, 3, 10, 30), (0, 1))
 TINY = replace(FULL, dataset="synthetic", width=0.125, search_subset=300, search_epochs=1,
                min_epochs=1, n_trials=2, train_subset=300, epochs=1, val_size=100, seeds=(0, 1),
