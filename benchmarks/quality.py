@@ -38,7 +38,7 @@ import torch
 from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
-from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.space import LrSchedule
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -82,7 +82,8 @@ TINY = replace(FULL, dataset="synthetic", width=0.125, search_subset=300, search
                bp_lrs=(0.05,), curve=(1, 2), curve_seeds=(0,), batch=64,
                pairs=(("vgg8b", "vgg16"),), min_speedup=1.2, max_memory=0.9, confirm_top=1)
 
-ROWS = ["backprop", "paper (BP-free)", "searched, old space", "searched, new space"]
+LEVER = "new space's winner, pool_linear heads"
+ROWS = ["backprop", "paper (BP-free)", "searched, old space", "searched, new space", LEVER]
 # The space as it was before downstream heads, the infopro loss and the channel floor.
 OLD_SPACE = {"heads": ("linear", "conv", "mlp_sr", "ir"), "losses": ("pred", "predsim"),
              "head_min_channels": 0}
@@ -234,6 +235,9 @@ class Quality:
             bp = self.bp(source)
             self.row("backprop", source, bp, note=f"lr {bp.optim[0].lr:g} (sweep on val)")
             self.row("searched, new space", source, new)
+            # The lever: the winner's cuts and rates with every head PredSim's pooled linear
+            # one (as cheap as linear, which a small search under constraints tends to pick).
+            self.row(LEVER, source, pool_linear_heads(new), note="heads swapped")
             write()
             if source == b.curve_backbone:
                 for e in b.curve:  # one budget at a time: the results are written after each
@@ -250,6 +254,10 @@ class Quality:
                 self.row(f"searched on {source}, new space", target, new.transfer(target),
                          note="transferred")
                 write()
+
+
+def pool_linear_heads(d: Decoupling) -> Decoupling:
+    return replace(d, aux=tuple(AuxSpec("pool_linear", loss=a.loss) for a in d.aux))
 
 
 # ---------------------------------------------------------------- writing

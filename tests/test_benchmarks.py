@@ -31,8 +31,13 @@ def test_quality_experiment_tiny(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "quality.json").read_text())
     rows = result["rows"]
     names = [(x["backbone"], x["row"]) for x in rows]
-    for name in ("backprop", "paper (BP-free)", "searched, old space", "searched, new space"):
+    for name in ("backprop", "paper (BP-free)", "searched, old space", "searched, new space",
+                 "new space's winner, pool_linear heads"):
         assert ("vgg8b", name) in names
+    lever = next(x for x in rows if x["row"] == "new space's winner, pool_linear heads")
+    winner = next(x for x in rows if x["row"] == "searched, new space")
+    assert lever["cuts"] == winner["cuts"]
+    assert all(h.startswith("pool_linear/") for h in lever["heads"])
     assert ("vgg16", "searched on vgg8b, new space") in names  # the winner, transferred
     assert all(len(x["test"]) == 2 for x in rows)  # every row over the seeds
     budget = result["budget"]
