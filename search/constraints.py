@@ -26,7 +26,8 @@ import optuna
 
 from bwbpf.reports.record import TrialRecord
 from bwbpf.spaces import AuxSpec, HeadPlace, SearchSpace, UserError, get_backbone
-from bwbpf.spaces.heads import AUX_HEADS, LocalLoss
+from bwbpf.spaces.heads import AUX_HEADS
+from bwbpf.spaces.losses import LocalLoss
 from bwbpf.trainers.cost import Saved, classifier_cost, head_cost, unit_probes
 from bwbpf.trainers.timing import StepTimer
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 
 from bwbpf.spaces.backbones import get_backbone, stage_boundaries
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.heads import AUX_HEADS
+from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
 from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
 
 Optimizer = Literal["sgd", "adamw"]

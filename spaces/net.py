@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from bwbpf.spaces.backbones import UnitInfo, get_backbone
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AuxHead, HeadPlace, final_head_loss, make_aux_head
+from bwbpf.spaces.heads import AuxHead, HeadPlace, make_aux_head
+from bwbpf.spaces.losses import final_head_loss
 
 
 class DecoupledNet(nn.Module):

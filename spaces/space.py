@@ -34,7 +34,8 @@ from typing import Any, Literal, Mapping, Protocol, Sequence, get_args
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AUX_HEADS, LOCAL_LOSSES, LocalLoss, pyramidal_depth
+from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
+from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
 
 
 class TrialLike(Protocol):

@@ -25,7 +25,7 @@ from bwbpf.spaces import (
     get_backbone,
     make_aux_head,
 )
-from bwbpf.spaces.heads import LocalLoss, final_head_loss
+from bwbpf.spaces.losses import LocalLoss, final_head_loss
 
 PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
 

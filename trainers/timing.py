@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from bwbpf.spaces import AuxSpec, Decoupling, HeadPlace, UnitInfo, get_backbone, make_aux_head
-from bwbpf.spaces.heads import AUX_HEADS, final_head_loss
+from bwbpf.spaces.heads import AUX_HEADS
+from bwbpf.spaces.losses import final_head_loss
 from bwbpf.trainers.device import autocast
 
 REPEATS, WARMUP = 5, 2

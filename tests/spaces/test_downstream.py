@@ -21,14 +21,8 @@ from bwbpf.spaces import (
     make_aux_head,
 )
 from bwbpf.spaces.backbones import scaled
-from bwbpf.spaces.heads import (
-    INFOPRO_FIRST,
-    INFOPRO_LAST,
-    Decoder,
-    downstream_units,
-    infopro_weights,
-    pyramidal_depth,
-)
+from bwbpf.spaces.heads import downstream_units, pyramidal_depth
+from bwbpf.spaces.losses import INFOPRO_FIRST, INFOPRO_LAST, Decoder, infopro_weights
 
 WIDTH, SIZE = 0.125, (32, 32)
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from bwbpf.spaces import list_aux_heads, make_aux_head
-from bwbpf.spaces.heads import AUX_HEADS, PREDSIM_BETA, AuxHead, SimProjection, similarity
+from bwbpf.spaces.heads import AUX_HEADS, AuxHead
+from bwbpf.spaces.losses import PREDSIM_BETA, SimProjection, similarity
 
 
 # Heads that copy backbone units need their place in a net: tests/spaces/test_downstream.py.
