@@ -334,30 +334,36 @@ def verdicts(q: Quality) -> list[str]:
 
 def plot(q: Quality, path: Path) -> bool:
     """The budget curve as a PNG, drawn by plotly in a headless Chromium; False without one."""
-    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     chromium = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if not q.curve or chromium is None:
         return False
     pts = sorted(q.curve, key=lambda p: p["epochs"])
-    fig = go.Figure()
+    epochs = [p["epochs"] for p in pts]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "the net's test accuracy", "where the decoupling loses it: each block's test accuracy"))
     for name, label in (("bp", "end-to-end BP"), ("best", "best constrained decoupling")):
-        fig.add_scatter(x=[p["epochs"] for p in pts],
-                        y=[statistics.mean(p[name]) for p in pts], name=label,
+        fig.add_scatter(x=epochs, y=[statistics.mean(p[name]) for p in pts], name=label,
                         error_y={"array": [statistics.stdev(p[name]) if len(p[name]) > 1 else 0
-                                           for p in pts]}, mode="lines+markers")
+                                           for p in pts]}, mode="lines+markers", row=1, col=1)
+    blocks = len(pts[0]["best_blocks"])
+    for k in range(blocks):  # blocks before the last are read through their aux heads
+        fig.add_scatter(x=epochs, y=[p["best_blocks"][k] for p in pts], mode="lines+markers",
+                        name=f"block {k + 1}" + (" (the net)" if k == blocks - 1 else
+                                                 " (its aux head)"), row=1, col=2)
+    fig.update_xaxes(type="log", title="epochs", tickvals=epochs)
+    fig.update_yaxes(title="test accuracy", col=1)
     fig.update_layout(title=f"{q.b.curve_backbone} x{q.b.width:g}, {q.b.dataset}, "
                       f"{q.b.train_subset} images: test accuracy against epochs",
-                      xaxis={"type": "log", "title": "epochs",
-                             "tickvals": [p["epochs"] for p in pts]},
-                      yaxis={"title": "test accuracy"}, width=900, height=520)
+                      width=1200, height=520)
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "curve.html"
         fig.write_html(html, include_plotlyjs=True, full_html=True,
                        config={"staticPlot": True})
         shot = Path(tmp) / "curve.png"
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--hide-scrollbars", "--window-size=900,520",
+                        "--hide-scrollbars", "--window-size=1200,520",
                         "--virtual-time-budget=10000", f"--screenshot={shot}", html.as_uri()],
                        capture_output=True, timeout=120, check=False)
         if not shot.exists():
