@@ -270,7 +270,7 @@ def _sampler(name: Sampler, *, seed: int | None, n_trials: int) -> optuna.sample
         # Every option set, as Optuna's defaults moved between versions and depend on the
         # number of objectives (5.0: independent TPE for several). multivariate: one joint
         # model of all parameters, for one objective or several; the space is fixed-
-        # dimensional (spaces/space.py), so no conditional groups to split off (group).
+        # dimensional (spaces/encoding.py), so no conditional groups to split off (group).
         # constant_liar: other workers' running trials count as bad, so workers spread out.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
                                           multivariate=True, group=False, constant_liar=True)

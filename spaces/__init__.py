@@ -3,18 +3,13 @@
 from bwbpf.spaces.backbones import UnitInfo, get_backbone, list_backbones, stage_boundaries
 from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
 from bwbpf.spaces.document import SCHEMA_ID, from_document, to_document
+from bwbpf.spaces.encoding import params_for, reference_decouplings, sample, unused_params
 from bwbpf.spaces.errors import ConfigError, UserError
 from bwbpf.spaces.heads import AuxHead, HeadPlace, list_aux_heads, make_aux_head
 from bwbpf.spaces.net import DecoupledNet, build
 from bwbpf.spaces.partition import balanced_cuts
 from bwbpf.spaces.registry import Registry
-from bwbpf.spaces.space import (
-    SearchSpace,
-    params_for,
-    reference_decouplings,
-    sample,
-    unused_params,
-)
+from bwbpf.spaces.space import SearchSpace
 from bwbpf.spaces.transfer import RelativeCut, transfer
 
 __all__ = [
