@@ -26,7 +26,8 @@ from typing import Any, Callable
 import optuna
 from common import Row, show
 
-from bwbpf.reports.record import confirmations, ranked
+from bwbpf.reports.record import ranked
+from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import SearchSpace

@@ -7,7 +7,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bwbpf.reports.record import Confirmation, TrialRecord, confirmations, objective_names
+from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.study_attrs import Confirmation, confirmations, objective_names
 
 
 def trial_row(t: optuna.trial.FrozenTrial, names: list[str],

@@ -12,13 +12,8 @@ from plotly.offline import get_plotlyjs
 
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
-from bwbpf.reports.record import (
-    describe_counts,
-    no_best,
-    state_counts,
-    study_settings,
-    summary,
-)
+from bwbpf.reports.record import describe_counts, no_best, state_counts, summary
+from bwbpf.reports.study_attrs import study_settings
 from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """

@@ -10,7 +10,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import Confirmation, TrialRecord
+from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.study_attrs import Confirmation
 from bwbpf.spaces import AuxSpec, unused_params
 from bwbpf.spaces.heads import AUX_HEADS
 

@@ -6,9 +6,8 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
 - ``TrialRecord``: a trial's user attributes as a frozen dataclass. ``TrialRecord.of(trial)``
   reads them; ``save(trial, old, new)`` writes the fields that changed; ``attrs()`` gives the
   attribute dict (tests build trials by hand with it).
-- Study attributes: the run's settings, the BP baselines (``study_settings``,
-  ``bp_baselines``) and the confirmations over seeds (``confirmations``, ``bp_confirmation``;
-  a finished trial's own attributes are read-only, so they live with the study).
+- Study attributes (the run's settings, the BP baselines, the confirmations over seeds) are in
+  ``bwbpf.reports.study_attrs``.
 - ``ranked`` and ``best_trial`` (among the trials that meet the study's constraints, confirmed
   ones first), ``state_counts`` and the ``summary`` rows that the run's last lines and the
   report's table show.
@@ -16,24 +15,18 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Sequence, Union
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports.study_attrs import Confirmation, bp_baselines, bp_confirmation, confirmations
 from bwbpf.spaces import ConfigError, Decoupling, from_document
 from bwbpf.spaces.document import as_document, compact
 from bwbpf.spaces.heads import AUX_HEADS
 
 MB = 2**20  # bytes in the MB of every *_mb figure
-
-# Study user attributes.
-SETTINGS = "settings"  # SearchSettings.record() of the run that created the study
-BP_BASELINE = "bp_baseline"  # backbone -> the BP learning-rate sweep and its winner
-CONFIRMED = "confirmed:"  # + a trial number: that trial re-trained over seeds (Confirmation)
-BP_CONFIRMED = "confirmed"  # the same, inside a BP_BASELINE entry
 
 AnyTrial = Union[FrozenTrial, optuna.Trial]
 
@@ -130,94 +123,6 @@ def save(trial: optuna.Trial, old: TrialRecord, new: TrialRecord) -> TrialRecord
         if value != getattr(old, f.name):
             trial.set_user_attr(_key(f.name), _stored(f.name, value))
     return new
-
-
-# ---------------------------------------------------------------- study attributes
-def study_settings(study: optuna.Study) -> dict[str, Any]:
-    return dict(study.user_attrs.get(SETTINGS) or {})
-
-
-def bp_baselines(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    return dict(study.user_attrs.get(BP_BASELINE) or {})
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """A decoupling (or end-to-end BP: ``trial`` None) trained at the trial budget over several
-    seeds. The first seed is the search's own (the single-seed result), so the mean is over
-    every training of the same config, and a lucky seed is averaged rather than dropped."""
-
-    trial: int | None
-    seeds: tuple[int, ...]
-    accuracy: tuple[float, ...]  # validation accuracy at the last epoch, one per seed
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.accuracy)
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (n - 1: the seeds are a sample of all seeds); 0 for one."""
-        return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
-
-    def with_seed(self, seed: int, accuracy: float) -> Confirmation:
-        return Confirmation(self.trial, (*self.seeds, seed), (*self.accuracy, accuracy))
-
-    def shown(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f} over {len(self.seeds)} seeds"
-
-    def stored(self) -> dict[str, list[Any]]:
-        return {"seeds": list(self.seeds), "val_accuracy": list(self.accuracy)}
-
-    @classmethod
-    def parse(cls, trial: int | None, raw: Any) -> Confirmation | None:
-        """The stored form read back; None for a malformed entry or a single seed (that is the
-        search's result alone: nothing confirmed yet)."""
-        if not isinstance(raw, dict):
-            return None
-        seeds, acc = raw.get("seeds"), raw.get("val_accuracy")
-        if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)
-                and len(seeds) > 1):
-            return None
-        return cls(trial, tuple(int(x) for x in seeds), tuple(float(x) for x in acc))
-
-
-def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
-    """Trial number -> its confirmation, for the trials confirmed so far."""
-    out: dict[int, Confirmation] = {}
-    for key, raw in study.user_attrs.items():
-        number = key[len(CONFIRMED):]
-        if key.startswith(CONFIRMED) and number.isdigit():
-            c = Confirmation.parse(int(number), raw)
-            if c is not None:
-                out[int(number)] = c
-    return dict(sorted(out.items()))
-
-
-def bp_confirmation(study: optuna.Study, backbone: str) -> Confirmation | None:
-    entry = bp_baselines(study).get(backbone) or {}
-    return Confirmation.parse(None, entry.get(BP_CONFIRMED))
-
-
-def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | None = None
-                      ) -> None:
-    """Stores ``c``: a trial's under its own key, BP's (``trial`` None) in its backbone's
-    BP_BASELINE entry."""
-    if c.trial is not None:
-        study.set_user_attr(f"{CONFIRMED}{c.trial}", c.stored())
-        return
-    if backbone is None:
-        raise ValueError("a BP confirmation needs its backbone")
-    stored = bp_baselines(study)
-    stored[backbone] = {**stored[backbone], BP_CONFIRMED: c.stored()}
-    study.set_user_attr(BP_BASELINE, stored)
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
-    names = study_settings(study).get("objectives")
-    n = len(study.directions)
-    return list(names) if names and len(names) == n else [f"objective_{i}" for i in range(n)]
 
 
 # ---------------------------------------------------------------- what summaries show

@@ -8,7 +8,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bwbpf.reports.record import BP_BASELINE, TrialRecord, bp_baselines
+from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.study_attrs import BP_BASELINE, bp_baselines
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for

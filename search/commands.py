@@ -187,7 +187,8 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from bwbpf.reports.record import best_trial, confirmations, describe_counts, state_counts
+    from bwbpf.reports.record import best_trial, describe_counts, state_counts
+    from bwbpf.reports.study_attrs import confirmations
     from bwbpf.search.study import check_study_name, open_storage
 
     check_study_name(args.study)  # not used here, but a bad flag is still refused

@@ -23,14 +23,12 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import (
+from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated
+from bwbpf.reports.study_attrs import (
     Confirmation,
-    TrialRecord,
     bp_baselines,
     bp_confirmation,
     confirmations,
-    feasible_trials,
-    nondominated,
     save_confirmation,
 )
 from bwbpf.search import budget

@@ -9,13 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import (
-    TrialRecord,
-    confirmations,
-    feasible_trials,
-    nondominated,
-    ranked,
-)
+from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated, ranked
+from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic

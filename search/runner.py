@@ -11,7 +11,6 @@ from typing import Any, Iterator
 import optuna
 
 from bwbpf.reports.record import (
-    SETTINGS,
     TrialRecord,
     best_trial,
     describe,
@@ -22,6 +21,7 @@ from bwbpf.reports.record import (
     verdict,
 )
 from bwbpf.reports.record import summary as summary_rows
+from bwbpf.reports.study_attrs import SETTINGS
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
 from bwbpf.search.confirm import confirm

@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.note import save_note
-from bwbpf.reports.record import BP_BASELINE, SETTINGS, TrialRecord
+from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.study_attrs import BP_BASELINE, SETTINGS
 from bwbpf.search.cli import main
 from bwbpf.spaces import SearchSpace, params_for, reference_decouplings, sample, to_document
 

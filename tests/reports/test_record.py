@@ -8,7 +8,6 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import (
-    BP_BASELINE,
     TrialRecord,
     best_trial,
     describe,
@@ -17,6 +16,7 @@ from bwbpf.reports.record import (
     summary,
     verdict,
 )
+from bwbpf.reports.study_attrs import BP_BASELINE
 from bwbpf.search.runner import summary as summary_lines
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 

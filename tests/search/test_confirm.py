@@ -12,14 +12,13 @@ import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.reports.record import (
+from bwbpf.reports.record import TrialRecord, ranked
+from bwbpf.reports.study_attrs import (
     CONFIRMED,
     SETTINGS,
     Confirmation,
-    TrialRecord,
     bp_confirmation,
     confirmations,
-    ranked,
     save_confirmation,
 )
 from bwbpf.search.confirm import candidates, top_trials, train

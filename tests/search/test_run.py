@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.reports.record import BP_BASELINE
+from bwbpf.reports.study_attrs import BP_BASELINE
 from bwbpf.search.objective import FAILURES, Objective
 from bwbpf.search.settings import SearchSettings
 from bwbpf.trainers import Data, Split
