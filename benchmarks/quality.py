@@ -33,9 +33,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import optuna
 import torch
 
-from bwbpf.reports.record import TrialRecord, best_trial
+from bwbpf.reports.record import TrialRecord, best_trial, describe_counts, state_counts
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
@@ -209,6 +210,12 @@ class Quality:
               f"K={d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
         return d
 
+    def trial_states(self, study: str) -> str:
+        """What the study's trials came to, e.g. "21 complete, 9 pruned, 42 rejected by the
+        constraints": samples rejected untrained are how much the constraints narrow it."""
+        found = optuna.load_study(study_name=study, storage=self.storage)
+        return describe_counts(state_counts(found))
+
     # ------------------------------------------------------------ the budget curve
     def budget_curve(self, backbone: str, bp: Decoupling, best: Decoupling,
                      epochs: tuple[int, ...]) -> None:
@@ -290,8 +297,9 @@ def markdown(q: Quality, command: str, when: str) -> str:
                    f"{'yes' if r['feasible'] else 'no'} | {r['note']} |")
     if q.searches:
         out += ["", "Searches: " + "; ".join(
-            f"{name}: best trial {s['trial']} of {s['trials']} (val {s['val']:.4f}, "
-            f"{s['minutes']:.0f} min)" for name, s in q.searches.items()) + "."]
+            f"{name}: best trial {s['trial']} of {s['trials']} ({q.trial_states(name)}; "
+            f"val {s['val']:.4f}, {s['minutes']:.0f} min)"
+            for name, s in q.searches.items()) + "."]
     if q.curve:
         out += ["", f"Budget curve ({b.curve_backbone}, {b.train_subset} images, seeds "
                 f"{list(b.curve_seeds)}, test split; plot: quality_budget.png):", "",
