@@ -112,7 +112,8 @@ class Quality:
         work = out / "out"
         work.mkdir(parents=True, exist_ok=True)
         self.runs = Runs(work / "quality-runs.json")
-        self.storage = f"sqlite:///{work / 'quality.db'}"
+        self.db = work / "quality.db"
+        self.storage = f"sqlite:///{self.db}"
         self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
                               seed=0, download=False)
         self.timer = StepTimer(torch.device("cpu"), b.batch, in_channels=self.data.in_channels,
@@ -199,7 +200,8 @@ class Quality:
             rec = TrialRecord.of(best)
             return {"study": s.study, "trial": best.number, "minutes":
                     (time.perf_counter() - start) / 60, "trials": len(study.trials),
-                    "val": best.values[0], "decoupling": rec.document}
+                    "val": best.values[0], "states": describe_counts(state_counts(study)),
+                    "decoupling": rec.document}
 
         key = json.dumps({"space": asdict(s.space), "epochs": s.epochs,
                           "min_epochs": s.min_epochs, "trials": s.n_trials}, default=str)
@@ -212,9 +214,17 @@ class Quality:
 
     def trial_states(self, study: str) -> str:
         """What the study's trials came to, e.g. "21 complete, 9 pruned, 42 rejected by the
-        constraints": samples rejected untrained are how much the constraints narrow it."""
+        constraints" (samples rejected untrained show how much the constraints narrow the
+        space): as recorded when the search ended, else read from the study if it is here."""
+        recorded = self.searches.get(study, {}).get("states")
+        if recorded:
+            return str(recorded)
+        if not self.db.exists():  # a results folder without its studies
+            return "trial states not recorded"
         found = optuna.load_study(study_name=study, storage=self.storage)
-        return describe_counts(state_counts(found))
+        states = describe_counts(state_counts(found))
+        self.searches.setdefault(study, {})["states"] = states
+        return states
 
     # ------------------------------------------------------------ the budget curve
     def budget_curve(self, backbone: str, bp: Decoupling, best: Decoupling,
@@ -405,11 +415,11 @@ def main() -> int:
 
     def write() -> None:
         when = time.strftime("%Y-%m-%d %H:%M %Z")
+        text = markdown(q, command, when)  # first: it completes q.searches from the studies
         (out / "quality.json").write_text(json.dumps(
             {"budget": asdict(b), "rows": q.rows, "curve": q.curve, "searches": q.searches,
              "written": when}, indent=1))
         drawn = plot(q, out / "quality_budget.png")
-        text = markdown(q, command, when)
         if q.curve and not drawn:
             text += "\n(no Chromium here: quality_budget.png was not drawn)\n"
         write_results(text, out / "RESULTS.md")
