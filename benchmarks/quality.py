@@ -261,6 +261,7 @@ class Quality:
                     self.budget_curve(source, bp, new, (e,))
                     write()
             self.row("paper (BP-free)", source, Decoupling.paper_default(source, width=b.width))
+            write()  # before the next search, so a run stopped during it keeps this row
             self.row("searched, old space", source, self.search(source, "old", **OLD_SPACE))
             write()
             if target is not None:
