@@ -49,6 +49,14 @@ def test_quality_experiment_tiny(tmp_path: Path) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## Quality" in text and "| vgg16 | searched on vgg8b, new space |" in text
     assert "Budget curve" in text and (tmp_path / "quality_budget.png").stat().st_size > 1000
+    # each search's line says how its trials ended, counting every trial its study holds
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'out' / 'quality.db'}"
+    for name, found in result["searches"].items():
+        study = optuna.load_study(study_name=name, storage=storage)
+        counted = sum(int(part.split()[0]) for part in found["states"].split(", "))
+        assert counted == len(study.trials) and f"({found['states']}; " in text
     # a second run reuses every finished training and search: nothing is trained again
     runs = (tmp_path / "out" / "quality-runs.json").read_text()
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--tiny",
