@@ -319,7 +319,7 @@ def test_a_trial_failing_on_a_nan_loss_prints_no_traceback(tmp_path: Path) -> No
     db = f"sqlite:///{tmp_path / 'study.db'}"
     r = subprocess.run([*BWBPF, "run", "--storage", db, "--study", "nan", "--space", str(space),
                         "--n-trials", "1", "--no-baselines", "--pruner", "none",
-                        "--train-subset", "256", "--threads", "1", *FAST],
+                        *FAST, "--train-subset", "256", "--threads", "1"],
                        capture_output=True, text=True, timeout=300)
     trials = optuna.load_study(study_name="nan", storage=db).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL], r.stderr  # it really failed

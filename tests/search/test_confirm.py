@@ -26,7 +26,7 @@ from bwbpf.search.runner import load_search_data
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import SearchSpace, sample, to_document
 
-from .conftest import FAST, Runner
+from .conftest import FAST, FAST_SUBSET, Runner
 
 SPACE = SearchSpace()
 INPUT = {"channels": 3, "size": [16, 16], "classes": 10, "dataset": "synthetic"}
@@ -167,7 +167,7 @@ def test_confirmation_trains_what_the_trial_trained(cli: Runner, db: str) -> Non
     assert rc == 0, err
     study = optuna.load_study(study_name="same", storage=db)
     s = SearchSettings(study="same", storage=db, dataset="synthetic", epochs=1, batch_size=64,
-                       device="cpu", n_trials=1, confirm_top=1)
+                       device="cpu", n_trials=1, confirm_top=1, train_subset=FAST_SUBSET)
     (c,) = candidates(study, s)
     assert train(c, load_search_data(s), s.seed) == pytest.approx(c.own, abs=1e-5)
 
