@@ -60,11 +60,13 @@ lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests benchmarks
 	$(VENV)/bin/mypy -p bwbpf.search -p bwbpf.spaces -p bwbpf.trainers -p bwbpf.reports
 
+# Tests run on every core (pytest-xdist); TEST_JOBS=0 runs them in this process, one at a time.
+TEST_JOBS ?= auto
 unit: install
-	$(VENV)/bin/pytest -q -m "not integration"
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) -m "not integration"
 
 test: install data system lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --durations=15
 
 # The main job: the most accurate decoupling of the small backbone (vgg8b at 0.25 width) that
 # trains at least 2x faster than end-to-end BP with one device per block and keeps at most 0.6
