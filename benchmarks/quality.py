@@ -208,8 +208,12 @@ class Quality:
                     "val": best.values[0], "states": describe_counts(state_counts(study)),
                     "decoupling": rec.document}
 
+        # everything that decides what the search finds (a changed one searches again)
         key = json.dumps({"space": asdict(s.space), "epochs": s.epochs,
-                          "min_epochs": s.min_epochs, "trials": s.n_trials}, default=str)
+                          "min_epochs": s.min_epochs, "trials": s.n_trials,
+                          "dataset": s.dataset, "train_subset": s.train_subset,
+                          "val_size": s.val_size, "batch": s.batch_size,
+                          "cost_model": s.cost_model}, default=str)
         found = self.runs.get(f"search {s.study} {key}", run)
         self.searches[s.study] = {k: v for k, v in found.items() if k != "decoupling"}
         d = Decoupling.from_json(json.dumps(found["decoupling"]))
