@@ -4,7 +4,9 @@ names it (argparse adds the flag)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from bwbpf.search.settings import MAX_SEED
@@ -24,6 +26,29 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
         return v
 
     return parse
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), the bound of --jobs and --threads:
+    more processes or threads than cores only contend (and libgomp fails on huge counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def up_to_cores(text: str) -> int:
+    v = positive_int(text)
+    if v > cores():
+        raise argparse.ArgumentTypeError(f"{v} is more than the {cores()} cores of this machine")
+    return v
+
+
+def path(text: str) -> Path:
+    """A file or folder flag: an empty path would mean the current folder, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty path; give a file or folder")
+    return Path(text)
 
 
 seed = int_in(0, MAX_SEED)

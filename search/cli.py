@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from contextlib import suppress
-from pathlib import Path
 from typing import Callable, NoReturn, Sequence, get_args
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bwbpf.search import argtypes as at
 from bwbpf.search import commands
 from bwbpf.search.settings import TRAIN_EPOCHS, CostModel, SearchSettings
+from bwbpf.search.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.spaces.space import LR_SCHEDULES
@@ -49,7 +49,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     # the data its search saw.
     g.add_argument("--dataset", default=SearchSettings.dataset, choices=list_datasets(),
                    help="(default %(default)s)")
-    g.add_argument("--data-dir", type=Path, default=None,
+    g.add_argument("--data-dir", type=at.path, default=None,
                    help="where the dataset's files are (or are downloaded to)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never try a torchvision download")
@@ -63,8 +63,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="(default %(default)s)")
     g.add_argument("--device", default=SearchSettings.device,
                    help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    g.add_argument("--threads", type=at.positive_int, default=None,
-                   help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=at.up_to_cores, default=None,
+                   help="CPU threads for torch, at most the machine's cores (default: torch's "
+                        "choice)")
     g.add_argument("--schedule", default=SearchSettings.schedule, choices=get_args(Schedule),
                    help="pipelined: one worker per block, concurrently (same arithmetic; "
                         "default %(default)s); distributed (train only): one process per group "
@@ -103,7 +104,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="warm-up + cosine, or one-cycle (default: as the file's search trained "
                         "it; the built-ins: " + SearchSpace.lr_schedule + ")")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=at.path, default=None,
                    help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--stop-after", type=at.positive_int, default=None,
@@ -127,7 +128,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--trial", type=int, default=None, help="this trial number")
     which.add_argument("--pareto", action="store_true", help="the Pareto set (into a folder)")
     which.add_argument("--top", type=at.positive_int, default=None, help="the K most accurate")
-    p.add_argument("-o", "--output", type=Path, required=True,
+    p.add_argument("-o", "--output", type=at.path, required=True,
                    help="file, or folder (files named <study>-trial<N>.json, the study name "
                         "made a safe file name); not '-': outputs are files, never stdout")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -148,7 +149,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="search decouplings (the main job)")
     add_study_flags(p)
     g = p.add_argument_group("search space")
-    g.add_argument("--space", type=Path, default=None, help="YAML or JSON file of space fields")
+    g.add_argument("--space", type=at.path, default=None, help="YAML or JSON file of space fields")
     g.add_argument("--backbone", type=at.csv(str), default=None,
                    help="comma list of backbones " + at.space_default("backbones") + "; valid: "
                         + ", ".join(list_backbones()))
@@ -219,8 +220,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--confirm-seeds", type=at.positive_int, default=SearchSettings.confirm_seeds,
                    metavar="S", help="seeds each confirmed config trains beyond the search's "
                    "own (default %(default)s)")
-    g.add_argument("--jobs", type=at.positive_int, default=1,
-                   help="worker processes on this machine sharing the study")
+    g.add_argument("--jobs", type=at.up_to_cores, default=1,
+                   help="worker processes on this machine sharing the study, at most its cores "
+                        "(more machines: the same command on each, one --storage)")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--seed", type=at.seed, default=SearchSettings.seed,
                    help="data split, initial weights and sampler (default %(default)s)")
@@ -237,10 +239,10 @@ def add_studies(sub: argparse._SubParsersAction) -> None:
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report of a study")
     add_study_flags(p)
-    p.add_argument("-o", "--output", type=Path, required=True,
+    p.add_argument("-o", "--output", type=at.path, required=True,
                    help="the HTML file (not '-': outputs are files, never stdout)")
-    p.add_argument("--csv", type=Path, default=None, help="also the trials as CSV")
-    p.add_argument("--parquet", type=Path, default=None, help="also the trials as Parquet")
+    p.add_argument("--csv", type=at.path, default=None, help="also the trials as CSV")
+    p.add_argument("--parquet", type=at.path, default=None, help="also the trials as Parquet")
     p.add_argument("--force", action="store_true",
                    help="overwrite existing files (refused otherwise)")
     p.set_defaults(func=commands.cmd_report)
@@ -310,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
         for handler in logging.getLogger("optuna").handlers:
             handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
+        if args.command == "run":
+            stop_on_sigterm()
         func: Command = args.func
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -331,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))
         print(f"bwbpf-search: {lost}", file=sys.stderr)
         return 1
+    except Terminated:
+        if getattr(args, "worker", None) is not None:
+            return 143  # a --jobs worker: its parent says it
+        print("bwbpf-search: stopped by SIGTERM; rerun the same command to resume",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("bwbpf-search: interrupted", file=sys.stderr)
         return 130

@@ -32,6 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         load_arch,
         prepare_out,
         train_one,
+        undone_unless_saved,
     )
     from bwbpf.spaces.files import write_json_atomic
 
@@ -73,16 +74,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         runs["backprop"] = bp_for(d, bp_lr)
     data = load_data_from(args)
     check_fits(list(runs.values()), data)
-    prepare_out(out, settings, resume=args.resume, force=args.force)
+    made_out = not out.exists()
+    continuing = prepare_out(out, settings, resume=args.resume, force=args.force)
     results: dict[str, dict[str, Any]] = {}
-    for key, dec in runs.items():
-        r = train_one(dec, data, plan, out / key, key, resume=args.resume,
-                      stop_after=args.stop_after)
-        if r is None:
-            print(f"stopped after epoch {args.stop_after}; continue with --resume --out {out}")
-            return 0
-        results[key] = r
-    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
+    with undone_unless_saved(out, fresh=not continuing, made_out=made_out):
+        for key, dec in runs.items():
+            r = train_one(dec, data, plan, out / key, key, resume=args.resume,
+                          stop_after=args.stop_after)
+            if r is None:
+                print(f"stopped after epoch {args.stop_after}; continue with --resume --out "
+                      f"{out}")
+                return 0
+            results[key] = r
+        write_json_atomic(out / "metrics.json", {**results, "settings": settings})
     for key, res in results.items():
         print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
     print(f"results: {out / 'metrics.json'}")

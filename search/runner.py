@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import subprocess
+import signal
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -29,6 +29,7 @@ from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective, write_note
 from bwbpf.search.settings import SearchSettings
+from bwbpf.search.stopping import Terminated, start_worker, stop_workers
 from bwbpf.search.study import (
     check_storage_url,
     make_pruner,
@@ -182,7 +183,7 @@ def watch(study: optuna.Study, s: SearchSettings,
     if s.storage.startswith("sqlite"):
         log.warning("SQLite serialises writers; for parallel workers use PostgreSQL or "
                     "journal:FILE (see README)")
-    procs = [subprocess.Popen(cmd, env=env) for cmd, env in launches]
+    procs = [start_worker(cmd, env) for cmd, env in launches]
     progress = Progress(study, s)
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
@@ -192,9 +193,9 @@ def watch(study: optuna.Study, s: SearchSettings,
                 if t.state.is_finished() and t.number not in seen:
                     seen.add(t.number)
                     progress(study, t)
-    except KeyboardInterrupt:
-        for p in procs:  # the terminal's Ctrl-C reached them too; wait for a clean exit
-            p.wait()
+    except KeyboardInterrupt as e:
+        # The terminal's Ctrl-C reached the workers too; SIGTERM may have reached only us.
+        stop_workers(procs, signal.SIGTERM if isinstance(e, Terminated) else None)
         raise
     finally:
         progress.close()

@@ -156,6 +156,10 @@ def open_storage(url: str, *, heartbeat_s: int | None = 60, create: bool = True
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
         except OSError as e:
             raise UserError(f"cannot open storage {redact(url)}: {e.strerror or e}") from None
+        except Exception as e:  # replaying the log: a line that is not JSON or not an entry
+            raise UserError(f"storage {redact(url)} is corrupt: an entry cannot be read "
+                            f"({type(e).__name__}); nothing was changed. Restore it from a "
+                            "copy, or move it aside") from None
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
             return _rdb(url, heartbeat_s, create=create)

@@ -7,8 +7,9 @@ import csv
 import io
 import logging
 import shutil
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -114,20 +115,50 @@ def check_fits(decouplings: list[Decoupling], data: Data) -> None:
             build(d, data.num_classes, data.in_channels, data.image_size)
 
 
-def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> None:
+def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
     """The first write into ``out``: after check_out (and every other check) passed, an earlier
-    run there is removed (--force) and the settings are written."""
+    run there is removed (--force) and the settings are written. True when it continues a
+    run (--resume)."""
     continuing = check_out(out, settings, resume=resume, force=force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     if continuing:
-        return
+        return True
     for f in RUN_FILES:  # only with --force: check_out refused an earlier run otherwise
-        p = out / f
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        remove(out / f)
     write_json_atomic(out / "settings.json", settings)
+    return False
+
+
+@contextmanager
+def undone_unless_saved(out: Path, *, fresh: bool, made_out: bool) -> Iterator[None]:
+    """A fresh run that fails (a full disk, Ctrl-C, a fault) before its first checkpoint leaves
+    nothing behind: its settings and empty folders go, and --out itself when this run made it.
+    Once a checkpoint exists, everything stays for --resume."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not any(out.glob("*/checkpoint.pt")):
+            with suppress(OSError, UserError):
+                for f in RUN_FILES:
+                    remove(out / f)
+                if made_out:
+                    out.rmdir()  # only when empty
+        raise
+
+
+def remove(p: Path) -> None:
+    """Removes an earlier run's file or folder. A symbolic link is removed, never followed:
+    what it points to lies outside --out and is not the run's to delete."""
+    try:
+        if p.is_symlink() or not p.is_dir():
+            p.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(p)
+    except OSError as e:
+        raise UserError(f"--force: cannot remove {p} ({e.strerror or e})") from None
 
 
 def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str, *,

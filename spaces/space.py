@@ -16,6 +16,7 @@ from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.values import MAX_FILE_BYTES, load_yaml, quote, typed
 
 LrSchedule = Literal["cosine", "onecycle"]  # how trainers.optim schedules a block's lr
 LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
@@ -23,6 +24,20 @@ LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
 
 def _fail(field: str, msg: str) -> None:
     raise ConfigError(f"space.{field}: {msg}")
+
+
+def _unique_keys(where: str) -> Any:
+    """json.loads' object_pairs_hook that refuses a key given twice (as YAML files are)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ConfigError(f"{where}: duplicate key {quote(k)}")
+            out[k] = v
+        return out
+
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -78,14 +93,15 @@ class SearchSpace:
         AuxSpec(min_channels=self.head_min_channels)
         p = self.pyramid
         if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
-            _fail("pyramid", f"{p!r} must be in [0, 1) (0: no pyramid)")
+            _fail("pyramid", f"{quote(p)} must be in [0, 1) (0: no pyramid)")
         if not isinstance(self.augment, bool):
-            _fail("augment", f"{self.augment!r} must be true or false")
+            _fail("augment", f"{quote(self.augment)} must be true or false")
         if self.lr_schedule not in LR_SCHEDULES:
-            _fail("lr_schedule", f"{self.lr_schedule!r} not one of {', '.join(LR_SCHEDULES)}")
+            _fail("lr_schedule", f"{quote(self.lr_schedule)} not one of {', '.join(LR_SCHEDULES)}")
         for loss in self.losses:
             if loss not in LOCAL_LOSSES:
-                _fail("losses", f"unknown local loss {loss!r}; valid: {', '.join(LOCAL_LOSSES)}")
+                _fail("losses", f"unknown local loss {quote(loss)}; valid: "
+                      f"{', '.join(LOCAL_LOSSES)}")
         for name in ("lr", "lr_mult", "weight_decay"):
             lo, hi = getattr(self, name)
             if not (0 < lo <= hi and math.isfinite(hi)):
@@ -104,7 +120,7 @@ class SearchSpace:
             return
         number = isinstance(v, (int, float)) and not isinstance(v, bool)
         if not (number and math.isfinite(v) and 0 < v <= most):
-            _fail(name, f"{v!r} must be {what}")
+            _fail(name, f"{quote(v)} must be {what}")
         object.__setattr__(self, name, float(v))  # 2 and 2.0 are one setting of a study
 
     @property
@@ -122,15 +138,11 @@ class SearchSpace:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], where: str = "space") -> SearchSpace:
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - names)
+        unknown = [k for k in raw if k not in names]
         if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; "
+            raise ConfigError(f"{where}: unknown key {quote(unknown[0])}; "
                               f"valid: {', '.join(sorted(names))}")
-        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from None
+        return cls(**typed(cls, raw, where))
 
     @classmethod
     def file_fields(cls, path: Path) -> frozenset[str]:
@@ -144,19 +156,23 @@ class SearchSpace:
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
+        where = f"--space {path}"
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES} bytes; a space file "
+                                  "is a few lines")
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--space {path}: cannot read ({e.__class__.__name__})") from None
+            raise ConfigError(f"{where}: cannot read ({e.__class__.__name__})") from None
         try:
             if path.suffix.lower() == ".json":
-                raw = json.loads(text)
+                raw = json.loads(text, object_pairs_hook=_unique_keys(where))
             else:
-                import yaml
-
-                raw = yaml.safe_load(text)
-        except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-            msg = " ".join(str(e).split())
+                raw = load_yaml(text, where)
+        except ConfigError:
+            raise
+        except Exception as e:  # json.JSONDecodeError, yaml.YAMLError, RecursionError
+            msg = " ".join(str(e).split())[:200]
             kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
             raise ConfigError(f"--space {path}: not valid {kind} ({msg})") from None
         if not isinstance(raw, dict):

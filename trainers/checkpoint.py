@@ -8,6 +8,7 @@ UserError line naming the file and the reason.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 from dataclasses import asdict
@@ -96,12 +97,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def _save(state: dict[str, Any], tmp: str) -> None:
-    try:
-        torch.save(state, tmp)
-    except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
-        if "write" not in str(e).lower():
-            raise
-        raise OSError(_first_clause(e)) from None  # write_atomic: one line, no partial file
+    """Serialised in memory, then written with plain file I/O: torch's zip writer reports a
+    full disk as "unexpected pos", a plain write as OSError (ENOSPC) that write_atomic turns
+    into one line, leaving no partial file."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

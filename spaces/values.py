@@ -1,0 +1,113 @@
+"""Values read from a file, checked against the type a dataclass field declares, and quoted
+in error messages without letting a hostile value grow the message.
+
+``typed(cls, raw, where)`` is what a config read from YAML or JSON goes through before the
+dataclass sees it: an ``int`` field takes an integer (not 2.5, not 3.0, not true), a ``float``
+field any number but a bool, a ``tuple[X, ...]`` field a list of X, a ``tuple[X, X]`` field a
+list of exactly two, a ``Literal`` one of its words, ``X | None`` also null. The first value
+that does not fit is a ConfigError naming the field.
+
+YAML files are read by ``load_yaml``: duplicate keys are refused (a silent "last one wins"
+hides a typo), and so are more than ``MAX_ALIASES`` aliases (nested aliases expand to an
+exponential number of values: the "billion laughs").
+"""
+
+from __future__ import annotations
+
+import reprlib
+import types
+import typing
+from typing import Any, Literal, Mapping, Union
+
+from bwbpf.spaces.errors import ConfigError
+
+MAX_ALIASES = 32  # a hand-written config needs a few; nested ones blow up exponentially
+MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxtuple, _QUOTE.maxdict = 2, 4, 4, 4
+_QUOTE.maxstring, _QUOTE.maxother = 60, 60
+
+
+def quote(value: Any) -> str:
+    """``repr(value)`` cut to a few dozen characters and two levels: safe for any value."""
+    return _QUOTE.repr(value)
+
+
+def typed(cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``raw``'s values checked against ``cls``'s field types (lists become tuples)."""
+    hints = typing.get_type_hints(cls)
+    return {k: _check(v, hints[k], f"{where}: {k}") for k, v in raw.items()}
+
+
+def _check(v: Any, hint: Any, at: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check(v, inner, at)
+    if origin is Literal:
+        if isinstance(v, str) and v in args:
+            return v
+        raise ConfigError(f"{at}: {quote(v)} is not one of {', '.join(map(str, args))}")
+    if origin is tuple:
+        return _sequence(v, args, at)
+    if hint is bool:
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"{at}: {quote(v)} must be true or false")
+    if hint is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        raise ConfigError(f"{at}: {quote(v)} must be a whole number")
+    if hint is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        raise ConfigError(f"{at}: {quote(v)} must be a number")
+    if hint is str:
+        if isinstance(v, str):
+            return v
+        raise ConfigError(f"{at}: {quote(v)} must be a string")
+    raise TypeError(f"no check for the field type {hint!r}")  # a new field's type: add one
+
+
+def _sequence(v: Any, args: tuple[Any, ...], at: str) -> tuple[Any, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{at}: {quote(v)} must be a list")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_check(x, args[0], f"{at}[{i}]") for i, x in enumerate(v))
+    if len(v) != len(args):
+        raise ConfigError(f"{at}: {quote(v)} must be a list of {len(args)} values "
+                          f"(e.g. [low, high])")
+    return tuple(_check(x, a, f"{at}[{i}]") for i, (x, a) in enumerate(zip(v, args)))
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys and more than MAX_ALIASES aliases."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise ConfigError(f"{where}: more than {MAX_ALIASES} YAML aliases; write "
+                                      "the values out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, typing.Hashable):
+                    continue  # SafeLoader refuses it in a moment ("unhashable key")
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"{where}: duplicate key {quote(key)} (line {line})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
