@@ -35,9 +35,12 @@ def quote(value: Any) -> str:
 
 
 def typed(cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``raw``'s values checked against ``cls``'s field types (lists become tuples)."""
+    """``raw``'s values checked against ``cls``'s field types (lists become tuples). Messages
+    name the field as ``where.field`` when ``where`` is a name, ``where: field`` after a
+    file."""
     hints = typing.get_type_hints(cls)
-    return {k: _check(v, hints[k], f"{where}: {k}") for k, v in raw.items()}
+    sep = "." if where.isidentifier() else ": "
+    return {k: _check(v, hints[k], f"{where}{sep}{k}") for k, v in raw.items()}
 
 
 def _check(v: Any, hint: Any, at: str) -> Any:
@@ -63,7 +66,7 @@ def _check(v: Any, hint: Any, at: str) -> Any:
         raise ConfigError(f"{at}: {quote(v)} must be a whole number")
     if hint is float:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
+            return v  # as written: the field's own check quotes it, and may normalise it
         raise ConfigError(f"{at}: {quote(v)} must be a number")
     if hint is str:
         if isinstance(v, str):

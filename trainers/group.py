@@ -175,9 +175,12 @@ class Group:
     def _claim(self, line: str) -> bool:
         """True when this rank is the first to say why the run stopped (or the store is gone,
         when nobody can tell: then every rank says it)."""
+        # Tagged with the rank: ranks that fail alike (a resume that does not fit every rank)
+        # write the same line, and each would read its own text back as a win.
+        mine = f"rank {self.rank}: {line}"
         try:
             self.store.set_timeout(timedelta(seconds=10))
-            return self.store.compare_set(STOP, "", line) == line.encode()
+            return self.store.compare_set(STOP, "", mine) == mine.encode()
         except RuntimeError:
             return True
 
