@@ -10,6 +10,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports import optuna_api
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.study_attrs import Confirmation
 from bwbpf.spaces import AuxSpec, unused_params
@@ -88,6 +89,8 @@ def save_note(study: optuna.Study, t: FrozenTrial, confirmation: Confirmation | 
     # optuna.Trial(study, id) tells the study's sampler that the trial begins: the search's
     # sampler would reseed itself for it (search.workers.TrialSeeded), and some write to the
     # trial (GridSampler), which a finished trial refuses. A handle whose sampler does not.
-    handle = optuna.load_study(study_name=study.study_name, storage=study._storage,
+    handle = optuna.load_study(study_name=study.study_name,
+                               storage=optuna_api.storage_of(study),
                                sampler=optuna.samplers.RandomSampler())
-    optuna_dashboard.save_note(optuna.trial.Trial(handle, t._trial_id), markdown(t, confirmation))
+    optuna_dashboard.save_note(optuna.trial.Trial(handle, optuna_api.trial_id(t)),
+                               markdown(t, confirmation))

@@ -12,6 +12,7 @@ from typing import Callable, NoReturn, Sequence, get_args
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bwbpf.reports.optuna_api import OptunaChanged
 from bwbpf.search import argtypes as at
 from bwbpf.search import commands
 from bwbpf.search.settings import TRAIN_EPOCHS, CostModel, SearchSettings
@@ -20,7 +21,7 @@ from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, st
 from bwbpf.spaces import SearchSpace, UserError, list_backbones
 from bwbpf.spaces.space import LR_SCHEDULES
 from bwbpf.trainers import list_datasets
-from bwbpf.trainers.group import RankStop
+from bwbpf.trainers.group import RankStop, end_rank, joined
 from bwbpf.trainers.plan import Schedule
 
 log = logging.getLogger("bwbpf.search")
@@ -301,8 +302,15 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures. A rank of a
+    distributed run ends its process here (trainers.group.end_rank says why)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if joined():
+        end_rank(code)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = parse(argv)
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -341,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bwbpf-search: stopped by SIGTERM; rerun the same command to resume",
               file=sys.stderr)
         return 143
+    except OptunaChanged as e:  # an Optuna release newer than pyproject allows
+        print(f"bwbpf-search: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bwbpf-search: interrupted", file=sys.stderr)
         return 130

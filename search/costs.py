@@ -19,6 +19,7 @@ from typing import Iterator, MutableMapping
 
 import optuna
 
+from bwbpf.reports import optuna_api
 from bwbpf.reports.record import MB, TrialRecord
 from bwbpf.search.settings import SearchSettings
 from bwbpf.trainers import Data, NetCost, resolve_device
@@ -33,8 +34,8 @@ class StudyTimes(MutableMapping[str, float]):
     have timed it meanwhile, and then its figure is the one used."""
 
     def __init__(self, study: optuna.Study, seed: dict[str, float] | None = None) -> None:
-        # No public way from a Study to its storage and id (Optuna's own code reads these).
-        self.storage, self.study_id = study._storage, study._study_id
+        self.storage = optuna_api.storage_of(study)
+        self.study_id = optuna_api.study_id(study)
         self.local: dict[str, float] = {}
         self._refresh()
         for key, value in (seed or {}).items():  # timed before the study was opened

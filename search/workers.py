@@ -20,8 +20,9 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.storages._heartbeat import BaseHeartbeat  # the storages that keep heartbeats
 from optuna.trial import FrozenTrial, TrialState
+
+from bwbpf.reports import optuna_api
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -78,17 +79,18 @@ def reap(study: optuna.Study, adopted: set[int]) -> bool:
     unless its worker is alive. Returns False when the storage keeps no heartbeats (journal
     files): nothing there tells a dead worker's trial from a live one.
     """
-    storage = study._storage  # no public way from a Study to its storage (Optuna reads this)
-    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
+    storage = optuna_api.storage_of(study)
+    beat = optuna_api.heartbeat_interval(storage)
+    if beat is None:
         return False
-    interval = timedelta(seconds=storage.get_heartbeat_interval() or 0)
+    interval = timedelta(seconds=beat)
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     now = datetime.now()  # trial start times are local, naive (Optuna's create_new_trial)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start > interval
-        if old and t._trial_id not in adopted:
-            adopted.add(t._trial_id)
-            storage.record_heartbeat(t._trial_id)
+        if old and optuna_api.trial_id(t) not in adopted:
+            adopted.add(optuna_api.trial_id(t))
+            optuna_api.record_heartbeat(storage, t)
     return True
