@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import optuna
@@ -22,7 +23,8 @@ from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 
 # The attribute names are stored in users' studies: they must never change.
 STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup",
-               "compute_overhead", "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
+               "speedup_flops", "block_seconds", "backprop_seconds", "compute_overhead",
+               "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
                "curve", "block_curve",
                "pruned_at", "fail_reason", "interrupted", "surplus", "rejected", "infeasible",
                "train_seconds", "device", "peak_memory_mb"}
@@ -31,7 +33,9 @@ STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup
 def full_record() -> TrialRecord:
     d = Decoupling.paper_default("vgg8b", width=0.25)
     return TrialRecord(document=to_document(d), baseline="paper", block_flops=(1, 2, 3),
-                       block_params=(4, 5, 6), speedup=2.0, compute_overhead=1.1,
+                       block_params=(4, 5, 6), speedup=2.0, speedup_flops=1.8,
+                       block_seconds=(0.01, 0.02, 0.03), backprop_seconds=0.05,
+                       compute_overhead=1.1,
                        memory_ratio=0.5, peak_activation_mb=1.5,
                        backprop_activation_mb=3.0, curve=(0.5, 0.6),
                        block_curve=((0.4, 0.5), (0.5, 0.6)), pruned_at=2, fail_reason="x",
@@ -42,6 +46,10 @@ def full_record() -> TrialRecord:
 
 def test_every_field_round_trips_through_a_stored_trial() -> None:
     rec = full_record()
+    blank = TrialRecord()
+    unset = [f.name for f in dataclasses.fields(rec) if getattr(rec, f.name) == getattr(
+        blank, f.name)]
+    assert unset == []  # every field is set here, so every stored key is checked below
     assert set(rec.attrs()) == STORED_KEYS
     study = optuna.create_study(storage="sqlite:///:memory:")
     study.add_trial(optuna.trial.create_trial(value=0.6, user_attrs=rec.attrs()))

@@ -56,10 +56,18 @@ def test_same_check_fails_without_detach(synthetic: Data, first: str) -> None:
 
 
 def test_no_gradient_reaches_an_earlier_block(synthetic: Data) -> None:
+    """The trainer's own hand-off: block 1's update returns the tensor block 2 trains on; block
+    2's update leaves block 1 without a gradient (and the hand-off carries no graph)."""
+    from bwbpf.trainers.stepper import Stepper
+
     a, _ = two_nets()
+    step = Stepper(a, TrainPlan(epochs=1, batch_size=8, device="cpu"), total_steps=1)
     x, y = synthetic.train.x[:8], synthetic.train.y[:8]
-    h = a.blocks[0](x).detach()
-    out = a.blocks[1](h)
-    a.head_loss(1, out, y)[0].backward()
+    h, _ = step.train_block(0, x, y, step.device)
+    assert all(p.grad is not None for p in a.blocks[0].parameters())  # its own loss
+    for p in a.blocks[0].parameters():
+        p.grad = None
+    assert not h.requires_grad and h.grad_fn is None
+    step.train_block(1, h, y, step.device)
     assert all(p.grad is None for p in a.blocks[0].parameters())
     assert all(p.grad is not None for p in a.blocks[1].parameters())
