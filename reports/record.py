@@ -259,8 +259,8 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
     backbone = d.backbone if d else ""
     bp = bp_baselines(study).get(backbone)
     if bp:
-        rows.append(_row("backprop", None, bp["val_accuracy"], None,
-                         f"lr {bp['best_lr']:g}, the best of {len(bp['sweep'])} in a sweep",
+        rows.append(_row("backprop", None, bp.val_accuracy, None,
+                         f"lr {bp.best_lr:g}, the best of {len(bp.sweep)} in a sweep",
                          bp_confirmation(study, backbone)))
     return rows
 

@@ -7,7 +7,7 @@ change.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -23,8 +23,64 @@ def study_settings(study: optuna.Study) -> dict[str, Any]:
     return dict(study.user_attrs.get(SETTINGS) or {})
 
 
-def bp_baselines(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    return dict(study.user_attrs.get(BP_BASELINE) or {})
+@dataclass(frozen=True)
+class BPBaseline:
+    """End-to-end BP on one backbone at the trial budget: the learning-rate sweep (one entry
+    per rate: lr, val_accuracy, curve, train_seconds) and its winner, stored in the study's
+    BP_BASELINE attribute under the backbone's name. Fields a study made by an older version
+    lacks read as None or empty; keys this version does not know are kept as they were."""
+
+    best_lr: float
+    val_accuracy: float
+    backbone: str | None = None
+    width: float | None = None
+    epochs: int | None = None
+    weight_decay: float | None = None
+    curve: tuple[float, ...] = ()
+    sweep: tuple[dict[str, Any], ...] = ()
+    confirmed: dict[str, Any] | None = None  # Confirmation.stored(), once confirmed
+    other: tuple[tuple[str, Any], ...] = ()  # unknown stored keys, written back unchanged
+
+    def stored(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.other)
+        for name in _BP_KEYS:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                out[name] = list(value) if isinstance(value, tuple) else value
+        if self.confirmed is not None:
+            out[BP_CONFIRMED] = self.confirmed
+        return out
+
+    @classmethod
+    def parse(cls, raw: Any) -> BPBaseline | None:
+        """The stored entry read back; None when it lacks the winner's rate or accuracy."""
+        if not isinstance(raw, dict) or "best_lr" not in raw or "val_accuracy" not in raw:
+            return None
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()
+                 if k in _BP_KEYS}
+        other = tuple((k, v) for k, v in raw.items() if k not in _BP_KEYS and k != BP_CONFIRMED)
+        return cls(**known, confirmed=raw.get(BP_CONFIRMED), other=other)
+
+    def confirmation(self) -> Confirmation | None:
+        return Confirmation.parse(None, self.confirmed)
+
+
+_BP_KEYS = ("backbone", "width", "epochs", "weight_decay", "best_lr", "val_accuracy", "curve",
+            "sweep")
+
+
+def bp_baselines(study: optuna.Study) -> dict[str, BPBaseline]:
+    """Backbone -> its BP baseline (entries that cannot be read are left out)."""
+    raw = study.user_attrs.get(BP_BASELINE) or {}
+    out = {b: BPBaseline.parse(v) for b, v in raw.items()} if isinstance(raw, dict) else {}
+    return {b: v for b, v in out.items() if v is not None}
+
+
+def save_bp_baseline(study: optuna.Study, backbone: str, bp: BPBaseline) -> None:
+    """Stores ``bp`` under ``backbone``, keeping the other backbones' entries as stored."""
+    raw = dict(study.user_attrs.get(BP_BASELINE) or {})
+    raw[backbone] = bp.stored()
+    study.set_user_attr(BP_BASELINE, raw)
 
 
 @dataclass(frozen=True)
@@ -81,8 +137,8 @@ def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
 
 
 def bp_confirmation(study: optuna.Study, backbone: str) -> Confirmation | None:
-    entry = bp_baselines(study).get(backbone) or {}
-    return Confirmation.parse(None, entry.get(BP_CONFIRMED))
+    bp = bp_baselines(study).get(backbone)
+    return bp.confirmation() if bp else None
 
 
 def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | None = None
@@ -94,9 +150,8 @@ def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | N
         return
     if backbone is None:
         raise ValueError("a BP confirmation needs its backbone")
-    stored = bp_baselines(study)
-    stored[backbone] = {**stored[backbone], BP_CONFIRMED: c.stored()}
-    study.set_user_attr(BP_BASELINE, stored)
+    save_bp_baseline(study, backbone, replace(bp_baselines(study)[backbone],
+                                              confirmed=c.stored()))
 
 
 def objective_names(study: optuna.Study) -> list[str]:

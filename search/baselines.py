@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import BP_BASELINE, bp_baselines
+from bwbpf.reports.study_attrs import BPBaseline, bp_baselines, save_bp_baseline
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for
@@ -59,7 +59,7 @@ def bp_plan(s: SearchSettings, seed: int) -> TrainPlan:
                      augment=s.space.augment, lr_schedule=s.space.lr_schedule)
 
 
-def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
+def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> BPBaseline:
     """End-to-end BP on the same backbone, data and epochs; its learning rate is the best of a
     small sweep on the validation split, so the comparison is fair to BP. When an end of the
     sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice."""
@@ -84,14 +84,13 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> dict[str, Any]:
                 if 0 < nxt <= 10:
                     todo.append(nxt)
     best = max(sweep, key=lambda row: row["val_accuracy"])
-    return {"backbone": backbone, "width": s.space.width, "epochs": s.epochs,
-            "weight_decay": wd, "best_lr": best["lr"], "val_accuracy": best["val_accuracy"],
-            "curve": best["curve"], "sweep": sweep}
+    return BPBaseline(backbone=backbone, width=s.space.width, epochs=s.epochs,
+                      weight_decay=wd, best_lr=best["lr"], val_accuracy=best["val_accuracy"],
+                      curve=tuple(best["curve"]), sweep=tuple(sweep))
 
 
 def ensure_bp_baselines(study: optuna.Study, s: SearchSettings, data: Data) -> None:
     stored = bp_baselines(study)
     for backbone in s.space.backbones:
         if backbone not in stored:
-            stored[backbone] = bp_baseline(s, data, backbone)
-            study.set_user_attr(BP_BASELINE, stored)
+            save_bp_baseline(study, backbone, bp_baseline(s, data, backbone))

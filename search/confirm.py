@@ -82,9 +82,9 @@ def candidates(study: optuna.Study, s: SearchSettings) -> list[Candidate]:
         label = f"{rec.baseline} (trial {t.number})" if rec.baseline else f"trial {t.number}"
         out.append(Candidate(label, t, d.backbone, d, trial_plan(s, s.seed), t.values[0]))
     for backbone, bp in bp_baselines(study).items():
-        d = bp_decoupling(s, backbone, bp["best_lr"])
+        d = bp_decoupling(s, backbone, bp.best_lr)
         out.append(Candidate(f"BP {backbone}", None, backbone, d, bp_plan(s, s.seed),
-                             bp["val_accuracy"]))
+                             bp.val_accuracy))
     return out
 
 

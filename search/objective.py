@@ -142,7 +142,7 @@ class Objective:
     @staticmethod
     def _bp(study: optuna.Study, d: Decoupling) -> dict[str, Any]:
         bp = bp_baselines(study).get(d.backbone)
-        return {"bp_val_accuracy": bp["val_accuracy"], "bp_lr": bp["best_lr"]} if bp else {}
+        return {"bp_val_accuracy": bp.val_accuracy, "bp_lr": bp.best_lr} if bp else {}
 
     def _document(self, trial: optuna.Trial, d: Decoupling, metrics: dict[str, Any]
                   ) -> dict[str, Any]:

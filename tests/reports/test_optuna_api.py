@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
 from bwbpf.reports import optuna_api
 
@@ -38,8 +39,15 @@ def test_heartbeats_are_read_and_recorded(study: optuna.Study, tmp_path: Path) -
     storage = optuna_api.storage_of(study)
     assert optuna_api.heartbeat_interval(storage) == 5
     (t,) = study.get_trials()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    beats = "SELECT trial_id FROM trial_heartbeats"
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as db:
+        assert list(db.execute(sqlalchemy.text(beats))) == []
     optuna_api.record_heartbeat(storage, t)
-    assert storage.get_stale_trial_ids(optuna_api.study_id(study)) == []  # it just beat
+    with engine.connect() as db:
+        assert [r[0] for r in db.execute(sqlalchemy.text(beats))] == [optuna_api.trial_id(t)]
+    engine.dispose()
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     journal = JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))

@@ -108,3 +108,32 @@ def test_the_one_line_description_names_heads_depths_and_losses() -> None:
         user_attrs=TrialRecord(document=to_document(d)).attrs())
     assert describe(trial) == ("vgg8b K=4 cuts (2, 3, 4) heads "
                                "linear+sim/downstream-d2+info/conv-d1")
+
+
+def test_the_bp_baseline_entry_round_trips_and_keeps_what_it_does_not_know() -> None:
+    from bwbpf.reports.study_attrs import (
+        BPBaseline,
+        Confirmation,
+        bp_baselines,
+        bp_confirmation,
+        save_confirmation,
+    )
+
+    stored = {"backbone": "vgg8b", "width": 0.25, "epochs": 3, "weight_decay": 5e-4,
+              "best_lr": 0.05, "val_accuracy": 0.8, "curve": [0.7, 0.8],
+              "sweep": [{"lr": 0.05, "val_accuracy": 0.8, "curve": [0.7, 0.8],
+                         "train_seconds": 1.5}], "a_later_key": {"x": 1}}
+    old = {"best_lr": 0.1, "val_accuracy": 0.6}  # an older study's entry: the winner alone
+    study = optuna.create_study()
+    study.set_user_attr(BP_BASELINE, {"vgg8b": stored, "vgg11": old, "broken": {"lr": 1}})
+    bps = bp_baselines(study)
+    assert set(bps) == {"vgg8b", "vgg11"}  # an entry without its winner is left out
+    assert bps["vgg8b"].stored() == stored and bps["vgg11"].stored() == old
+    assert bps["vgg8b"].curve == (0.7, 0.8) and len(bps["vgg11"].sweep) == 0
+    c = Confirmation(None, (0, 1), (0.8, 0.82))
+    save_confirmation(study, c, backbone="vgg8b")
+    assert bp_confirmation(study, "vgg8b") == c
+    after = study.user_attrs[BP_BASELINE]
+    assert after["vgg8b"] == {**stored, "confirmed": c.stored()}
+    assert after["vgg11"] == old and after["broken"] == {"lr": 1}  # untouched
+    assert BPBaseline.parse(after["vgg8b"]) == BPBaseline.parse(after["vgg8b"])
