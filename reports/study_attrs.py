@@ -56,7 +56,8 @@ class BPBaseline:
         """The stored entry read back; None when it lacks the winner's rate or accuracy."""
         if not isinstance(raw, dict) or "best_lr" not in raw or "val_accuracy" not in raw:
             return None
-        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()
+        known: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                                 for k, v in raw.items()
                  if k in _BP_KEYS}
         other = tuple((k, v) for k, v in raw.items() if k not in _BP_KEYS and k != BP_CONFIRMED)
         return cls(**known, confirmed=raw.get(BP_CONFIRMED), other=other)
