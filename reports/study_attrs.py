@@ -57,8 +57,7 @@ class BPBaseline:
         if not isinstance(raw, dict) or "best_lr" not in raw or "val_accuracy" not in raw:
             return None
         known: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
-                                 for k, v in raw.items()
-                 if k in _BP_KEYS}
+                                 for k, v in raw.items() if k in _BP_KEYS}
         other = tuple((k, v) for k, v in raw.items() if k not in _BP_KEYS and k != BP_CONFIRMED)
         return cls(**known, confirmed=raw.get(BP_CONFIRMED), other=other)
 
