@@ -44,6 +44,18 @@ def up_to_cores(text: str) -> int:
     return v
 
 
+JOBS_PER_CORE = 4  # workers may wait on a GPU or a database, but each is a whole interpreter
+
+
+def jobs(text: str) -> int:
+    v, most = positive_int(text), JOBS_PER_CORE * cores()
+    if v > most:
+        raise argparse.ArgumentTypeError(f"{v} is more than {most} ({JOBS_PER_CORE} per core "
+                                         "of this machine); more machines: the same command "
+                                         "on each, one --storage")
+    return v
+
+
 def path(text: str) -> Path:
     """A file or folder flag: an empty path would mean the current folder, so it is refused."""
     if not text.strip():

@@ -221,9 +221,10 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--confirm-seeds", type=at.positive_int, default=SearchSettings.confirm_seeds,
                    metavar="S", help="seeds each confirmed config trains beyond the search's "
                    "own (default %(default)s)")
-    g.add_argument("--jobs", type=at.up_to_cores, default=1,
-                   help="worker processes on this machine sharing the study, at most its cores "
-                        "(more machines: the same command on each, one --storage)")
+    g.add_argument("--jobs", type=at.jobs, default=1,
+                   help=f"worker processes on this machine sharing the study, at most "
+                        f"{at.JOBS_PER_CORE} per core (more machines: the same command on each, "
+                        "one --storage)")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--seed", type=at.seed, default=SearchSettings.seed,
                    help="data split, initial weights and sampler (default %(default)s)")

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from bwbpf.search.argtypes import cores
+from bwbpf.search.argtypes import JOBS_PER_CORE, cores
 
 from .conftest import FAST, Runner
 from .test_storage_safety import as_nobody
@@ -198,14 +198,17 @@ def test_a_signal_to_the_parent_stops_its_workers(tmp_path: Path, sig: int) -> N
             "bwbpf-search: stopped by SIGTERM; rerun the same command to resume"]
 
 
-@pytest.mark.parametrize("argv", [["run", "--jobs"], ["train", "--threads"]])
-def test_worker_and_thread_counts_are_bounded_by_the_cores(cli: Runner, argv: list[str]
-                                                           ) -> None:
-    rc, _, err = cli(*argv, str(cores() + 1))
+def test_worker_and_thread_counts_are_bounded(cli: Runner) -> None:
+    rc, _, err = cli("train", "--threads", str(cores() + 1))
     assert rc == 2 and one_line(err)
     assert f"{cores() + 1} is more than the {cores()} cores of this machine" in err
-    rc, _, err = cli(*argv, "100000")
+    most = JOBS_PER_CORE * cores()
+    rc, _, err = cli("run", "--jobs", str(most + 1))
     assert rc == 2 and one_line(err)
+    assert f"{most + 1} is more than {most} ({JOBS_PER_CORE} per core" in err
+    for argv in (["run", "--jobs", "100000"], ["train", "--threads", "100000"]):
+        rc, _, err = cli(*argv)
+        assert rc == 2 and one_line(err)
 
 
 # --- 11. empty paths --------------------------------------------------------------------------

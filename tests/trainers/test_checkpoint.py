@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,21 +137,31 @@ def test_resume_without_a_checkpoint_says_so(tmp_path: Path,
     assert json.loads((out / "metrics.json").read_text())["blockwise"]["epochs"] == 1
 
 
-def test_a_checkpoint_that_cannot_be_written_is_one_line(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     state = state_of(Decoupling.uniform("vgg8b", k=2, width=0.125))
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match=r"^cannot write checkpoint \S+/file/run/checkpoint\.pt: "
                        r"Not a directory$"):
         save_checkpoint(state, tmp_path / "file" / "run" / "checkpoint.pt")
 
-    def disk_full(obj: object, f: str) -> None:  # what torch's zip writer raises on ENOSPC
-        Path(f).write_bytes(b"PK")
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
-                           "failed writing file data/0: file write failed")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(UserError, match=r"^cannot write \S+/checkpoint\.pt: PytorchStreamWriter "
-                       r"failed writing file data/0: file write failed$"):
-        save_checkpoint(state, tmp_path / "checkpoint.pt")
+    # A real write that fails past the first bytes, as on a full disk: a child process whose
+    # files may not grow past 4 KiB (EFBIG), saving the same state.
+    code = ("import resource, signal, sys, torch\n"
+            "from pathlib import Path\n"
+            "from bwbpf.spaces import UserError\n"
+            "from bwbpf.trainers.checkpoint import save_checkpoint\n"
+            "state = torch.load(sys.argv[1], weights_only=True)\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+            "try:\n save_checkpoint(state, Path(sys.argv[2]))\n"
+            "except UserError as e:\n print(e)\n")
+    whole = tmp_path.parent / f"{tmp_path.name}-state.pt"
+    torch.save(state, whole)
+    try:
+        r = subprocess.run([sys.executable, "-c", code, str(whole),
+                            str(tmp_path / "checkpoint.pt")],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        whole.unlink()
+    assert re.fullmatch(r"cannot write \S+/checkpoint\.pt: File too large\n", r.stdout), r
     assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no partial file left behind
