@@ -59,7 +59,8 @@ class SearchSpace:
     # How every trial and BP are trained: random crop and flip of the training batches, and the
     # learning-rate schedule (cosine: warm-up + cosine; onecycle: torch's OneCycleLR). Short
     # trials do better without augmentation and with one-cycle, BP and block-wise alike
-    # (benchmarks/setup_study.py; RESULTS.md), and augmentation costs block-wise more.
+    # (benchmarks/setup_study.py; RESULTS.md), and augmentation costs block-wise more. These
+    # differ from TrainPlan's full-training defaults on purpose (its docstring says why).
     augment: bool = False
     lr_schedule: LrSchedule = "onecycle"
     lr: tuple[float, float] = (0.01, 0.2)
