@@ -14,6 +14,7 @@ from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for
 from bwbpf.spaces import reference_decouplings as references
+from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.trainers import Data, TrainPlan, fit
 
 log = logging.getLogger("bwbpf.search")
@@ -81,7 +82,7 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> BPBaseline:
             top = max(sweep, key=lambda row: row["val_accuracy"])["lr"]
             if top == lrs[0] or top == lrs[-1]:
                 nxt = top / 2 if top == lrs[0] else top * 2
-                if 0 < nxt <= 10:
+                if 0 < nxt <= MAX_LR:
                     todo.append(nxt)
     best = max(sweep, key=lambda row: row["val_accuracy"])
     return BPBaseline(backbone=backbone, width=s.space.width, epochs=s.epochs,

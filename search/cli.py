@@ -18,7 +18,7 @@ from bwbpf.search import commands
 from bwbpf.search.settings import TRAIN_EPOCHS, CostModel, SearchSettings
 from bwbpf.search.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study import Pruner, Sampler, StorageLost, package_version, storage_lost
-from bwbpf.spaces import SearchSpace, UserError, list_backbones
+from bwbpf.spaces import BlockOptim, SearchSpace, UserError, list_backbones
 from bwbpf.spaces.space import LR_SCHEDULES
 from bwbpf.trainers import list_datasets
 from bwbpf.trainers.group import RankStop, end_rank, joined
@@ -93,7 +93,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=at.positive_int, default=TRAIN_EPOCHS,
                    help="(default %(default)s)")
     add_data_flags(p)
-    p.add_argument("--lr", type=at.positive_float, default=0.05,
+    p.add_argument("--lr", type=at.positive_float, default=BlockOptim.lr,
                    help="learning rate of the built-in decouplings")
     p.add_argument("--bp-lr", type=at.positive_float, default=None,
                    help="learning rate of the BP baseline (default: the study's BP sweep "

@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
+from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.trainers import TrainPlan, resolve_device
 from bwbpf.trainers.plan import Schedule
 
@@ -104,8 +105,8 @@ class SearchSettings:
                  f"--seed {self.seed!r}: must be in 0..{MAX_SEED}")
         _require(self.timeout is None or (self.timeout > 0 and math.isfinite(self.timeout)),
                  f"--timeout {self.timeout}: must be a positive number of seconds")
-        _require(bool(self.bp_lrs) and all(0 < lr <= 10 for lr in self.bp_lrs),
-                 f"--bp-lrs {self.bp_lrs}: learning rates in (0, 10]")
+        _require(bool(self.bp_lrs) and all(0 < lr <= MAX_LR for lr in self.bp_lrs),
+                 f"--bp-lrs {self.bp_lrs}: learning rates in (0, {MAX_LR:g}]")
         _require(self.schedule in get_args(Schedule),
                  f"--schedule {self.schedule!r}: one of {', '.join(get_args(Schedule))}")
         _require(self.cost_model in get_args(CostModel),

@@ -47,6 +47,9 @@ def check_cuts(cuts: Sequence[object], backbone: str, field: str = "cuts") -> No
         prev = c
 
 
+MAX_LR = 10.0  # the largest learning rate any block, search or baseline may use
+
+
 @dataclass(frozen=True)
 class BlockOptim:
     """One block's optimiser. The cosine schedule and warm-up come from the training plan."""
@@ -57,7 +60,8 @@ class BlockOptim:
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.lr) and 0 < self.lr <= 10, "lr", f"{self.lr!r} not in (0, 10]")
+        _require(_is_number(self.lr) and 0 < self.lr <= MAX_LR, "lr",
+                 f"{self.lr!r} not in (0, {MAX_LR:g}]")
         wd = self.weight_decay
         _require(_is_number(wd) and 0 <= wd <= 1, "weight_decay", f"{wd!r} not in [0, 1]")
         opts = get_args(Optimizer)

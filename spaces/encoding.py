@@ -30,7 +30,7 @@ import re
 from typing import Any, Mapping, Protocol, Sequence
 
 from bwbpf.spaces.backbones import get_backbone
-from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
+from bwbpf.spaces.decoupling import MAX_LR, AuxSpec, BlockOptim, Decoupling
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
 from bwbpf.spaces.losses import LocalLoss
@@ -96,7 +96,7 @@ def sample(trial: TrialLike, space: SearchSpace) -> Decoupling:
         if family == "downstream" and space.pyramid > 0:
             depth = pyramidal_depth(drawn[0][1], i, k, space.pyramid)
         aux.append(_aux(family, depth, width, loss, space.head_min_channels, n - cuts[i]))
-    optim = tuple(BlockOptim(lr=min(10.0, lr * mults[i]), weight_decay=wd,
+    optim = tuple(BlockOptim(lr=min(MAX_LR, lr * mults[i]), weight_decay=wd,
                              optimizer=space.optimizer) for i in range(k))
     return Decoupling(backbone, cuts, tuple(aux), optim, space.width)
 
@@ -194,7 +194,8 @@ def reference_decouplings(space: SearchSpace) -> dict[str, Decoupling]:
     split, with the same K (4, or the space's largest K) and the space's middle optimiser."""
     backbone = space.backbones[0]
     k = min(4, space.max_blocks)
-    lr = 0.05 if space.lr[0] <= 0.05 <= space.lr[1] else math.sqrt(space.lr[0] * space.lr[1])
+    usual = BlockOptim.lr
+    lr = usual if space.lr[0] <= usual <= space.lr[1] else math.sqrt(space.lr[0] * space.lr[1])
     optim = BlockOptim(lr=lr, weight_decay=space.middle_weight_decay, optimizer=space.optimizer)
     return {
         "paper": Decoupling.paper_default(backbone, width=space.width, k=k, optim=optim),

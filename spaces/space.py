@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, get_args
 
 from bwbpf.spaces.backbones import get_backbone
-from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, Optimizer
+from bwbpf.spaces.decoupling import MAX_LR, AuxSpec, BlockOptim, Decoupling, Optimizer
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
@@ -107,8 +107,8 @@ class SearchSpace:
             lo, hi = getattr(self, name)
             if not (0 < lo <= hi and math.isfinite(hi)):
                 _fail(name, f"range [{lo}, {hi}] must satisfy 0 < low <= high")
-        if self.lr[1] * self.lr_mult[1] > 10:
-            _fail("lr", f"lr {self.lr[1]} x lr_mult {self.lr_mult[1]} exceeds 10")
+        if self.lr[1] * self.lr_mult[1] > MAX_LR:
+            _fail("lr", f"lr {self.lr[1]} x lr_mult {self.lr_mult[1]} exceeds {MAX_LR:g}")
         BlockOptim(lr=self.lr[0] * self.lr_mult[0], optimizer=self.optimizer)
         Decoupling.uniform(self.backbones[0], k=2, width=self.width)
         self._check_constraint("min_speedup", "a positive number", math.inf)
