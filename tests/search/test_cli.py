@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from bwbpf.search import commands, runner
-from bwbpf.search.cli import build_parser, parse
+from bwbpf.search.parser import build_parser, parse
 from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
 from bwbpf.search.study import package_version
 from bwbpf.search.training import load_arch
