@@ -37,23 +37,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def up_to_cores(text: str) -> int:
-    v = positive_int(text)
-    if v > cores():
-        raise argparse.ArgumentTypeError(f"{v} is more than the {cores()} cores of this machine")
-    return v
-
-
 JOBS_PER_CORE = 4  # workers may wait on a GPU or a database, but each is a whole interpreter
 
 
-def jobs(text: str) -> int:
-    v, most = positive_int(text), JOBS_PER_CORE * cores()
-    if v > most:
-        raise argparse.ArgumentTypeError(f"{v} is more than {most} ({JOBS_PER_CORE} per core "
-                                         "of this machine); more machines: the same command "
-                                         "on each, one --storage")
-    return v
+def per_core(n: int, most_is: str) -> Callable[[str], int]:
+    """A positive integer of at most ``n`` per core of this machine; ``most_is`` says what the
+    bound is ({most}: its value)."""
+
+    def parse(text: str) -> int:
+        v, most = positive_int(text), n * cores()
+        if v > most:
+            raise argparse.ArgumentTypeError(f"{v} is more than {most_is.format(most=most)}")
+        return v
+
+    return parse
+
+
+up_to_cores = per_core(1, "the {most} cores of this machine")
+jobs = per_core(JOBS_PER_CORE, "{most} (%d per core of this machine); more machines: the same "
+                "command on each, one --storage" % JOBS_PER_CORE)
 
 
 def path(text: str) -> Path:

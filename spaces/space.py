@@ -5,7 +5,6 @@ made, and read from a space file. How a trial's parameters map to a decoupling i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,7 +15,7 @@ from bwbpf.spaces.decoupling import MAX_LR, AuxSpec, BlockOptim, Decoupling, Opt
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
-from bwbpf.spaces.values import MAX_FILE_BYTES, load_yaml, quote, typed
+from bwbpf.spaces.values import load_json, load_yaml, quote, read_small, typed
 
 LrSchedule = Literal["cosine", "onecycle"]  # how trainers.optim schedules a block's lr
 LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
@@ -24,20 +23,6 @@ LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
 
 def _fail(field: str, msg: str) -> None:
     raise ConfigError(f"space.{field}: {msg}")
-
-
-def _unique_keys(where: str) -> Any:
-    """json.loads' object_pairs_hook that refuses a key given twice (as YAML files are)."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ConfigError(f"{where}: duplicate key {quote(k)}")
-            out[k] = v
-        return out
-
-    return pairs
 
 
 @dataclass(frozen=True)
@@ -158,16 +143,10 @@ class SearchSpace:
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
         where = f"--space {path}"
-        try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES} bytes; a space file "
-                                  "is a few lines")
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{where}: cannot read ({e.__class__.__name__})") from None
+        text = read_small(path, where)
         try:
             if path.suffix.lower() == ".json":
-                raw = json.loads(text, object_pairs_hook=_unique_keys(where))
+                raw = load_json(text, where)
             else:
                 raw = load_yaml(text, where)
         except ConfigError:

@@ -7,16 +7,19 @@ field any number but a bool, a ``tuple[X, ...]`` field a list of X, a ``tuple[X,
 list of exactly two, a ``Literal`` one of its words, ``X | None`` also null. The first value
 that does not fit is a ConfigError naming the field.
 
-YAML files are read by ``load_yaml``: duplicate keys are refused (a silent "last one wins"
-hides a typo), and so are more than ``MAX_ALIASES`` aliases (nested aliases expand to an
-exponential number of values: the "billion laughs").
+Config files are read by ``read_small`` (at most MAX_FILE_BYTES, whatever the file claims:
+/dev/zero has size 0), then ``load_yaml`` or ``load_json``: duplicate keys are refused (a silent
+"last one wins" hides a typo), and so are more than ``MAX_ALIASES`` YAML aliases (nested
+aliases expand to an exponential number of values: the "billion laughs").
 """
 
 from __future__ import annotations
 
+import json
 import reprlib
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 
 from bwbpf.spaces.errors import ConfigError
@@ -84,6 +87,33 @@ def _sequence(v: Any, args: tuple[Any, ...], at: str) -> tuple[Any, ...]:
         raise ConfigError(f"{at}: {quote(v)} must be a list of {len(args)} values "
                           f"(e.g. [low, high])")
     return tuple(_check(x, a, f"{at}[{i}]") for i, (x, a) in enumerate(zip(v, args)))
+
+
+def read_small(path: Path, where: str) -> str:
+    """The text of a config file, refused past MAX_FILE_BYTES or when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES} bytes; a config file is "
+                              "a few lines")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read ({e.__class__.__name__})") from None
+
+
+def load_json(text: str, where: str) -> Any:
+    """``json.loads`` that refuses a key given twice in one object."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ConfigError(f"{where}: duplicate key {quote(k)}")
+            out[k] = v
+        return out
+
+    return json.loads(text, object_pairs_hook=pairs)
 
 
 def load_yaml(text: str, where: str) -> Any:

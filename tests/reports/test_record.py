@@ -136,4 +136,5 @@ def test_the_bp_baseline_entry_round_trips_and_keeps_what_it_does_not_know() -> 
     after = study.user_attrs[BP_BASELINE]
     assert after["vgg8b"] == {**stored, "confirmed": c.stored()}
     assert after["vgg11"] == old and after["broken"] == {"lr": 1}  # untouched
-    assert BPBaseline.parse(after["vgg8b"]) == BPBaseline.parse(after["vgg8b"])
+    bp = BPBaseline.parse(after["vgg8b"])
+    assert bp is not None and BPBaseline.parse(bp.stored()) == bp  # a round trip

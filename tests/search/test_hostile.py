@@ -123,6 +123,14 @@ def test_a_bad_space_file_is_one_line_before_the_storage_exists(
     assert not db.exists()
 
 
+def test_an_endless_space_file_is_read_no_further_than_the_limit(cli: Runner, tmp_path: Path
+                                                                  ) -> None:
+    db = tmp_path / "study.db"
+    rc, _, err = cli("run", "--storage", f"sqlite:///{db}", "--space", "/dev/zero", *FAST)
+    assert rc == 2 and one_line(err), err
+    assert "--space /dev/zero: larger than 1048576 bytes" in err and not db.exists()
+
+
 def test_the_alias_bomb_is_refused_without_expanding_it() -> None:
     """The bomb expands to 9**9 (387 million) strings; refused after 33 aliases, it costs no
     memory to speak of (the child's peak resident memory, before and after)."""
