@@ -23,6 +23,7 @@ from common import Row, show
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
 from bwbpf.trainers import unit_times
+from bwbpf.trainers.cost import against_bp, block_sums
 from bwbpf.trainers.shards import merged_weights
 
 BACKBONE, WIDTH, BATCH, STEPS, REPEATS, SENDS = "vgg11", 0.5, 128, 40, 2, 60
@@ -88,9 +89,8 @@ def run() -> list[Row]:
     torch.set_num_threads(1)
     times = unit_times(BACKBONE, width=WIDTH, in_channels=1, image_size=(32, 32), batch=BATCH)
     d = decoupling(balanced_cuts(times, 2))
-    edges = [0, *d.cuts, len(times)]
-    block_t = [sum(times[a:b]) for a, b in zip(edges, edges[1:])]
-    ideal = min(sum(block_t) / max(block_t), CORES)
+    block_t = block_sums(times, d.cuts)
+    ideal = min(against_bp(block_t, sum(times)).block_parallelism, CORES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "k2.json"

@@ -16,6 +16,7 @@ from common import Row, show
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
 from bwbpf.trainers import TrainPlan, fit, load_data, measure_cost, unit_costs, unit_times
+from bwbpf.trainers.cost import against_bp, block_sums
 
 BACKBONE, WIDTH, BATCH, STEPS, REPEATS = "vgg11", 0.5, 128, 40, 4
 CORES = os.cpu_count() or 1
@@ -61,9 +62,9 @@ def run() -> list[Row]:
         # cuts balanced by measured unit time; the ideal is sum / max of the blocks' costs
         d = decoupling(balanced_cuts(times, k))
         cost = measure_cost(build(d, 10, 1, 32), 1, (32, 32))
-        edges = [0, *d.cuts, len(times)]
-        block_t = [sum(times[a:b]) for a, b in zip(edges, edges[1:])]
-        ideal = min(sum(block_t) / max(block_t), CORES)  # no more workers at once than cores
+        block_t = block_sums(times, d.cuts)
+        # no more workers at once than cores
+        ideal = min(against_bp(block_t, sum(times)).block_parallelism, CORES)
         (seq1, w_seq), (pipe, w_pipe), (seq_all, _) = fastest(
             d, data, [("sequential", 1), ("pipelined", 1), ("sequential", CORES)])
         same = all(torch.equal(w_seq[n], w_pipe[n]) for n in w_seq)

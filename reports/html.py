@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,7 @@ from plotly.offline import get_plotlyjs
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.record import describe_counts, no_best, state_counts, summary
-from bwbpf.reports.study_attrs import study_settings
+from bwbpf.reports.study_attrs import StoredRun
 from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """
@@ -96,15 +97,12 @@ def storage_shown(url: str) -> str:
 
 
 def render(study: optuna.Study) -> str:
-    settings = study_settings(study)
-    if "storage" in settings:
-        settings["storage"] = storage_shown(str(settings["storage"]))
+    run = StoredRun.of(study)
+    if run.storage is not None:
+        run = replace(run, storage=storage_shown(run.storage))
     facts = describe_counts(state_counts(study))
-    detail = ", ".join(f"{k} {settings[k]}" for k in ("dataset", "epochs", "train_subset",
-                                                      "objectives", "sampler", "pruner",
-                                                      "storage") if k in settings)
-    space = settings.get("space") or {}
-    limits = [f"{k} {space[k]:g}" for k in ("min_speedup", "max_memory") if space.get(k)]
+    detail = ", ".join(f"{k} {v}" for k, v in run.shown())
+    limits = [f"{k} {v:g}" for k, v in run.constraints()]
     if limits:
         detail += f", constraints {', '.join(limits)}"
     parts = [f"<h1>bwbpf-search study {html.escape(study.study_name)}</h1>",

@@ -64,6 +64,10 @@ class TrialRecord:
     # rejected: PRUNED, never trained, no budget used. A baseline is trained anyway and marked.
     rejected: str | None = None
     infeasible: str | None = None  # a baseline that breaks a constraint
+    # The cut set the parameters drew, when it broke a constraint and the trial was moved to
+    # the nearest feasible one (search.placement); the document has what was trained.
+    drawn_cuts: tuple[int, ...] = ()
+    lighter_heads: bool = False  # and its heads were lightened to make it feasible
     train_seconds: float | None = None
     device: str | None = None
     peak_memory_mb: float | None = None  # CUDA only
@@ -74,7 +78,7 @@ class TrialRecord:
         raw = {f.name: attrs[_key(f.name)] for f in fields(cls) if _key(f.name) in attrs}
         if "document" in raw:
             raw["document"] = as_document(raw["document"])
-        for name in ("block_flops", "block_params", "block_seconds", "curve"):
+        for name in ("block_flops", "block_params", "block_seconds", "curve", "drawn_cuts"):
             if name in raw:
                 raw[name] = tuple(raw[name])
         if "block_curve" in raw:

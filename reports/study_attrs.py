@@ -24,6 +24,46 @@ def study_settings(study: optuna.Study) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class StoredRun:
+    """The run settings a study was created with (SearchSettings.record()), as the reports
+    read them: the one place their keys are spelled on this side. A study made before one was
+    stored reads it as None."""
+
+    dataset: str | None = None
+    epochs: int | None = None
+    train_subset: int | None = None
+    objectives: tuple[str, ...] | None = None
+    sampler: str | None = None
+    pruner: str | None = None
+    storage: str | None = None
+    min_speedup: float | None = None
+    max_memory: float | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StoredRun:
+        raw = study_settings(study)
+        stored = raw.get("space")
+        space: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        objectives = raw.get("objectives")
+        return cls(raw.get("dataset"), raw.get("epochs"), raw.get("train_subset"),
+                   tuple(objectives) if objectives else None, raw.get("sampler"),
+                   raw.get("pruner"), raw.get("storage"), space.get("min_speedup"),
+                   space.get("max_memory"))
+
+    def shown(self) -> list[tuple[str, Any]]:
+        """(name, value) of the headline settings that are known, in the report's order."""
+        rows = [("dataset", self.dataset), ("epochs", self.epochs),
+                ("train_subset", self.train_subset),
+                ("objectives", list(self.objectives) if self.objectives else None),
+                ("sampler", self.sampler), ("pruner", self.pruner), ("storage", self.storage)]
+        return [(k, v) for k, v in rows if v is not None]
+
+    def constraints(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in (("min_speedup", self.min_speedup),
+                                     ("max_memory", self.max_memory)) if v]
+
+
+@dataclass(frozen=True)
 class BPBaseline:
     """End-to-end BP on one backbone at the trial budget: the learning-rate sweep (one entry
     per rate: lr, val_accuracy, curve, train_seconds) and its winner, stored in the study's
@@ -156,6 +196,6 @@ def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | N
 
 def objective_names(study: optuna.Study) -> list[str]:
     """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
-    names = study_settings(study).get("objectives")
+    names = StoredRun.of(study).objectives
     n = len(study.directions)
     return list(names) if names and len(names) == n else [f"objective_{i}" for i in range(n)]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
-from bwbpf.search.settings import MAX_SEED
 from bwbpf.spaces import SearchSpace
+from bwbpf.spaces.declared import Kind, check
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -45,7 +44,7 @@ def per_core(n: int, most_is: str) -> Callable[[str], int]:
     bound is ({most}: its value)."""
 
     def parse(text: str) -> int:
-        v, most = positive_int(text), n * cores()
+        v, most = int(positive_int(text)), n * cores()  # type: ignore[call-overload]
         if v > most:
             raise argparse.ArgumentTypeError(f"{v} is more than {most_is.format(most=most)}")
         return v
@@ -65,9 +64,7 @@ def path(text: str) -> Path:
     return Path(text)
 
 
-seed = int_in(0, MAX_SEED)
 port = int_in(1, 65535)
-count = int_in(0, sys.maxsize)  # 0 allowed
 
 
 def space_default(name: str) -> str:
@@ -77,36 +74,11 @@ def space_default(name: str) -> str:
     return f"(default: the --space file's, else {text})"
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
-
-
 def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def positive_float(text: str) -> float:
-    v = _number(text)
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return v
-
-
-def fraction(text: str) -> float:
-    v = _number(text)
-    if not 0 < v <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1]: a fraction of BP's "
-                                         "activation memory")
-    return v
 
 
 def csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
@@ -117,3 +89,38 @@ def csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
         return tuple(kind(t) for t in items)
 
     return parse
+
+
+def of_kind(kind: Kind, allowed: tuple[object, ...] = ()) -> Callable[[str], object]:
+    """The argparse type of a declared setting (spaces.declared): the text parsed as its kind,
+    then checked by the setting's one check."""
+
+    def parse(text: str) -> object:
+        value: object = text
+        if kind in ("int>=1", "int>=0", "seed"):
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        elif kind in ("number>0", "fraction"):
+            value = _number(text)
+        elif kind == "names":
+            value = csv(str)(text)
+        elif kind == "lrs":
+            value = csv(_number)(text)
+        elif kind == "path":
+            return path(text)
+        why = check(kind, value, allowed, shown=None if kind in ("names", "lrs") else text)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    return parse
+
+
+# The flags of settings that are not declared fields (train's, export's) check as these kinds.
+positive_int = of_kind("int>=1")
+positive_float = of_kind("number>0")
+fraction = of_kind("fraction")
+seed = of_kind("seed")
+count = of_kind("int>=0")  # 0 allowed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -11,26 +11,78 @@ from optuna.trial import TrialState
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.study_attrs import BPBaseline, bp_baselines, save_bp_baseline
 from bwbpf.search import budget
+from bwbpf.search.placement import Placer
 from bwbpf.search.settings import SearchSettings
-from bwbpf.spaces import BlockOptim, ConfigError, Decoupling, build, params_for
-from bwbpf.spaces import reference_decouplings as references
+from bwbpf.spaces import (
+    BlockOptim,
+    ConfigError,
+    Decoupling,
+    SearchSpace,
+    build,
+    params_for,
+    reference_decouplings,
+)
 from bwbpf.spaces.decoupling import MAX_LR
+from bwbpf.spaces.encoding import Draw
+from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
 from bwbpf.trainers import Data, TrainPlan, fit
 
 log = logging.getLogger("bwbpf.search")
 
 
-def enqueue_references(study: optuna.Study, s: SearchSettings) -> list[str]:
-    """Queues each reference decoupling (the paper's, the uniform one) that has neither a
-    finished trial that used budget nor a WAITING or RUNNING one: a new study's first trials,
-    and on a rerun those that were interrupted (or found surplus), so summaries show both."""
+# The published designs, each a reference trial at its best feasible placement: (head family,
+# local loss, depth of the first head, AugLocal's pyramid coefficient). PredSim (Nokland &
+# Eidnes 2019): pooled linear prediction with the similarity loss; AugLocal (Ma et al. 2024): a
+# pyramid of copied downstream units; InfoPro (Wang et al. 2021): conv heads with the
+# reconstruction loss and its lambda schedule.
+PUBLISHED = {"predsim": ("pool_linear", "predsim", 1, 0.0),
+             "auglocal": ("downstream", "pred", 0, 0.5),  # 0: the family's deepest searched
+             "infopro": ("conv", "infopro", 1, 0.0)}
+
+
+def published(space: SearchSpace, placer: Placer, names: Sequence[str] = tuple(PUBLISHED)
+              ) -> dict[str, Decoupling]:
+    """The published designs the space can express, each at the cut set with the best
+    speed-up among those that meet the constraints (over K, the references' K first); at the
+    paper's cuts, to be marked infeasible, where no cut set does."""
+    paper = reference_decouplings(space)["paper"]
+    k0, out = paper.num_blocks, {}
+    for name, (family, loss, depth, pyramid) in PUBLISHED.items():
+        if name not in names:
+            continue
+        if family not in space.heads or loss not in space.losses:
+            log.warning("baseline %s skipped: the space has no %s head or %s loss", name,
+                        family, loss)
+            continue
+        fam = AUX_HEADS.get(family)
+        depth = depth or fam.max_searched_depth
+        width = 1.0 if 1.0 in space.head_widths else min(space.head_widths)
+
+        def design(k: int) -> Draw:
+            heads = tuple((family, pyramidal_depth(depth, i, k, pyramid) if pyramid else depth,
+                           width, loss) for i in range(space.max_blocks - 1))
+            n = space.max_blocks
+            return Draw(space, paper.backbone, k, (0.5,) * (n - 1), heads, paper.optim[0].lr,
+                        (1.0,) * n, paper.optim[0].weight_decay)
+
+        ks = sorted(range(space.min_blocks, space.max_blocks + 1), key=lambda k: abs(k - k0))
+        out[name] = placer.best(design, ks) or design(k0).decoupling(paper.cuts)
+    return out
+
+
+def enqueue_references(study: optuna.Study, s: SearchSettings, placer: Placer) -> list[str]:
+    """Queues each reference decoupling (the paper's, the uniform one, the published designs)
+    that has neither a finished trial that used budget nor a WAITING or RUNNING one: a new
+    study's first trials, and on a rerun those that were interrupted (or found surplus), so
+    summaries show them all."""
     trials = study.get_trials(deepcopy=False)
     spent = {t.number for t in budget.using(trials)}
     have = {TrialRecord.of(t).baseline for t in trials if t.number in spent
             or t.state in (TrialState.WAITING, TrialState.RUNNING)}
     queued = []
-    for name, d in references(s.space).items():
-        if name in have:
+    refs = {**reference_decouplings(s.space), **published(s.space, placer, s.references)}
+    for name, d in refs.items():
+        if name in have or name not in s.references:
             continue
         try:
             params = params_for(d, s.space)

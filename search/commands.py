@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from bwbpf.search.settings import SearchSettings, checked_plan
-from bwbpf.spaces import SearchSpace, UserError
-from bwbpf.trainers import Data, load_data, resolve_device
+from bwbpf.spaces import Decoupling, SearchSpace, UserError
+from bwbpf.spaces.declared import before, declared
+from bwbpf.trainers import Data, TrainPlan, load_data, resolve_device
 
 
 def load_data_from(args: argparse.Namespace) -> Data:
@@ -25,27 +26,19 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.training import (
-        bp_for,
-        check_fits,
-        check_out,
-        load_arch,
-        prepare_out,
-        train_one,
-        undone_unless_saved,
-    )
-    from bwbpf.spaces.files import write_json_atomic
+    from bwbpf.search.training import load_arch
 
-    d, file_metrics, trained = load_arch(args.arch, args.backbone, args.width, args.lr)
+    d, found = load_arch(args.arch, args.backbone, args.width, args.lr)
     # Augmented unless told: a full training needs it, whatever the search's short trials
     # did. The schedule: as the search trained it (a file from before that was recorded:
     # cosine), for the built-ins the search's default.
     augment = True if args.augment is None else args.augment
-    lr_schedule = args.lr_schedule or trained.get(
-        "lr_schedule", SearchSpace.lr_schedule if args.arch in ("paper", "uniform") else "cosine")
+    lr_schedule = args.lr_schedule or found.lr_schedule or (
+        SearchSpace.lr_schedule if args.arch in ("paper", "uniform")
+        else before(SearchSpace)["lr_schedule"])
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
     out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
-    bp_lr = args.bp_lr or file_metrics.get("bp_lr") or args.lr
+    bp_lr = args.bp_lr or found.bp_lr or args.lr
     settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
@@ -68,6 +61,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, given in (("--nproc", args.nproc), ("--placement", args.placement)):
         if given:
             raise UserError(f"{flag} needs --schedule distributed")
+    return train_here(args, d, out, settings, plan, bp_lr)
+
+
+def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
+               plan: TrainPlan, bp_lr: float) -> int:
+    """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
+    from bwbpf.search.training import (
+        bp_for,
+        check_fits,
+        check_out,
+        prepare_out,
+        train_one,
+        undone_unless_saved,
+    )
+    from bwbpf.spaces.files import write_json_atomic
+
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
     if args.compare_bp:
@@ -117,13 +126,8 @@ def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
     if args.space:
         base = SearchSpace.from_file(args.space)
         named |= SearchSpace.file_fields(args.space)
-    over: dict[str, object] = {}
-    if args.backbone is not None:
-        over["backbones"] = args.backbone
-    for key in ("width", "min_blocks", "max_blocks", "heads", "losses", "min_units",
-                "min_speedup", "max_memory", "augment", "lr_schedule"):
-        if getattr(args, key) is not None:
-            over[key] = getattr(args, key)
+    over = {f.name: getattr(args, f.name) for f, d in declared(SearchSpace)
+            if d.flag is not None and getattr(args, f.name) is not None}
     if args.min_blocks is None and args.max_blocks is not None and (
             2 <= args.max_blocks < base.min_blocks):  # no silent change of the space's K range
         raise UserError(f"--max-blocks {args.max_blocks} is below the space's min_blocks "
@@ -133,24 +137,18 @@ def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
 
 
 def settings_from(args: argparse.Namespace) -> SearchSettings:
+    """The run's settings: every declared setting from its flag (spaces.declared)."""
     space, named = space_from(args)
-    return SearchSettings(
-        study=args.study, storage=args.storage, space=space, space_given=named,
-        dataset=args.dataset,
-        data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
-        image_size=args.image_size, train_subset=args.train_subset, val_size=args.val_size,
-        epochs=args.epochs, batch_size=args.batch_size, n_trials=args.n_trials,
-        timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
-        min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
-        pruner_startup=args.pruner_startup, objectives=args.objectives, device=args.device,
-        seed=args.seed, baselines=args.baselines, bp_lrs=args.bp_lrs,
-        heartbeat=args.heartbeat, quiet=args.quiet, schedule=args.schedule,
-        devices=tuple(args.devices), compile=args.compile, cost_model=args.cost_model,
-        confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds)
+    given = {f.name: getattr(args, f.name) for f, d in declared(SearchSettings) if d.flag}
+    if given["data_dir"] is not None:
+        given["data_dir"] = str(given["data_dir"])
+    return SearchSettings(study=args.study, storage=args.storage, space=space,
+                          space_given=named, quiet=args.quiet, **given)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bwbpf.search.runner import run_search, run_workers, summary
+    from bwbpf.search.runner import run_search, run_workers
+    from bwbpf.search.summary import summary
 
     settings = settings_from(args)
     code = 0

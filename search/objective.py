@@ -16,11 +16,22 @@ from bwbpf.reports.study_attrs import Confirmation, bp_baselines
 from bwbpf.search.budget import SurplusTrial, used
 from bwbpf.search.constraints import judge, of_space
 from bwbpf.search.costs import cost_record
+from bwbpf.search.placement import Placer
 from bwbpf.search.pruning import CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
-from bwbpf.spaces import Decoupling, build, sample, to_document
-from bwbpf.trainers import Data, EpochMetrics, NonFiniteLoss, TrainPlan, fit, measure_cost
+from bwbpf.spaces import DecoupledNet, Decoupling, build, to_document
+from bwbpf.spaces.document import Trained
+from bwbpf.spaces.encoding import draw
+from bwbpf.trainers import (
+    Data,
+    EpochMetrics,
+    NonFiniteLoss,
+    TrainPlan,
+    TrainResult,
+    fit,
+    measure_cost,
+)
 from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
@@ -54,6 +65,9 @@ class Objective:
         """``timer``: the study's step times (search.costs); None: the speed-up from FLOPs."""
         self.s, self.data, self.progress, self.timer = settings, data, progress, timer
         self.constraints = of_space(settings.space)
+        self.placer = Placer(settings.space, self.constraints, in_channels=data.in_channels,
+                             image_size=data.image_size, num_classes=data.num_classes,
+                             timer=timer)
         self.curve_pruner = CurvePruner(settings.pruner, min_epochs=settings.min_epochs,
                                         reduction_factor=settings.reduction_factor,
                                         startup_trials=settings.pruner_startup
@@ -69,7 +83,11 @@ class Objective:
             save(trial, rec, replace(rec, surplus=True))
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is past the study's {self.s.n_trials}")
-        decoupling = sample(trial, self.s.space)
+        drawn = draw(trial, self.s.space)
+        decoupling, lighter = ((drawn.decoupling(), False) if rec.baseline
+                               else self.placer.place(drawn))
+        if decoupling.cuts != drawn.cuts or lighter:
+            rec = save(trial, rec, replace(rec, drawn_cuts=drawn.cuts, lighter_heads=lighter))
         try:
             return self.train(trial, decoupling, rec)
         except KeyboardInterrupt:
@@ -86,17 +104,9 @@ class Objective:
 
     def train(self, trial: optuna.Trial, d: Decoupling, rec: TrialRecord
               ) -> float | tuple[float, ...]:
-        data = self.data
-        net = build(d, data.num_classes, data.in_channels, data.image_size, seed=self.s.seed)
-        cost = measure_cost(net, data.in_channels, data.image_size)
-        times = None if self.timer is None else self.timer.predict(d)
-        costs = cost_record(cost, times, self.s.batch_size)
-        metrics = {"speedup": costs.speedup, "speedup_flops": costs.speedup_flops,
-                   "compute_overhead": costs.compute_overhead,
-                   "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),
-                   **({"block_seconds": list(costs.block_seconds),
-                       "backprop_seconds": costs.backprop_seconds} if times else {}),
-                   "peak_activation_mb": costs.peak_activation_mb, **self._bp(trial.study, d)}
+        net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
+                    seed=self.s.seed)
+        costs, metrics = self._costs(trial, d, net)
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
         first = replace(costs, baseline=rec.baseline,
@@ -110,6 +120,36 @@ class Objective:
                 raise optuna.TrialPruned(f"rejected by the constraints: {broken}")
             first = replace(first, infeasible=broken)  # a baseline still runs, marked
         rec = save(trial, rec, first)
+        result, rec = self._fit(trial, net, rec)
+        metrics.update(val_accuracy=round(result.val_accuracy, 5),
+                       block_val_accuracy=list(rec.block_curve[-1]) if rec.block_curve else [])
+        peak = result.peak_memory_bytes
+        save(trial, rec, replace(
+            rec, document=self._document(trial, d, metrics),
+            train_seconds=round(result.train_seconds, 3), device=result.device,
+            peak_memory_mb=round(peak / MB, 1) if peak is not None else None))
+        values = {"accuracy": result.val_accuracy, "speedup": costs.speedup,
+                  "memory": costs.memory_ratio}
+        out = tuple(float(values[o] or 0.0) for o in self.s.objectives)
+        return out if self.s.multi_objective else out[0]
+
+    def _costs(self, trial: optuna.Trial, d: Decoupling, net: DecoupledNet
+               ) -> tuple[TrialRecord, dict[str, Any]]:
+        """The costs known before training, as recorded and as the document's metrics."""
+        cost = measure_cost(net, self.data.in_channels, self.data.image_size)
+        times = None if self.timer is None else self.timer.predict(d)
+        costs = cost_record(cost, times, self.s.batch_size)
+        metrics = {"speedup": costs.speedup, "speedup_flops": costs.speedup_flops,
+                   "compute_overhead": costs.compute_overhead,
+                   "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),
+                   **({"block_seconds": list(costs.block_seconds),
+                       "backprop_seconds": costs.backprop_seconds} if times else {}),
+                   "peak_activation_mb": costs.peak_activation_mb, **self._bp(trial.study, d)}
+        return costs, metrics
+
+    def _fit(self, trial: optuna.Trial, net: DecoupledNet, rec: TrialRecord
+             ) -> tuple[TrainResult, TrialRecord]:
+        """Trains, recording (and pruning on) each epoch's validation accuracy."""
         bar = self._bar(trial)
 
         def on_epoch(epoch: int, m: EpochMetrics) -> None:
@@ -123,26 +163,16 @@ class Objective:
             self._maybe_prune(trial, epoch, m.val_accuracy, rec)
 
         try:
-            result = fit(net, data, self.plan, on_epoch=on_epoch)
+            result = fit(net, self.data, self.plan, on_epoch=on_epoch)
         finally:
             if bar is not None:
                 bar.close()
-        metrics.update(val_accuracy=round(result.val_accuracy, 5),
-                       block_val_accuracy=list(rec.block_curve[-1]) if rec.block_curve else [])
-        peak = result.peak_memory_bytes
-        save(trial, rec, replace(
-            rec, document=self._document(trial, d, metrics),
-            train_seconds=round(result.train_seconds, 3), device=result.device,
-            peak_memory_mb=round(peak / MB, 1) if peak is not None else None))
-        values = {"accuracy": result.val_accuracy, "speedup": costs.speedup,
-                  "memory": costs.memory_ratio}
-        out = tuple(float(values[o] or 0.0) for o in self.s.objectives)
-        return out if self.s.multi_objective else out[0]
+        return result, rec
 
     @staticmethod
     def _bp(study: optuna.Study, d: Decoupling) -> dict[str, Any]:
         bp = bp_baselines(study).get(d.backbone)
-        return {"bp_val_accuracy": bp.val_accuracy, "bp_lr": bp.best_lr} if bp else {}
+        return Trained(bp_lr=bp.best_lr, bp_val_accuracy=bp.val_accuracy).metrics() if bp else {}
 
     def _document(self, trial: optuna.Trial, d: Decoupling, metrics: dict[str, Any]
                   ) -> dict[str, Any]:
@@ -155,8 +185,8 @@ class Objective:
         return to_document(d, input={"channels": data.in_channels, "size": size,
                                      "classes": data.num_classes, "dataset": self.s.dataset},
                            metrics=dict(metrics), provenance=provenance,
-                           training={"augment": self.s.space.augment,
-                                     "lr_schedule": self.s.space.lr_schedule})
+                           training=Trained(self.s.space.augment,
+                                            self.s.space.lr_schedule).training())
 
     def _maybe_prune(self, trial: optuna.Trial, epoch: int, acc: float, rec: TrialRecord
                      ) -> None:

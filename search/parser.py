@@ -1,22 +1,22 @@
-"""The `bwbpf-search` command line: one subparser per subcommand, each flag's type from
-``search.argtypes`` and its default from the library's settings, so the help text and the
-code's default come from one place. ``parse`` turns an argv into the namespace that
+"""The `bwbpf-search` command line: one subparser per subcommand. The flags of run settings
+are made from their declarations (``SearchSettings`` and ``SearchSpace`` fields, see
+spaces.declared), the others here with a type from ``search.argtypes``, so the help text and
+the code's default come from one place. ``parse`` turns an argv into the namespace that
 ``search.commands`` reads; a bad flag is a ``UsageError`` (one line)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import NoReturn, get_args
+from typing import Any, NoReturn
 
 from bwbpf.search import argtypes as at
 from bwbpf.search import commands
-from bwbpf.search.settings import TRAIN_EPOCHS, CostModel, SearchSettings
-from bwbpf.search.study import Pruner, Sampler, package_version
+from bwbpf.search.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
+from bwbpf.search.study import package_version
 from bwbpf.spaces import BlockOptim, SearchSpace, UserError, list_backbones
-from bwbpf.spaces.space import LR_SCHEDULES
-from bwbpf.trainers import list_datasets
-from bwbpf.trainers.plan import Schedule
+from bwbpf.spaces.declared import choices, declared
+from bwbpf.spaces.space import CONSTRAINTS, LR_SCHEDULES, SPACE
 
 
 class UsageError(UserError):
@@ -35,38 +35,44 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
+def add_declared(g: argparse._ArgumentGroup, cls: type, group: str, *, space: bool = False
+                 ) -> None:
+    """The flags of ``cls``'s fields declared in ``group`` (spaces.declared): parsed and checked
+    by their kind, defaulting to the field's default (space fields: to None, so that a run
+    names only what it sets; their help shows the --space file's or the field's default)."""
+    for f, d in declared(cls):
+        if d.group != group or d.flag is None:
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "help": d.help}
+        if space:
+            kw["help"] += " " + at.space_default(f.name)
+        if d.metavar:
+            kw["metavar"] = d.metavar
+        default = None if space else f.default
+        if d.kind == "bool":
+            if d.flag.startswith("--no-"):
+                kw["action"] = "store_false"
+            elif f.default is False and not space:
+                kw["action"] = "store_true"
+            else:
+                kw.update(action=argparse.BooleanOptionalAction, default=default)
+        elif d.kind == "choice":
+            kw.update(choices=choices(cls, f.name), default=default)
+        else:
+            kw.setdefault("metavar", d.flag.lstrip("-").upper().replace("-", "_"))
+            allowed = choices(cls, f.name) if d.options is not None else ()
+            kw.update(type=at.of_kind(d.kind, allowed) if d.kind else str, default=default)
+        g.add_argument(d.flag, **kw)
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data and device")
-    # The search's defaults (SearchSettings); `train` shares them, so a trained winner sees
-    # the data its search saw.
-    g.add_argument("--dataset", default=SearchSettings.dataset, choices=list_datasets(),
-                   help="(default %(default)s)")
-    g.add_argument("--data-dir", type=at.path, default=None,
-                   help="where the dataset's files are (or are downloaded to)")
-    g.add_argument("--no-download", dest="download", action="store_false",
-                   help="never try a torchvision download")
-    g.add_argument("--image-size", type=at.positive_int, default=None,
-                   help="resize images once to this square size (default: native)")
-    g.add_argument("--train-subset", type=at.positive_int, default=None,
-                   help="train on this many images (after the validation hold-out)")
-    g.add_argument("--val-size", type=at.positive_int, default=None,
-                   help="validation images held out of train (default 10%%)")
-    g.add_argument("--batch-size", type=at.positive_int, default=SearchSettings.batch_size,
-                   help="(default %(default)s)")
-    g.add_argument("--device", default=SearchSettings.device,
-                   help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    # The search's settings; `train` shares them, so a trained winner sees the data its
+    # search saw.
+    g = p.add_argument_group(DATA)
+    add_declared(g, SearchSettings, DATA)
     g.add_argument("--threads", type=at.up_to_cores, default=None,
                    help="CPU threads for torch, at most the machine's cores (default: torch's "
                         "choice)")
-    g.add_argument("--schedule", default=SearchSettings.schedule, choices=get_args(Schedule),
-                   help="pipelined: one worker per block, concurrently (same arithmetic; "
-                        "default %(default)s); distributed (train only): one process per group "
-                        "of blocks, started by torchrun or --nproc")
-    g.add_argument("--devices", type=at.csv(str), default=(),
-                   help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the blocks and heads (pays off on CUDA; the cache is "
-                        "shared by the trials of a process)")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -140,85 +146,20 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
 def add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="search decouplings (the main job)")
     add_study_flags(p)
-    g = p.add_argument_group("search space")
+    g = p.add_argument_group(SPACE)
     g.add_argument("--space", type=at.path, default=None, help="YAML or JSON file of space fields")
-    g.add_argument("--backbone", type=at.csv(str), default=None,
-                   help="comma list of backbones " + at.space_default("backbones") + "; valid: "
-                        + ", ".join(list_backbones()))
-    g.add_argument("--width", type=at.positive_float, default=None,
-                   help="channel multiplier of the searched net (SEDONA's) "
-                        + at.space_default("width"))
-    g.add_argument("--min-blocks", type=at.positive_int, default=None,
-                   help="smallest K " + at.space_default("min_blocks"))
-    g.add_argument("--max-blocks", type=at.positive_int, default=None,
-                   help="largest K " + at.space_default("max_blocks"))
-    g.add_argument("--min-units", type=at.positive_int, default=None,
-                   help="units per block " + at.space_default("min_units"))
-    g.add_argument("--heads", type=at.csv(str), default=None,
-                   help="aux head families to try " + at.space_default("heads"))
-    g.add_argument("--losses", type=at.csv(str), default=None,
-                   help="local losses to try " + at.space_default("losses"))
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop and flip of training batches, for every trial and BP "
-                        + at.space_default("augment"))
-    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                   help="warm-up + cosine, or one-cycle, for every trial and BP "
-                        + at.space_default("lr_schedule"))
+    add_declared(g, SearchSpace, SPACE, space=True)
     g = p.add_argument_group("constraints (known before training: a sample that breaks one is "
                              "rejected untrained; part of the space)")
-    g.add_argument("--min-speedup", type=at.positive_float, default=None, metavar="S",
-                   help="least speed-up over end-to-end BP (BP's step / the slowest block's) "
-                        + at.space_default("min_speedup"))
-    g.add_argument("--max-memory", type=at.fraction, default=None, metavar="R",
-                   help="most peak saved activations, as a fraction of BP's, in (0, 1] "
-                        + at.space_default("max_memory"))
-    g.add_argument("--cost-model", default=SearchSettings.cost_model,
-                   choices=get_args(CostModel),
-                   help="the speed-up from step times measured once per study on its device, "
-                        "or from FLOPs (default %(default)s; both are recorded)")
-    # Defaults are SearchSettings' field defaults, shown by %(default)s.
-    g = p.add_argument_group("trials")
-    g.add_argument("--epochs", type=at.positive_int, default=SearchSettings.epochs,
-                   help="per trial (default %(default)s)")
-    g.add_argument("--n-trials", type=at.positive_int, default=SearchSettings.n_trials,
-                   help="the study's total over reruns and workers (default %(default)s)")
-    g.add_argument("--timeout", type=at.positive_float, default=None, help="seconds")
-    g.add_argument("--sampler", default=SearchSettings.sampler, choices=get_args(Sampler),
-                   help="(default %(default)s)")
-    g.add_argument("--pruner", default=SearchSettings.pruner, choices=get_args(Pruner),
-                   help="(default %(default)s)")
-    g.add_argument("--min-epochs", type=at.positive_int, default=SearchSettings.min_epochs,
-                   help="earliest epoch a trial may be pruned at (default %(default)s)")
-    g.add_argument("--reduction-factor", type=at.positive_int,
-                   default=SearchSettings.reduction_factor, help="(default %(default)s)")
-    g.add_argument("--pruner-startup", type=at.count, default=SearchSettings.pruner_startup,
-                   help="median pruner: finished trials needed before it prunes "
-                        "(default %(default)s)")
-    g.add_argument("--objectives", type=at.csv(str), default=SearchSettings.objectives,
-                   help="accuracy | accuracy,speedup | accuracy,speedup,memory (default "
-                        + ",".join(SearchSettings.objectives) + ")")
-    g.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
-                   help="queue the paper's and the uniform decoupling first and run the BP "
-                        "learning-rate sweep")
-    g.add_argument("--bp-lrs", type=at.csv(float), default=SearchSettings.bp_lrs,
-                   help="(default " + ",".join(map(str, SearchSettings.bp_lrs)) + ")")
-    g.add_argument("--heartbeat", type=at.positive_int, default=SearchSettings.heartbeat,
-                   help="seconds between a running trial's heartbeats (RDB storages); a "
-                        "trial that misses three is failed and re-queued (default %(default)s)")
-    g.add_argument("--confirm-top", type=at.count, default=SearchSettings.confirm_top,
-                   metavar="N", help="after the search, re-train the N best trials, the "
-                   "reference trials and BP for more seeds; they then rank by their mean "
-                   "(0: off; default %(default)s)")
-    g.add_argument("--confirm-seeds", type=at.positive_int, default=SearchSettings.confirm_seeds,
-                   metavar="S", help="seeds each confirmed config trains beyond the search's "
-                   "own (default %(default)s)")
+    add_declared(g, SearchSpace, CONSTRAINTS, space=True)
+    add_declared(g, SearchSettings, CONSTRAINTS)
+    g = p.add_argument_group(TRIALS)
+    add_declared(g, SearchSettings, TRIALS)
     g.add_argument("--jobs", type=at.jobs, default=1,
                    help=f"worker processes on this machine sharing the study, at most "
                         f"{at.JOBS_PER_CORE} per core (more machines: the same command on each, "
                         "one --storage)")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--seed", type=at.seed, default=SearchSettings.seed,
-                   help="data split, initial weights and sampler (default %(default)s)")
     add_data_flags(p)
     p.set_defaults(func=commands.cmd_run)
 

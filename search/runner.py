@@ -10,17 +10,6 @@ from typing import Any, Iterator
 
 import optuna
 
-from bwbpf.reports.record import (
-    TrialRecord,
-    best_trial,
-    describe,
-    describe_confirmed,
-    describe_counts,
-    no_best,
-    state_counts,
-    verdict,
-)
-from bwbpf.reports.record import summary as summary_rows
 from bwbpf.reports.study_attrs import SETTINGS
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
@@ -28,6 +17,7 @@ from bwbpf.search.confirm import confirm
 from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective, write_note
+from bwbpf.search.placement import Placer, ViableHeads
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.stopping import Terminated, start_worker, stop_workers
 from bwbpf.search.study import (
@@ -40,6 +30,7 @@ from bwbpf.search.study import (
     storage_lost,
     study_names,
 )
+from bwbpf.search.summary import Progress
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, load_data, resolve_device
@@ -112,7 +103,9 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
                  budget.used(study), s.n_trials)
         return study, data, False, timer
     if s.baselines:
-        enqueue_references(study, s)
+        enqueue_references(study, s, Placer(
+            s.space, of_space(s.space), in_channels=data.in_channels,
+            image_size=data.image_size, num_classes=data.num_classes, timer=timer))
         ensure_bp_baselines(study, s, data)
     return study, data, True, timer
 
@@ -136,6 +129,12 @@ def search(study: optuna.Study, s: SearchSettings, data: Data, adopted: set[int]
            deadline: float | None, timer: StepTimer | None) -> None:
     progress = Progress(study, s)
     objective = Objective(s, data, progress=progress.enabled, timer=timer)
+    placer = objective.placer
+    if placer.left_out:
+        study.sampler = ViableHeads(study.sampler, placer.viable, seed=s.seed)
+        log.warning("head families %s cannot meet the constraints on any block (at their "
+                    "lightest): trials draw among %s", ", ".join(placer.left_out),
+                    ", ".join(placer.viable))
     callbacks = [progress, write_note, _stop_at_budget(s.n_trials)]
     rules = of_space(s.space)
     if rules:
@@ -232,80 +231,3 @@ def _room(study: optuna.Study, s: SearchSettings, adopted: set[int], deadline: f
             told = True
         time.sleep(min(POLL_S, s.heartbeat))
     return False
-
-
-class Progress:
-    """A bar over the study's trials with the best so far, and one line per finished trial."""
-
-    def __init__(self, study: optuna.Study, s: SearchSettings) -> None:
-        self.s, self.enabled, self.bar = s, not s.quiet, None
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=s.n_trials, initial=budget.used(study), desc=s.study,
-                            unit="trial", dynamic_ncols=True)
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.bar is None:
-            # quiet: a failed trial is still worth a warning (Optuna's own line is filtered)
-            rec = TrialRecord.of(trial)
-            if trial.state == optuna.trial.TrialState.FAIL and not (rec.interrupted
-                                                                    or rec.surplus):
-                log.warning(trial_line(trial))
-            return
-        from tqdm import tqdm
-
-        tqdm.write(trial_line(trial))
-        self.bar.n = min(self.s.n_trials, budget.used(study))
-        best = best_trial(study)
-        if best is not None:
-            self.bar.set_postfix(best=f"{best.values[0]:.4f} (#{best.number})")
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def trial_line(t: optuna.trial.FrozenTrial) -> str:
-    rec = TrialRecord.of(t)
-    tag = f" [{rec.baseline}]" if rec.baseline else ""
-    what = describe(t)
-    if t.state == optuna.trial.TrialState.COMPLETE:
-        vals = " ".join(f"{v:.4f}" for v in t.values)
-        mark = f"  (infeasible: {rec.infeasible})" if rec.infeasible else ""
-        return f"trial {t.number}{tag}: {vals}  {what}{mark}"
-    if rec.rejected:
-        return f"trial {t.number}: rejected ({rec.rejected}), not trained  {what}".rstrip()
-    extra = rec.fail_reason or (f"at epoch {rec.pruned_at}" if rec.pruned_at else "")
-    if rec.infeasible:
-        extra += f" (infeasible: {rec.infeasible})"
-    return f"trial {t.number}{tag}: {t.state.name.lower()} {extra}  {what}".rstrip()
-
-
-def summary(study: optuna.Study) -> list[str]:
-    """Best against the BP baseline and the reference decouplings, whichever wins; confirmed
-    accuracies (the mean over seeds) next to their single seed."""
-    lines = [f"study {study.study_name}: {describe_counts(state_counts(study))}"]
-    confirmed = describe_confirmed(study)
-    if confirmed:
-        lines.append(confirmed)
-    rows = summary_rows(study)
-    if not rows:
-        return lines + [no_best(study)]
-    best = rows[0]
-    lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}")
-    if best.costs():
-        lines.append(f"         {best.costs()} (over end-to-end BP)")
-    for r in rows[1:]:
-        gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
-        if r.label == "backprop":
-            lines.append(f"backprop ({r.note}): val {r.shown()}  (best {gap:+.4f}: "
-                         f"the search {verdict(gap)} end-to-end BP)")
-        else:
-            state = f", {r.note}" if r.note else ""
-            versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
-            lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
-            if r.trial != best.trial and r.costs():
-                lines.append(f"         {r.costs()}")
-    return lines

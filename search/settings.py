@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
-from bwbpf.spaces.decoupling import MAX_LR
-from bwbpf.trainers import TrainPlan, resolve_device
+from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
+from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
+from bwbpf.trainers import TrainPlan, list_datasets, resolve_device
 from bwbpf.trainers.plan import Schedule
 
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
-MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 TRAIN_EPOCHS = 10  # `train`: a full training (a search trial has SearchSettings.epochs)
+REFERENCES = ("paper", "uniform", "predsim", "auglocal", "infopro")
 CostModel = Literal["measured", "flops"]  # what the speed-up is computed from (search.costs)
-# Settings that decide what a trial means; a rerun of a study must not change them.
-SAME_FOR_A_STUDY = ("space", "dataset", "image_size", "train_subset", "val_size", "epochs",
-                    "batch_size", "objectives", "seed", "cost_model")
-# What a study stored before a setting existed meant: its value then.
-BEFORE = {"cost_model": "flops"}
-# The same for space fields.
-SPACE_BEFORE = {"head_min_channels": 0, "pyramid": 0.0, "augment": True, "lr_schedule": "cosine"}
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -39,78 +32,128 @@ def checked_plan(**fields: Any) -> TrainPlan:
         raise UserError(f"--{name.replace('_', '-')}: {why}") from None
 
 
+DATA, TRIALS, CONSTRAINTS = "data and device", "trials", "constraints"
+
+
 @dataclass(frozen=True)
 class SearchSettings:
+    """Everything one run is asked to do. Each field is declared once (spaces.declared): the
+    flags, their checks, the stored record, the rerun-conflict check and older studies'
+    meanings all come from these declarations."""
+
     study: str
     storage: str
     space: SearchSpace = field(default_factory=SearchSpace)
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = True
-    image_size: int | None = None
-    train_subset: int | None = None
-    val_size: int | None = None
-    epochs: int = 3  # per trial; the pruners' resource
-    batch_size: int = 128
-    n_trials: int = 20  # the study's total, over reruns and workers
-    timeout: float | None = None  # seconds for this process
-    sampler: Sampler = "tpe"
-    pruner: Pruner = "hyperband"
-    min_epochs: int = 1  # first epoch at which a trial may be pruned
-    reduction_factor: int = 3  # successive halving / hyperband
-    pruner_startup: int = 4  # median pruner: finished trials before it prunes
-    objectives: tuple[str, ...] = ("accuracy",)
-    device: str = "auto"
-    seed: int = 0  # data split, initial weights and sampler
-    baselines: bool = True  # enqueue the paper's and the uniform decoupling, run the BP sweep
-    bp_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)  # the BP baseline's learning-rate sweep
-    heartbeat: int = 60  # seconds between heartbeats of a running trial (RDB storages)
-    quiet: bool = False
-    schedule: Schedule = "sequential"  # or "pipelined": trials train their blocks concurrently
-    devices: tuple[str, ...] = ()  # pipelined: blocks spread over these devices
-    compile: bool = False  # torch.compile blocks and heads
-    cost_model: CostModel = "measured"  # speed-up from measured step times, or from FLOPs
+    # The data (`train` shares these flags, so a trained winner sees the data its search saw).
+    dataset: str = setting("fashion-mnist", flag="--dataset", kind="choice",
+                           options=list_datasets, identity=True, group=DATA,
+                           help="(default %(default)s)")
+    data_dir: str | None = setting(None, flag="--data-dir", kind="path", optional=True,
+                                   group=DATA,
+                                   help="where the dataset's files are (or are downloaded to)")
+    download: bool = setting(True, flag="--no-download", kind="bool", group=DATA,
+                             help="never try a torchvision download")
+    image_size: int | None = setting(None, flag="--image-size", kind="int>=1", optional=True,
+                                     identity=True, group=DATA,
+                                     help="resize images once to this square size (default: "
+                                          "native)")
+    train_subset: int | None = setting(None, flag="--train-subset", kind="int>=1",
+                                       optional=True, identity=True, group=DATA,
+                                       help="train on this many images (after the validation "
+                                            "hold-out)")
+    val_size: int | None = setting(None, flag="--val-size", kind="int>=1", optional=True,
+                                   identity=True, group=DATA,
+                                   help="validation images held out of train (default 10%%)")
+    batch_size: int = setting(128, flag="--batch-size", kind="int>=1", identity=True,
+                              group=DATA, help="(default %(default)s)")
+    device: str = setting("auto", flag="--device", kind="text", group=DATA,
+                          help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    schedule: Schedule = setting(
+        "sequential", flag="--schedule", kind="choice", group=DATA,
+        help="pipelined: one worker per block, concurrently (same arithmetic; default "
+             "%(default)s); distributed (train only): one process per group of blocks, "
+             "started by torchrun or --nproc")
+    devices: tuple[str, ...] = setting(
+        (), flag="--devices", kind="names", group=DATA, optional=True,
+        help="pipelined: spread the blocks over these devices, e.g. cuda:0,cuda:1")
+    compile: bool = setting(False, flag="--compile", kind="bool", group=DATA,
+                            help="torch.compile the blocks and heads (pays off on CUDA; the "
+                                 "cache is shared by the trials of a process)")
+    # Constraints' cost model (the constraints themselves are space fields).
+    cost_model: CostModel = setting(
+        "measured", flag="--cost-model", kind="choice", identity=True, before="flops",
+        group=CONSTRAINTS,
+        help="the speed-up from step times measured once per study on its device, or from "
+             "FLOPs (default %(default)s; both are recorded)")
+    # Trials.
+    epochs: int = setting(3, flag="--epochs", kind="int>=1", identity=True, group=TRIALS,
+                          help="per trial (default %(default)s)")  # the pruners' resource
+    n_trials: int = setting(20, flag="--n-trials", kind="int>=1", group=TRIALS,
+                            help="the study's total over reruns and workers (default "
+                                 "%(default)s)")
+    timeout: float | None = setting(None, flag="--timeout", kind="number>0", optional=True,
+                                    group=TRIALS, help="seconds")  # for this process
+    sampler: Sampler = setting("tpe", flag="--sampler", kind="choice", group=TRIALS,
+                               help="(default %(default)s)")
+    pruner: Pruner = setting("hyperband", flag="--pruner", kind="choice", group=TRIALS,
+                             help="(default %(default)s)")
+    min_epochs: int = setting(1, flag="--min-epochs", kind="int>=1", group=TRIALS,
+                              help="earliest epoch a trial may be pruned at (default "
+                                   "%(default)s)")
+    reduction_factor: int = setting(3, flag="--reduction-factor", kind="int>=1",
+                                    group=TRIALS, help="(default %(default)s)")
+    pruner_startup: int = setting(4, flag="--pruner-startup", kind="int>=0", group=TRIALS,
+                                  help="median pruner: finished trials needed before it "
+                                       "prunes (default %(default)s)")
+    objectives: tuple[str, ...] = setting(
+        ("accuracy",), flag="--objectives", kind="names", identity=True, group=TRIALS,
+        help="accuracy | accuracy,speedup | accuracy,speedup,memory (default accuracy)")
+    baselines: bool = setting(True, flag="--baselines", kind="bool", group=TRIALS,
+                              help="queue the reference decouplings first and run the BP "
+                                   "learning-rate sweep")
+    # Which references (search.baselines): the paper's and the uniform decoupling, and the
+    # published designs, each at its best feasible placement.
+    references: tuple[str, ...] = setting(
+        REFERENCES, flag="--references", kind="names", options=lambda: REFERENCES,
+        group=TRIALS,
+        help="the reference decouplings every study trains: any of " + ", ".join(REFERENCES)
+             + " (default: all)")
+    bp_lrs: tuple[float, ...] = setting(
+        (0.02, 0.05, 0.1), flag="--bp-lrs", kind="lrs", group=TRIALS,
+        help="the BP baseline's learning-rate sweep (default 0.02,0.05,0.1)")
+    heartbeat: int = setting(60, flag="--heartbeat", kind="int>=1", group=TRIALS,
+                             help="seconds between a running trial's heartbeats (RDB "
+                                  "storages); a trial that misses three is failed and "
+                                  "re-queued (default %(default)s)")
     # After the search: the best trials, the reference trials and BP re-trained for this many
     # more seeds (search.confirm). Not part of a study's identity: a rerun may ask for more.
-    confirm_top: int = 3  # 0: no confirmation
-    confirm_seeds: int = 2
+    confirm_top: int = setting(3, flag="--confirm-top", kind="int>=0", group=TRIALS,
+                               metavar="N",
+                               help="after the search, re-train the N best trials, the "
+                                    "reference trials and BP for more seeds; they then rank "
+                                    "by their mean (0: off; default %(default)s)")
+    confirm_seeds: int = setting(2, flag="--confirm-seeds", kind="int>=1", group=TRIALS,
+                                 metavar="S",
+                                 help="seeds each confirmed config trains beyond the "
+                                      "search's own (default %(default)s)")
+    seed: int = setting(0, flag="--seed", kind="seed", identity=True, group=TRIALS,
+                        help="data split, initial weights and sampler (default %(default)s)")
+    quiet: bool = False
     # The space fields this run names (flags, --space file); a rerun of a study keeps the
     # study's value of every other (see adopt_space). None: all of them (the API's default).
     space_given: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         check_study_name(self.study, new=True)
-        _require(self.sampler in get_args(Sampler),
-                 f"--sampler {self.sampler!r}: valid: {', '.join(get_args(Sampler))}")
-        _require(self.pruner in get_args(Pruner),
-                 f"--pruner {self.pruner!r}: valid: {', '.join(get_args(Pruner))}")
+        check_fields(self, self._fail)
         objs = self.objectives
-        _require(bool(objs) and objs[0] == "accuracy" and len(set(objs)) == len(objs)
+        _require(objs[0] == "accuracy" and len(set(objs)) == len(objs)
                  and all(o in DIRECTIONS for o in objs),
                  f"--objectives {','.join(objs)!r}: accuracy first, then any of speedup, "
                  "memory (e.g. accuracy,speedup)")
-        for name in ("epochs", "batch_size", "n_trials", "min_epochs", "heartbeat",
-                     "confirm_seeds"):
-            v = getattr(self, name)
-            flag = "--" + name.replace("_", "-")
-            _require(isinstance(v, int) and v >= 1, f"{flag}: {v!r} must be >= 1")
         _require(self.min_epochs <= self.epochs,
                  f"--min-epochs {self.min_epochs} exceeds --epochs {self.epochs}")
         _require(self.reduction_factor >= 2, f"--reduction-factor {self.reduction_factor} < 2")
-        _require(isinstance(self.pruner_startup, int) and self.pruner_startup >= 0,
-                 f"--pruner-startup {self.pruner_startup!r}: must be >= 0")
-        _require(isinstance(self.confirm_top, int) and self.confirm_top >= 0,
-                 f"--confirm-top {self.confirm_top!r}: must be >= 0 (0: no confirmation)")
-        _require(isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
-                 f"--seed {self.seed!r}: must be in 0..{MAX_SEED}")
-        _require(self.timeout is None or (self.timeout > 0 and math.isfinite(self.timeout)),
-                 f"--timeout {self.timeout}: must be a positive number of seconds")
-        _require(bool(self.bp_lrs) and all(0 < lr <= MAX_LR for lr in self.bp_lrs),
-                 f"--bp-lrs {self.bp_lrs}: learning rates in (0, {MAX_LR:g}]")
-        _require(self.schedule in get_args(Schedule),
-                 f"--schedule {self.schedule!r}: one of {', '.join(get_args(Schedule))}")
-        _require(self.cost_model in get_args(CostModel),
-                 f"--cost-model {self.cost_model!r}: one of {', '.join(get_args(CostModel))}")
         _require(not self.devices or self.schedule == "pipelined",
                  "--devices needs --schedule pipelined")
         _require(self.schedule != "distributed",
@@ -123,6 +166,9 @@ class SearchSettings:
         checked_plan(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
                      device=self.device, schedule=self.schedule, devices=self.devices,
                      compile=self.compile)
+
+    def _fail(self, name: str, why: str) -> None:
+        raise UserError(f"{meta(SearchSettings, name).flag}: {why}")
 
     @property
     def directions(self) -> list[str]:
@@ -139,6 +185,7 @@ class SearchSettings:
         out["space"] = _space_record(self.space)
         out["objectives"] = list(self.objectives)
         out["bp_lrs"] = list(self.bp_lrs)
+        out["references"] = list(self.references)
         out["devices"] = list(self.devices)
         out["storage"] = redact(self.storage)
         return out
@@ -149,9 +196,10 @@ class SearchSettings:
         added since a study was created counts as its default there."""
         mine = self.record()
         out = []
-        for k in SAME_FOR_A_STUDY:
-            if k not in stored and k in BEFORE:
-                stored = {**stored, k: BEFORE[k]}
+        old_meaning = before(SearchSettings)
+        for k in ("space", *identity(SearchSettings)):
+            if k not in stored and k in old_meaning:
+                stored = {**stored, k: old_meaning[k]}
             if k not in stored:
                 continue
             if k == "space" and isinstance(stored[k], dict):
@@ -184,8 +232,8 @@ class SearchSettings:
 
 def stored_space(record: dict[str, Any]) -> dict[str, Any]:
     """A study's stored space record, complete: a field added since the study was created
-    reads as what the study meant (SPACE_BEFORE), else as its default."""
-    return {**_space_record(SearchSpace()), **SPACE_BEFORE, **record}
+    reads as what the study meant (its declared ``before``), else as its default."""
+    return {**_space_record(SearchSpace()), **before(SearchSpace), **record}
 
 
 def _space_record(space: SearchSpace) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from bwbpf.spaces import (
     from_document,
     to_document,
 )
-from bwbpf.spaces.document import parse_json
+from bwbpf.spaces.declared import before
+from bwbpf.spaces.document import Trained, parse_json
 from bwbpf.spaces.files import refuse_stdout, write_json_atomic, write_text_atomic
 from bwbpf.trainers import (
     Data,
@@ -50,15 +51,15 @@ class StopAfter(Exception):
 
 
 def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
-              ) -> tuple[Decoupling, dict[str, Any], dict[str, Any]]:
+              ) -> tuple[Decoupling, Trained]:
     """paper / uniform for a backbone, or an exported file (transferred to --backbone/--width
-    when given); returns the decoupling, the file's metrics and how its trial was trained
-    (both empty for built-ins and files from before it was recorded)."""
+    when given); returns the decoupling and what the file says of how it was found (nothing
+    for built-ins)."""
     if arch in ("paper", "uniform"):
         # the search's default net (SearchSpace), so a trained baseline matches a default run
         b, w = backbone or SearchSpace.backbones[0], width or SearchSpace.width
         make = Decoupling.paper_default if arch == "paper" else Decoupling.uniform
-        return make(b, width=w, optim=BlockOptim(lr=lr)), {}, {}
+        return make(b, width=w, optim=BlockOptim(lr=lr)), Trained()
     path = Path(arch)
     if not path.is_file():
         raise UserError(f"--arch {arch}: not 'paper', 'uniform' or an existing JSON file")
@@ -73,11 +74,11 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
         raise UserError(f"--arch {arch}: {e}") from None
     if (backbone and backbone != d.backbone) or (width and width != d.width):
         d = d.transfer(backbone or d.backbone, width=width)
-    return d, dict(doc.get("metrics", {})), dict(doc.get("training", {}))
+    return d, Trained.of(doc)
 
 
-# What a run's settings.json meant before a setting was recorded.
-RUN_BEFORE = {"augment": True, "lr_schedule": "cosine"}
+# What a run's settings.json meant before a setting was recorded: what a study meant then.
+RUN_BEFORE = {k: v for k, v in before(SearchSpace).items() if k in ("augment", "lr_schedule")}
 
 
 def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
@@ -34,6 +34,34 @@ MAX_DEPTH = 32  # nesting levels; a document needs 5, its metrics a few more
 def schema() -> dict[str, Any]:
     text = resources.files("bwbpf.spaces").joinpath("decoupling.schema.json").read_text()
     return dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What an exported document says of how its decoupling was found: the search's training
+    (the ``training`` section: augmentation and learning-rate schedule) and its BP baseline
+    (in ``metrics``: BP's learning rate and validation accuracy). The one place these keys
+    are spelled; a document from before one was recorded reads it as None."""
+
+    augment: bool | None = None
+    lr_schedule: str | None = None
+    bp_lr: float | None = None
+    bp_val_accuracy: float | None = None
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> Trained:
+        training, metrics = doc.get("training") or {}, doc.get("metrics") or {}
+        return cls(training.get("augment"), training.get("lr_schedule"),
+                   metrics.get("bp_lr"), metrics.get("bp_val_accuracy"))
+
+    def training(self) -> dict[str, Any]:
+        return {"augment": self.augment, "lr_schedule": self.lr_schedule}
+
+    def metrics(self) -> dict[str, Any]:
+        """Its entries of the document's metrics (none without a BP baseline)."""
+        if self.bp_lr is None:
+            return {}
+        return {"bp_val_accuracy": self.bp_val_accuracy, "bp_lr": self.bp_lr}
 
 
 def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,

@@ -8,10 +8,11 @@ for backward with ``saved_tensors_hooks`` (parameters and shared storages counte
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -30,6 +31,38 @@ from bwbpf.spaces.losses import LocalLoss, final_head_loss
 PROBE_BATCH = 2  # images per probe; BatchNorm in train mode needs more than one value
 
 
+class Ratios(NamedTuple):
+    """A block-wise step against end-to-end BP's on the same backbone (``against_bp``)."""
+
+    speedup: float  # BP's step / the slowest block's: what one device per block gains
+    compute_overhead: float  # all blocks' steps / BP's: the extra work of local learning
+    # sum / max of the blocks' steps: how much shorter a block-wise step gets when its blocks
+    # run concurrently instead of one after another. Not a speed-up over BP (heavy heads
+    # inflate both sums alike).
+    block_parallelism: float
+    memory_ratio: float  # the largest block's saved bytes / BP's (nan when not given)
+
+
+def against_bp(blocks: Sequence[float], backprop: float, saved: Sequence[float] = (),
+               backprop_saved: float = 0) -> Ratios:
+    """The one place where per-block costs (FLOPs or seconds, each block's units and its head;
+    the classifier in the last) and saved bytes become the figures against BP: NetCost, the
+    timer's StepTimes, the constraints' reachability programme and the benchmarks read them
+    here. Only one block's activations are alive at a time, so memory is the largest block's."""
+    top = max(blocks)
+    memory = max(saved) / backprop_saved if saved and backprop_saved else math.nan
+    return Ratios(backprop / top, sum(blocks) / backprop, sum(blocks) / top, memory)
+
+
+def block_sums(pieces: Sequence[float], cuts: Sequence[int], heads: Sequence[float] = ()
+               ) -> list[float]:
+    """Per block, the sum of its units' costs (``pieces``, one per unit) and its head's
+    (``heads``, one per block when given): a block's step is its pieces run one after another."""
+    bounds = (0, *cuts, len(pieces))
+    sums = [sum(pieces[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [s + h for s, h in zip(sums, heads)] if heads else sums
+
+
 @dataclass(frozen=True)
 class NetCost:
     block_flops: list[int]  # per image, forward+backward of block k's units and its head
@@ -39,22 +72,21 @@ class NetCost:
     backprop_saved_bytes: int  # per image, every unit's activations alive at once
 
     @property
+    def ratios(self) -> Ratios:
+        return against_bp(self.block_flops, self.backprop_flops, self.block_saved_bytes,
+                          self.backprop_saved_bytes)
+
+    @property
     def speedup(self) -> float:
-        """BP's step cost / the slowest block's step cost (its head included): what one device
-        per block gains over training the same network end to end with BP."""
-        return self.backprop_flops / max(self.block_flops)
+        return self.ratios.speedup
 
     @property
     def compute_overhead(self) -> float:
-        """All blocks' step cost (heads included) / BP's: the extra work of local learning."""
-        return sum(self.block_flops) / self.backprop_flops
+        return self.ratios.compute_overhead
 
     @property
     def block_parallelism(self) -> float:
-        """sum / max of the block costs: how much shorter a block-wise step gets when its
-        blocks run concurrently instead of one after another. Not a speed-up over BP (heavy
-        heads inflate both sums alike)."""
-        return sum(self.block_flops) / max(self.block_flops)
+        return self.ratios.block_parallelism
 
     @property
     def peak_saved_bytes(self) -> int:
@@ -63,7 +95,7 @@ class NetCost:
 
     @property
     def memory_ratio(self) -> float:
-        return self.peak_saved_bytes / self.backprop_saved_bytes
+        return self.ratios.memory_ratio
 
 
 class Saved(NamedTuple):
@@ -78,6 +110,18 @@ class Saved(NamedTuple):
     inner: int
     output: int
     image: int = 0  # included in ``inner``
+
+
+def chain_saved(pieces: Sequence[Saved], *, first: bool) -> int:
+    """Per image, what a block made of ``pieces`` run back to back (its units, then its head or
+    the classifier) saves for backward, as measure_cost counts it: the storage between two
+    pieces once, and in the ``first`` block the image once (it is the first unit's input, and
+    a head whose loss rebuilds the image saves it too). The one home of the sharing rule."""
+    total = pieces[0].input + sum(p.inner for p in pieces) + pieces[-1].output
+    total += sum(max(p.output, q.input) for p, q in zip(pieces, pieces[1:]))
+    if first:
+        total -= min(pieces[0].input, sum(p.image for p in pieces[1:]))
+    return total
 
 
 class _SavedBytes:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from bwbpf.spaces import AuxSpec, Decoupling, HeadPlace, UnitInfo, get_backbone, make_aux_head
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import final_head_loss
+from bwbpf.trainers.cost import Ratios, against_bp, block_sums
 from bwbpf.trainers.device import autocast
 
 REPEATS, WARMUP = 5, 2
@@ -45,14 +46,16 @@ class StepTimes:
     backprop_seconds: float  # the same backbone end to end, with the classifier
 
     @property
+    def ratios(self) -> Ratios:
+        return against_bp(self.block_seconds, self.backprop_seconds)
+
+    @property
     def speedup(self) -> float:
-        """BP's step / the slowest block's step: what one device per block gains over BP."""
-        return self.backprop_seconds / max(self.block_seconds)
+        return self.ratios.speedup
 
     @property
     def compute_overhead(self) -> float:
-        """All blocks' steps / BP's step."""
-        return sum(self.block_seconds) / self.backprop_seconds
+        return self.ratios.compute_overhead
 
 
 def time_call(step: Callable[[], None], device: torch.device, *, repeats: int = REPEATS,
@@ -174,8 +177,7 @@ class StepTimer:
         last = self.classifier(d.backbone, d.width)
         heads = [self.head(aux, infos[c - 1], self.place(d, k, infos[c - 1].index))
                  for k, (aux, c) in enumerate(zip(d.aux, d.cuts))] + [last]
-        blocks = tuple(sum(units[a:b]) + head for (a, b), head in zip(d.block_ranges(), heads))
-        return StepTimes(blocks, sum(units) + last)
+        return StepTimes(tuple(block_sums(units, d.cuts, heads)), sum(units) + last)
 
     def place(self, d: Decoupling, block: int, unit: int) -> HeadPlace:
         return HeadPlace(d.backbone, d.width, unit, block, d.num_blocks, self.in_channels,

@@ -18,7 +18,7 @@ from bwbpf.reports.record import (
     verdict,
 )
 from bwbpf.reports.study_attrs import BP_BASELINE
-from bwbpf.search.runner import summary as summary_lines
+from bwbpf.search.summary import summary as summary_lines
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 
 # The attribute names are stored in users' studies: they must never change.
@@ -27,7 +27,7 @@ STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup
                "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
                "curve", "block_curve",
                "pruned_at", "fail_reason", "interrupted", "surplus", "rejected", "infeasible",
-               "train_seconds", "device", "peak_memory_mb"}
+               "drawn_cuts", "lighter_heads", "train_seconds", "device", "peak_memory_mb"}
 
 
 def full_record() -> TrialRecord:
@@ -40,7 +40,8 @@ def full_record() -> TrialRecord:
                        backprop_activation_mb=3.0, curve=(0.5, 0.6),
                        block_curve=((0.4, 0.5), (0.5, 0.6)), pruned_at=2, fail_reason="x",
                        interrupted=True, surplus=True, rejected="speed-up 1.00x < 2.00x",
-                       infeasible="memory 0.70 of BP's > 0.50", train_seconds=1.0, device="cpu",
+                       infeasible="memory 0.70 of BP's > 0.50", drawn_cuts=(1, 4, 5),
+                       lighter_heads=True, train_seconds=1.0, device="cpu",
                        peak_memory_mb=7.0)
 
 

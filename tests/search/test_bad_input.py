@@ -130,7 +130,7 @@ OTHER = [
     (["run", "--min-units", "4", "--max-blocks", "2"],
      "max_blocks: 2 blocks of >= 4 unit(s) do not fit; vgg8b has 6 units, so at most 1"),
     (["run", "--timeout", "-5"], "argument --timeout: -5 must be a positive number"),
-    (["run", "--bp-lrs", "0"], "--bp-lrs (0.0,): learning rates in (0, 10]"),
+    (["run", "--bp-lrs", "0"], "argument --bp-lrs: 0.0: learning rates must be in (0, 10]"),
     (["run", "--objectives", "accuracy,accuracy"], "accuracy first"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]

@@ -168,7 +168,7 @@ def test_train_help_and_defaults(cli: Runner) -> None:
     assert f"default {SearchSpace.width} for paper" in flag_help(text, "--width")
     assert build_parser().parse_args(["train"]).epochs == TRAIN_EPOCHS
     for arch in ("paper", "uniform"):
-        d, _, _ = load_arch(arch, None, None, 0.05)
+        d, _ = load_arch(arch, None, None, 0.05)
         assert (d.backbone, d.width) == (SearchSpace.backbones[0], SearchSpace.width)
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import optuna
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.settings import SPACE_BEFORE, SearchSettings
+from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import SearchSpace
+from bwbpf.spaces.declared import before
 
 from .conftest import FAST, Runner
 
@@ -46,7 +47,7 @@ def test_a_rerun_without_space_flags_resumes_the_studys_space(cli: Runner, db: s
 def test_a_space_stored_before_a_field_existed_reads_as_it_meant() -> None:
     old_space = SearchSpace(heads=("linear", "conv", "mlp_sr", "ir"), losses=("pred", "predsim"))
     stored = SearchSettings(study="old", storage="sqlite:///x.db", space=old_space).record()
-    for field in SPACE_BEFORE:
+    for field in before(SearchSpace):
         del stored["space"][field]
     new = SearchSettings(study="old", storage="sqlite:///x.db", space_given=frozenset())
     assert new.conflicts(stored)  # today's defaults are another space

@@ -1,0 +1,269 @@
+"""Do short trials rank decouplings as longer training does? (Zela et al. 2018, EcoNAS 2020
+and the zero-cost-proxy study warn they may not.) Fashion-MNIST on this CPU machine; hours:
+run it in the background.
+
+    .venv/bin/python benchmarks/fidelity.py                      # vgg8b and resnet18, 16 each
+    .venv/bin/python benchmarks/fidelity.py --backbones vgg8b    # one backbone
+    .venv/bin/python benchmarks/fidelity.py --tiny               # synthetic data, a minute
+
+N decouplings are drawn from the default space (random parameters, seed i for the i-th),
+feasible at >= 2x over BP and <= 0.6 of its memory by construction (search.placement, FLOPs
+cost model: the same figures whatever else the machine runs), distinct. Each is trained at
+every fidelity, over the seeds:
+
+- the search's trial budget, 3 epochs on 3,000 images, validation accuracy (what a trial
+  reports), and its neighbours: 1 and 6 epochs on 3,000; 3 epochs on 1,000 and on 10,000;
+- the Quality rows' budget, 10 epochs on 10,000 images, test accuracy: the reference.
+
+Kendall's tau and Spearman's rho between each fidelity's ranking (mean over seeds) and the
+reference's are printed. Every finished training is kept in OUT/out/fidelity-runs.json, so a
+run that stops continues where it stopped; the cheap fidelities run first for every
+decoupling, then the reference, seed by seed, and the table is printed after each reference
+training, over what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bwbpf.search.constraints import of_space
+from bwbpf.search.placement import Placer
+from bwbpf.spaces import Decoupling, SearchSpace, build, from_document, to_document
+from bwbpf.spaces.encoding import draw
+from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    name: str
+    epochs: int
+    images: int
+    split: str  # "val" (what a trial reports) or "test"
+
+
+@dataclass(frozen=True)
+class Budget:
+    dataset: str
+    width: float
+    n: int  # decouplings per backbone
+    seeds: tuple[int, ...]
+    fidelities: tuple[Fidelity, ...]  # the first is the search's trial budget
+    reference: Fidelity
+    val_size: int = 1000
+    batch: int = 128
+    image_size: int | None = None
+
+
+FULL = Budget("fashion-mnist", 0.25, 16, (0, 1),
+              (Fidelity("trial: 3 ep x 3000", 3, 3000, "val"),
+               Fidelity("1 ep x 3000", 1, 3000, "val"), Fidelity("6 ep x 3000", 6, 3000, "val"),
+               Fidelity("3 ep x 1000", 3, 1000, "val"),
+               Fidelity("3 ep x 10000", 3, 10000, "val")),
+              Fidelity("row: 10 ep x 10000, test", 10, 10000, "test"))
+TINY = replace(FULL, dataset="synthetic", width=0.125, n=4, seeds=(0,), val_size=64, batch=32,
+               fidelities=(Fidelity("trial", 1, 128, "val"), Fidelity("more data", 1, 256, "val")),
+               reference=Fidelity("row", 2, 256, "test"))
+SPACE = SearchSpace(min_speedup=2.0, max_memory=0.6)
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties in either ranking counted as such)."""
+    conc = disc = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            x, y = a[i] - a[j], b[i] - b[j]
+            if x == 0 and y == 0:
+                continue
+            if x == 0:
+                ties_a += 1
+            elif y == 0:
+                ties_b += 1
+            elif (x > 0) == (y > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + ties_a) * (conc + disc + ties_b)) ** 0.5
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def ranks(v: list[float]) -> list[float]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    out = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            out[order[t]] = (i + j) / 2
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+def decouplings(backbone: str, b: Budget, shape: dict[str, Any]) -> list[Decoupling]:
+    space = replace(SPACE, backbones=(backbone,), width=b.width)
+    placer = Placer(space, of_space(space), **shape)
+    out: list[Decoupling] = []
+    seed = 0
+    while len(out) < b.n:
+        trial = _Random(seed)
+        d, lighter = placer.place(draw(trial, space))
+        r = placer.pieces(backbone).of(d)
+        # heads as drawn (not lightened), and a new structure: cuts and heads, not only lrs
+        new = all((d.cuts, d.aux) != (o.cuts, o.aux) for o in out)
+        if not lighter and r.speedup >= 2.0 and r.memory_ratio <= 0.6 and new:
+            out.append(d)
+        seed += 1
+    return out
+
+
+class _Random:
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        import math
+
+        if log:
+            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        return self.rng.uniform(low, high)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.rng.choice(list(choices))
+
+
+class Runs:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.data:
+            self.data[key] = make()
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data))
+            os.replace(tmp, self.path)
+        return self.data[key]
+
+
+def train(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float:
+    key = json.dumps([to_document(d), f.epochs, f.images, f.split, seed, b.dataset,
+                      b.val_size, b.batch], sort_keys=True)
+
+    def run() -> dict[str, Any]:
+        data = load_data(b.dataset, train_subset=f.images, val_size=b.val_size, seed=0,
+                         download=False, image_size=b.image_size)
+        net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
+        plan = TrainPlan(epochs=f.epochs, batch_size=b.batch, seed=seed, device="cpu",
+                         augment=SPACE.augment, lr_schedule=SPACE.lr_schedule)
+        start = time.perf_counter()
+        r = fit(net, data, plan)
+        test = evaluate(net, data.test, plan)
+        return {"val": r.val_accuracy, "test": test[-1], "blocks": test,
+                "seconds": time.perf_counter() - start}
+
+    return float(runs.get(key, run)[f.split])
+
+
+def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[str, Any]:
+    """tau and rho of each fidelity against the reference, over the decouplings whose every
+    seed is done at both."""
+
+    def mean(d: Decoupling, f: Fidelity) -> float | None:
+        got = []
+        for s in b.seeds:
+            key = json.dumps([to_document(d), f.epochs, f.images, f.split, s, b.dataset,
+                              b.val_size, b.batch], sort_keys=True)
+            if key not in runs.data:
+                return None
+            got.append(runs.data[key][f.split])
+        return statistics.mean(got)
+
+    ref = [mean(d, b.reference) for d in ds]
+    out: dict[str, Any] = {"backbone": backbone, "reference": b.reference.name, "rows": []}
+    for f in b.fidelities:
+        pairs = [(m, r) for d, r in zip(ds, ref) if r is not None
+                 and (m := mean(d, f)) is not None]
+        if len(pairs) < 3:
+            continue
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        out["rows"].append({"fidelity": f.name, "n": len(pairs), "tau": kendall(xs, ys),
+                            "rho": spearman(xs, ys)})
+    return out
+
+
+def show(t: dict[str, Any]) -> None:
+    print(f"{t['backbone']}: ranking against {t['reference']}", flush=True)
+    for r in t["rows"]:
+        print(f"  {r['fidelity']:28s} n={r['n']:2d}  Kendall tau {r['tau']:+.3f}  "
+              f"Spearman rho {r['rho']:+.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--backbones", default="vgg8b,resnet18")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    b = TINY if args.tiny else FULL
+    if args.tiny:
+        b = replace(b, image_size=16)
+    (args.out / "out").mkdir(parents=True, exist_ok=True)
+    runs = Runs(args.out / "out" / "fidelity-runs.json")
+    probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
+                      download=False, image_size=b.image_size)
+    shape = {"in_channels": probe.in_channels, "image_size": probe.image_size,
+             "num_classes": probe.num_classes}
+    results = {}
+    for backbone in args.backbones.split(","):
+        ds = decouplings(backbone, b, shape)
+        print(f"{backbone}: {len(ds)} decouplings", flush=True)
+        for i, d in enumerate(ds):
+            print(f"  {i:2d} K={d.num_blocks} cuts {d.cuts} heads "
+                  f"{[f'{a.family}/{a.loss}' for a in d.aux]}", flush=True)
+        for seed in b.seeds:
+            for f in b.fidelities[:1]:
+                for d in ds:
+                    train(runs, b, d, f, seed)
+            for d in ds:
+                train(runs, b, d, b.reference, seed)
+                show(table(backbone, b, ds, runs))
+            for f in b.fidelities[1:]:
+                for d in ds:
+                    train(runs, b, d, f, seed)
+        results[backbone] = table(backbone, b, ds, runs)
+        results[backbone]["decouplings"] = [to_document(d) for d in ds]
+        show(results[backbone])
+    (args.out / "fidelity.json").write_text(json.dumps(results, indent=1))
+    assert all(from_document(doc) for r in results.values() for doc in r["decouplings"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""What a run prints: a progress bar with one line per finished trial, and the closing summary
+(the best against BP and the reference decouplings)."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+
+from bwbpf.reports.record import (
+    SummaryRow,
+    TrialRecord,
+    best_trial,
+    describe,
+    describe_confirmed,
+    describe_counts,
+    no_best,
+    state_counts,
+    verdict,
+)
+from bwbpf.reports.record import summary as summary_rows
+from bwbpf.search import budget
+from bwbpf.search.settings import SearchSettings
+
+log = logging.getLogger("bwbpf.search")
+
+
+class Progress:
+    """A bar over the study's trials with the best so far, and one line per finished trial."""
+
+    def __init__(self, study: optuna.Study, s: SearchSettings) -> None:
+        self.s, self.enabled, self.bar = s, not s.quiet, None
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=s.n_trials, initial=budget.used(study), desc=s.study,
+                            unit="trial", dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.bar is None:
+            # quiet: a failed trial is still worth a warning (Optuna's own line is filtered)
+            rec = TrialRecord.of(trial)
+            if trial.state == optuna.trial.TrialState.FAIL and not (rec.interrupted
+                                                                    or rec.surplus):
+                log.warning(trial_line(trial))
+            return
+        from tqdm import tqdm
+
+        tqdm.write(trial_line(trial))
+        self.bar.n = min(self.s.n_trials, budget.used(study))
+        best = best_trial(study)
+        if best is not None:
+            self.bar.set_postfix(best=f"{best.values[0]:.4f} (#{best.number})")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def trial_line(t: optuna.trial.FrozenTrial) -> str:
+    rec = TrialRecord.of(t)
+    tag = f" [{rec.baseline}]" if rec.baseline else ""
+    what = describe(t)
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        vals = " ".join(f"{v:.4f}" for v in t.values)
+        mark = f"  (infeasible: {rec.infeasible})" if rec.infeasible else ""
+        return f"trial {t.number}{tag}: {vals}  {what}{mark}"
+    if rec.rejected:
+        return f"trial {t.number}: rejected ({rec.rejected}), not trained  {what}".rstrip()
+    extra = rec.fail_reason or (f"at epoch {rec.pruned_at}" if rec.pruned_at else "")
+    if rec.infeasible:
+        extra += f" (infeasible: {rec.infeasible})"
+    return f"trial {t.number}{tag}: {t.state.name.lower()} {extra}  {what}".rstrip()
+
+
+def summary(study: optuna.Study) -> list[str]:
+    """Best against the BP baseline and the reference decouplings, whichever wins; confirmed
+    accuracies (the mean over seeds) next to their single seed."""
+    lines = [f"study {study.study_name}: {describe_counts(state_counts(study))}"]
+    confirmed = describe_confirmed(study)
+    if confirmed:
+        lines.append(confirmed)
+    rows = summary_rows(study)
+    if not rows:
+        return lines + [no_best(study)]
+    best = rows[0]
+    lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}")
+    if best.costs():
+        lines.append(f"         {best.costs()} (over end-to-end BP)")
+    for r in rows[1:]:
+        gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
+        if r.label == "backprop":
+            lines.append(f"backprop ({r.note}): val {r.shown()}  (best {gap:+.4f}: "
+                         f"the search {verdict(gap)} end-to-end BP)")
+        else:
+            state = f", {r.note}" if r.note else ""
+            versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
+            lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
+            if r.trial != best.trial and r.costs():
+                lines.append(f"         {r.costs()}")
+    return lines + versus_references(rows)
+
+
+def versus_references(rows: list[SummaryRow]) -> list[str]:
+    """One line: how the best compares with the strongest reference decoupling (a feasible
+    one when any is)."""
+    best, refs = rows[0], [r for r in rows[1:] if r.label != "backprop"
+                           and r.accuracy is not None]
+    if best.accuracy is None or not refs:
+        return []
+    if any(r.trial == best.trial for r in refs):
+        return [f"the best is a reference: "
+                f"{next(r.label for r in refs if r.trial == best.trial)}"]
+    feasible = [r for r in refs if "infeasible" not in r.note] or refs
+    top = max(feasible, key=lambda r: r.accuracy or 0.0)
+    gap = best.accuracy - (top.accuracy or 0.0)
+    which = "feasible reference" if "infeasible" not in top.note else "reference"
+    return [f"against the references: the best {'beats' if gap > 0 else 'does not beat'} the "
+            f"strongest {which}, {top.label} (trial {top.trial}), by {gap:+.4f}"]

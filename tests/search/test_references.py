@@ -1,0 +1,76 @@
+"""The published designs as reference trials: PredSim, AugLocal and InfoPro, each at its best
+feasible placement, marked, summarised and never enqueued twice."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from bwbpf.reports.record import TrialRecord
+from bwbpf.search.baselines import PUBLISHED, published
+from bwbpf.search.constraints import of_space
+from bwbpf.search.placement import Placer, meets
+from bwbpf.search.reach import cut_sets
+from bwbpf.spaces import SearchSpace
+
+from .conftest import FAST, Runner
+
+SHAPE = {"in_channels": 3, "image_size": (16, 16), "num_classes": 10}
+ALL = ["--references", "paper,uniform,predsim,auglocal,infopro"]
+
+
+def test_each_design_sits_at_its_best_feasible_cut_set() -> None:
+    space = SearchSpace(min_speedup=2.0, max_memory=0.6)
+    rules = of_space(space)
+    placer = Placer(space, rules, **SHAPE)  # type: ignore[arg-type]
+    p = placer.pieces("vgg8b")
+    refs = published(space, placer)
+    assert set(refs) == set(PUBLISHED)
+    for name, d in refs.items():
+        family, loss, _, _ = PUBLISHED[name]
+        assert {(a.family, a.loss) for a in d.aux} == {(family, loss)}
+        r = p.of(d)
+        # every other cut set of any K with the same design: none feasible is faster
+        others = []
+        for k in range(2, 5):
+            for cuts in cut_sets(p.units, k, 1):
+                aux = tuple(d.aux[0] for _ in cuts)
+                if family == "downstream":
+                    continue  # its depth follows the cut (clipped, pyramid): checked below
+                o = p.costs(cuts, aux)
+                if meets(rules, o):
+                    others.append(o.speedup)
+        if meets(rules, r):
+            assert not others or r.speedup >= max(others) - 1e-9
+        else:
+            assert not others  # only where no placement meets the constraints
+    auglocal = refs["auglocal"]
+    depths = [a.depth for a in auglocal.aux]
+    assert depths == sorted(depths, reverse=True)  # AugLocal's pyramid
+
+
+def test_a_study_trains_every_reference_once_and_says_which_the_best_beats(
+        cli: Runner, db: str) -> None:
+    argv = ["run", "--storage", db, "--study", "refs", "--n-trials", "6", "--pruner", "none",
+            "--min-speedup", "2", "--max-memory", "0.6", "--cost-model", "flops", *FAST,
+            "--epochs", "1", "--train-subset", "128", "--val-size", "64", *ALL]
+    rc, out, err = cli(*argv)
+    assert rc == 0, err
+    study = optuna.load_study(study_name="refs", storage=db)
+    refs = {TrialRecord.of(t).baseline: t for t in study.trials if TrialRecord.of(t).baseline}
+    assert set(refs) == {"paper", "uniform", "predsim", "auglocal", "infopro"}
+    for name, t in refs.items():
+        rec = TrialRecord.of(t)
+        assert t.state == TrialState.COMPLETE and rec.curve
+        feasible = rec.speedup is not None and rec.memory_ratio is not None and (
+            round(rec.speedup, 4) >= 2 and round(rec.memory_ratio, 4) <= 0.6)
+        assert feasible == (rec.infeasible is None), (name, rec)
+        for label in ("predsim", "auglocal", "infopro"):
+            assert f"\n{label:8s} trial {refs[label].number}: val " in out
+    assert "against the references: the best " in out or "the best is a reference: " in out
+    # a rerun with a larger budget enqueues none of them again
+    rc, _, err = cli("-q", *argv[:6], "7", *argv[7:])
+    assert rc == 0, err
+    again = [TrialRecord.of(t).baseline for t in optuna.load_study(
+        study_name="refs", storage=db).trials]
+    assert sorted(b for b in again if b) == sorted(refs)
