@@ -197,7 +197,8 @@ BAD = [
      "--min-speedup 2.5 with --max-memory 0.5: no decoupling of the space meets both; at "
      "2.5x or more it needs at least 0.58 of BP's activation memory (vgg8b x0.25, K<=4)"),
     (["--space", "{word.yaml}"], "min_speedup: 'fast' must be a number"),
-    (["--space", "{big.json}"], "space.max_memory: 2 must be in (0, 1]: a fraction of BP's activation"),
+    (["--space", "{big.json}"],
+     "space.max_memory: 2 must be in (0, 1]: a fraction of BP's activation"),
     (["--space", "{far.yaml}"], "--max-memory 0.1: the space needs at least 0.49 of BP's"),
     (["--min-speedup", "2"], "was created with space.min_speedup=1.5; this run asks "
                              "space.min_speedup=2.0 (use another --study)"),
