@@ -71,8 +71,8 @@ test: install data system lint
 # The main job: the most accurate decoupling of the small backbone (vgg8b at 0.25 width) that
 # trains at least 2x faster than end-to-end BP with one device per block and keeps at most 0.6
 # of BP's activations; TPE + Hyperband, 12 trials of 3 epochs on 3,000 Fashion-MNIST images,
-# into study.db; the 2 best, the paper's and the uniform decoupling and BP are confirmed on one
-# more seed, and the run ends with the confirmed best against the paper's and against BP.
+# into study.db; the 2 best, the reference decouplings and BP are confirmed on one more seed,
+# and the run ends with the confirmed best against the references and against BP.
 DEMO_FLAGS := --study demo --backbone vgg8b --width 0.25 --dataset fashion-mnist \
   --train-subset 3000 --val-size 1000 --epochs 3 --n-trials 12 --sampler tpe \
   --pruner hyperband --min-speedup 2 --max-memory 0.6 --bp-lrs 0.025,0.05 \

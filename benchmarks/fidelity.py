@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from common import Runs
 
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer
@@ -154,20 +154,6 @@ class _Random:
 
     def suggest_categorical(self, name: str, choices: Any) -> Any:
         return self.rng.choice(list(choices))
-
-
-class Runs:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-
-    def get(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self.data:
-            self.data[key] = make()
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.path)
-        return self.data[key]
 
 
 def train(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import optuna
 import torch
+from common import Runs
 
 from bwbpf.reports.record import TrialRecord, best_trial, describe_counts, state_counts
 from bwbpf.search.runner import run_search
@@ -92,22 +93,6 @@ ROWS = ["backprop", "paper (BP-free)", "searched, old space", "searched, new spa
 # The space as it was before downstream heads, the infopro loss and the channel floor.
 OLD_SPACE = {"heads": ("linear", "conv", "mlp_sr", "ir"), "losses": ("pred", "predsim"),
              "head_min_channels": 0}
-
-
-class Runs:
-    """Finished trainings (and searches), kept in a JSON file as each one ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-
-    def get(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self.data:
-            self.data[key] = make()
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.path)
-        return self.data[key]
 
 
 class Quality:

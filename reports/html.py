@@ -6,6 +6,7 @@ import html
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable
 
 import optuna
 import plotly.graph_objects as go
@@ -28,31 +29,26 @@ section { margin: 2em 0; } .note { color: #666; }
 def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     """Every figure that has data, with its id; figures without data are left out."""
     frame = trials_frame(study)
-    out: list[tuple[str, go.Figure]] = []
     if frame.empty or "value_" not in "".join(frame.columns):
-        return out
-    hist = plots.history(frame)
-    if hist.numbers:
-        out.append(("history", draw.draw_history(hist)))
-    curves = plots.curves(study)
-    if curves.numbers:
-        out.append(("curves", draw.draw_curves(curves)))
-    imp = plots.importances(study)
-    if imp.params:
-        out.append(("importance", draw.draw_importance(imp)))
-    splits = plots.split_stats(frame)
-    if splits.boundaries:
-        out.append(("splits", draw.draw_splits(splits)))
-    blocks = plots.block_accuracy(study)
-    if blocks is not None:
-        out.append(("blocks", draw.draw_block_accuracy(blocks)))
-    if "speedup" in frame:
-        front = plots.front(frame)
-        if front.numbers:
-            out.append(("front", draw.draw_front(front)))
-    diagram = plots.diagram(study)
-    if diagram is not None:
-        out.append(("diagram", draw.draw_diagram(diagram)))
+        return []
+    # (id, the figure's data, whether it has any, how it is drawn); lazily, in order
+    makers: list[tuple[str, Callable[[], Any], Callable[[Any], Any], Callable[[Any], Any]]] = [
+        ("history", lambda: plots.history(frame), lambda d: d.numbers, draw.draw_history),
+        ("curves", lambda: plots.curves(study), lambda d: d.numbers, draw.draw_curves),
+        ("importance", lambda: plots.importances(study), lambda d: d.params,
+         draw.draw_importance),
+        ("splits", lambda: plots.split_stats(frame), lambda d: d.boundaries, draw.draw_splits),
+        ("blocks", lambda: plots.block_accuracy(study), lambda d: d is not None,
+         draw.draw_block_accuracy),
+        ("front", lambda: plots.front(frame) if "speedup" in frame else None,
+         lambda d: d is not None and d.numbers, draw.draw_front),
+        ("diagram", lambda: plots.diagram(study), lambda d: d is not None, draw.draw_diagram),
+    ]
+    out = []
+    for name, make, has_data, draw_it in makers:
+        data = make()
+        if has_data(data):
+            out.append((name, draw_it(data)))
     return out
 
 

@@ -53,18 +53,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _set_up(args: argparse.Namespace) -> None:
+    """Logging (our own lines say what happens), and SIGTERM's meaning for `run`."""
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr, force=True)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
+    if args.command == "run":
+        stop_on_sigterm()
+
+
 def _main(argv: list[str]) -> int:
     try:
         args = parse(argv)
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                            format="%(message)s", stream=sys.stderr, force=True)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
-        for handler in logging.getLogger("optuna").handlers:
-            handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
-        if args.command == "run":
-            stop_on_sigterm()
+        _set_up(args)
         func: Command = args.func
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

@@ -71,11 +71,11 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
         bp_for,
         check_fits,
         check_out,
+        finish,
         prepare_out,
         train_one,
         undone_unless_saved,
     )
-    from bwbpf.spaces.files import write_json_atomic
 
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
@@ -85,21 +85,14 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
     check_fits(list(runs.values()), data)
     made_out = not out.exists()
     continuing = prepare_out(out, settings, resume=args.resume, force=args.force)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any] | None] = {}
     with undone_unless_saved(out, fresh=not continuing, made_out=made_out):
         for key, dec in runs.items():
-            r = train_one(dec, data, plan, out / key, key, resume=args.resume,
-                          stop_after=args.stop_after)
-            if r is None:
-                print(f"stopped after epoch {args.stop_after}; continue with --resume --out "
-                      f"{out}")
-                return 0
-            results[key] = r
-        write_json_atomic(out / "metrics.json", {**results, "settings": settings})
-    for key, res in results.items():
-        print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
-    print(f"results: {out / 'metrics.json'}")
-    return 0
+            results[key] = train_one(dec, data, plan, out / key, key, resume=args.resume,
+                                     stop_after=args.stop_after)
+            if results[key] is None:
+                break
+        return finish(out, results, settings, args.stop_after)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

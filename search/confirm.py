@@ -110,6 +110,29 @@ def todo(study: optuna.Study, s: SearchSettings) -> list[tuple[Candidate, int]]:
     return [(c, seed) for seed in extra_seeds(s) for c, h in zip(cands, have) if seed not in h]
 
 
+def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate, seed: int
+                ) -> int:
+    """Trains ``c`` on ``seed`` and stores it (1), or says why it could not (0)."""
+    began = time.monotonic()
+    try:
+        acc = train(c, data, seed)
+    except (NonFiniteLoss, torch.OutOfMemoryError) as e:
+        torch.cuda.empty_cache()
+        log.warning("%s, seed %d: not confirmed (%s); a rerun tries again", c.label, seed,
+                    str(e).splitlines()[0])
+        return 0
+    conf = stored(study, s, c)  # read again: another process may have added a seed
+    if seed not in conf.seeds:
+        conf = conf.with_seed(seed, acc)
+        save_confirmation(study, conf, backbone=c.backbone)
+    if not s.quiet:
+        log.info("confirm %s seed %d: val %.4f (%.1f s); %s", c.label, seed, acc,
+                 time.monotonic() - began, conf.shown())
+    if c.trial is not None:
+        write_note(study, c.trial, conf)
+    return 1
+
+
 def confirm(study: optuna.Study, s: SearchSettings, data: Data, *,
             deadline: float | None = None) -> int:
     """Trains what is missing of the study's confirmations (see the module docstring), none
@@ -130,24 +153,7 @@ def confirm(study: optuna.Study, s: SearchSettings, data: Data, *,
         if deadline is not None and time.monotonic() >= deadline:
             log.info("--timeout: %d confirmation trainings left; rerun to finish", len(jobs) - i)
             break
-        began = time.monotonic()
-        try:
-            acc = train(c, data, seed)
-        except (NonFiniteLoss, torch.OutOfMemoryError) as e:
-            torch.cuda.empty_cache()
-            log.warning("%s, seed %d: not confirmed (%s); a rerun tries again", c.label, seed,
-                        str(e).splitlines()[0])
-            continue
-        conf = stored(study, s, c)  # read again: another process may have added a seed
-        if seed not in conf.seeds:
-            conf = conf.with_seed(seed, acc)
-            save_confirmation(study, conf, backbone=c.backbone)
-        done += 1
-        if not s.quiet:
-            log.info("confirm %s seed %d: val %.4f (%.1f s); %s", c.label, seed, acc,
-                     time.monotonic() - began, conf.shown())
-        if c.trial is not None:
-            write_note(study, c.trial, conf)
+        done += confirm_one(study, s, data, c, seed)
     log.info("confirmed %s: %s, %.0f s", what, plural(done, "training"),
              time.monotonic() - start)
     return done

@@ -109,7 +109,8 @@ class Objective:
         costs, metrics = self._costs(trial, d, net)
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
-        first = replace(costs, baseline=rec.baseline,
+        first = replace(costs, baseline=rec.baseline, drawn_cuts=rec.drawn_cuts,
+                        lighter_heads=rec.lighter_heads,
                         document=self._document(trial, d, metrics))
         if self.constraints:
             assert costs.speedup is not None and costs.memory_ratio is not None

@@ -108,6 +108,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=at.positive_int, default=None,
                    help="stop after this epoch (resume later with --resume)")
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    add_distributed_flags(p)
+    p.set_defaults(func=commands.cmd_train)
+
+
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("distributed (--schedule distributed)")
     g.add_argument("--nproc", type=at.positive_int, default=None, metavar="K",
                    help="start K ranks on this machine (else launch with torchrun)")
@@ -116,7 +121,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--peer-timeout", type=at.positive_float, default=300.0, metavar="S",
                    help="seconds a rank waits for another before the run stops "
                         "(default %(default)s)")
-    p.set_defaults(func=commands.cmd_train)
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:

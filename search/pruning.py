@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.study import Pruner
+from bwbpf.search.samplers import Pruner
 
 
 class CurvePruner:

@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 
 from bwbpf.spaces import Decoupling, UserError
-from bwbpf.spaces.files import write_json_atomic
 from bwbpf.trainers import TrainPlan
 from bwbpf.trainers.distributed import Sizes
 from bwbpf.trainers.group import (
@@ -65,49 +64,34 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
 
 def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
            plan: TrainPlan, bp_lr: float, group: Group) -> int:
+    from bwbpf.search import training as t
     from bwbpf.search.commands import load_data_from
-    from bwbpf.search.training import (
-        bp_for,
-        check_fits,
-        check_out,
-        prepare_out,
-        train_one,
-        train_ranked,
-    )
 
-    runs = {"blockwise": d, **({"backprop": bp_for(d, bp_lr)} if args.compare_bp else {})}
+    runs = {"blockwise": d, **({"backprop": t.bp_for(d, bp_lr)} if args.compare_bp else {})}
     data = None
 
     def start() -> dict[str, Any]:
         nonlocal data
-        check_out(out, settings, resume=args.resume, force=args.force)
+        t.check_out(out, settings, resume=args.resume, force=args.force)
         data = load_data_from(args)
-        check_fits(list(runs.values()), data)
-        prepare_out(out, settings, resume=args.resume, force=args.force)
+        t.check_fits(list(runs.values()), data)
+        t.prepare_out(out, settings, resume=args.resume, force=args.force)
         return asdict(Sizes.of(data))
 
     shared = group.share("start", start)
     sizes = Sizes(**{**shared, "image_size": tuple(shared["image_size"])})
-    r = train_ranked(d, data, sizes, plan, out / "blockwise", "blockwise", group,
+    r = t.train_ranked(d, data, sizes, plan, out / "blockwise", "blockwise", group,
                      args.placement, resume=args.resume, stop_after=args.stop_after)
     group.leave()
     if not group.first:
         return 0
-    results = {"blockwise": r}
+    results: dict[str, dict[str, Any] | None] = {"blockwise": r}
     if r is not None and args.compare_bp:
         assert data is not None
-        results["backprop"] = train_one(runs["backprop"], data, replace(
+        results["backprop"] = t.train_one(runs["backprop"], data, replace(
             plan, schedule="sequential"), out / "backprop", "backprop", resume=args.resume,
             stop_after=args.stop_after)
-    if any(v is None for v in results.values()):
-        print(f"stopped after epoch {args.stop_after}; continue with --resume --out {out}")
-        return 0
-    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
-    for key, res in results.items():
-        assert res is not None
-        print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
-    print(f"results: {out / 'metrics.json'}")
-    return 0
+    return t.finish(out, results, settings, args.stop_after)
 
 
 def ranked(settings: dict[str, Any], world: int, placement: tuple[int, ...] | None

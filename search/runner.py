@@ -18,12 +18,11 @@ from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective, write_note
 from bwbpf.search.placement import Placer, ViableHeads
+from bwbpf.search.samplers import make_pruner, make_sampler
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.stopping import Terminated, start_worker, stop_workers
 from bwbpf.search.study import (
     check_storage_url,
-    make_pruner,
-    make_sampler,
     open_storage,
     open_study,
     storage_cause,

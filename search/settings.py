@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from bwbpf.search.study import Pruner, Sampler, check_study_name, redact
+from bwbpf.search.samplers import Pruner, Sampler
+from bwbpf.search.study import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
 from bwbpf.spaces.declared import before, check_fields, identity, meta, setting

@@ -278,3 +278,18 @@ def bp_for(d: Decoupling, lr: float) -> Decoupling:
                                  optim=BlockOptim(lr=lr, weight_decay=wd,
                                                   optimizer=d.optim[-1].optimizer))
 
+
+
+def finish(out: Path, results: dict[str, dict[str, Any] | None], settings: dict[str, Any],
+           stop_after: int | None) -> int:
+    """The end of a `train` run: its metrics.json and test accuracies, or, when it stopped at
+    --stop-after, how to continue it."""
+    if any(v is None for v in results.values()):
+        print(f"stopped after epoch {stop_after}; continue with --resume --out {out}")
+        return 0
+    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
+    for key, res in results.items():
+        assert res is not None
+        print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")
+    print(f"results: {out / 'metrics.json'}")
+    return 0

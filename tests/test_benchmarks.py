@@ -73,3 +73,25 @@ def test_setup_study_tiny() -> None:
     assert r.returncode == 0, r.stderr
     for key in "abcde":  # every variant trained BP and K=3 and has its row
         assert f"| ({key}) " in r.stdout
+
+
+@pytest.mark.integration
+def test_fidelity_tiny(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--tiny",
+                        "--backbones", "vgg8b", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    result = json.loads((tmp_path / "fidelity.json").read_text())["vgg8b"]
+    assert len(result["decouplings"]) == 4  # distinct structures, feasible by construction
+    names = [row["fidelity"] for row in result["rows"]]
+    assert names == ["trial", "more data"]
+    for row in result["rows"]:
+        assert row["n"] == 4 and -1.0 <= row["tau"] <= 1.0 and -1.0 <= row["rho"] <= 1.0
+    # a second run reuses every finished training
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--tiny",
+                            "--backbones", "vgg8b", "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and json.loads(
+        (tmp_path / "fidelity.json").read_text())["vgg8b"]["rows"] == result["rows"]

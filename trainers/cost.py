@@ -63,18 +63,12 @@ def block_sums(pieces: Sequence[float], cuts: Sequence[int], heads: Sequence[flo
     return [s + h for s, h in zip(sums, heads)] if heads else sums
 
 
-@dataclass(frozen=True)
-class NetCost:
-    block_flops: list[int]  # per image, forward+backward of block k's units and its head
-    block_params: list[int]
-    block_saved_bytes: list[int]  # per image, saved for backward while block k trains
-    backprop_flops: int  # per image, the same backbone trained end to end (no aux heads)
-    backprop_saved_bytes: int  # per image, every unit's activations alive at once
+class AgainstBP:
+    """The figures against BP of anything with per-block costs (``ratios``)."""
 
     @property
     def ratios(self) -> Ratios:
-        return against_bp(self.block_flops, self.backprop_flops, self.block_saved_bytes,
-                          self.backprop_saved_bytes)
+        raise NotImplementedError
 
     @property
     def speedup(self) -> float:
@@ -87,6 +81,20 @@ class NetCost:
     @property
     def block_parallelism(self) -> float:
         return self.ratios.block_parallelism
+
+
+@dataclass(frozen=True)
+class NetCost(AgainstBP):
+    block_flops: list[int]  # per image, forward+backward of block k's units and its head
+    block_params: list[int]
+    block_saved_bytes: list[int]  # per image, saved for backward while block k trains
+    backprop_flops: int  # per image, the same backbone trained end to end (no aux heads)
+    backprop_saved_bytes: int  # per image, every unit's activations alive at once
+
+    @property
+    def ratios(self) -> Ratios:
+        return against_bp(self.block_flops, self.backprop_flops, self.block_saved_bytes,
+                          self.backprop_saved_bytes)
 
     @property
     def peak_saved_bytes(self) -> int:

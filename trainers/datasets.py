@@ -1,4 +1,6 @@
-"""Dataset loaders: files (or a torchvision download) -> normalised tensors on the device."""
+"""Dataset loaders: files (or a torchvision download) -> normalised tensors on the device.
+The registry of datasets, the IDX files (Fashion-MNIST, MNIST) and torchvision's sets are here;
+image folders and the synthetic set in trainers.sources."""
 
 from __future__ import annotations
 
@@ -13,23 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bwbpf.spaces import UserError
 from bwbpf.spaces.registry import Registry
 from bwbpf.trainers.data import Data, Split
 from bwbpf.trainers.device import available_memory, is_out_of_memory
+from bwbpf.trainers.sources import FOLDER_LAYOUT, DataError, Raw, imagefolder, one_line, synthetic
 
 # Where Debian's dataset-fashion-mnist package puts the four IDX .gz files.
 SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-# train x (uint8, N C H W), train y, test x, test y, number of classes
-Raw = tuple[Tensor, Tensor, Tensor, Tensor, int]
-
-
-class DataError(UserError):
-    """Missing or unreadable data; the message says where we looked and how to get it."""
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     load: Callable[[Path | None, bool], Raw]  # (data_dir, download) -> raw tensors
@@ -199,16 +193,12 @@ def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, down
                 return files
             reason = "no IDX files after download"
         except Exception as e:  # any network or IO failure ends up in the one-line error
-            reason = _one_line(e)
+            reason = one_line(e)
         looked.append(f"torchvision download into {target} failed ({reason})")
     else:
         looked.append("download disabled")
     raise DataError(f"{name} not found: looked in " + "; ".join(looked)
                     + f". {DATASETS.get(name).hint}")
-
-
-def _one_line(e: BaseException) -> str:
-    return (" ".join(str(e).split())[:160]) or type(e).__name__
 
 
 # ---------------------------------------------------------------- torchvision sets
@@ -232,84 +222,9 @@ def _torchvision_set(name: str, root: Path | None, download: bool) -> Raw:
             classes = len(tr.classes)
     except Exception as e:  # missing files and failed downloads both land here
         how = "download failed" if download else "download disabled"
-        raise DataError(f"{name} not found in {target} ({how}: {_one_line(e)}). "
+        raise DataError(f"{name} not found in {target} ({how}: {one_line(e)}). "
                         f"{DATASETS.get(name).hint}") from None
     return xs[0].contiguous(), ys[0], xs[1].contiguous(), ys[1], classes
-
-
-# ---------------------------------------------------------------- image folders
-def _imagefolder(root: Path | None, download: bool) -> Raw:
-    """A class-per-folder tree: ``root/train/<class>/**`` with ``root/val`` or ``root/test`` as
-    the test split (Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` included)."""
-    if root is None or not (root / "train").is_dir():
-        raise DataError(f"imagefolder needs --data-dir with a train/ folder of class folders "
-                        f"(got {root}). {DATASETS.get('imagefolder').hint}")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise DataError(f"{root / 'train'}: need at least 2 class folders, found {len(classes)}")
-    index = {c: i for i, c in enumerate(classes)}
-    train = [(p, index[c]) for c in classes for p in _images(root / "train" / c)]
-    test = _test_listing(root, index)
-    tx, ty = _decode(train)
-    sx, sy = _decode(test, size=tuple(tx.shape[-2:]))
-    return tx, ty, sx, sy, len(classes)
-
-
-def _images(folder: Path) -> list[Path]:
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
-
-
-def _test_listing(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
-    notes = root / "val" / "val_annotations.txt"
-    if notes.is_file():  # Tiny-ImageNet: "<file>\t<wnid>\t<box>" per line
-        rows = [line.split("\t") for line in notes.read_text().splitlines() if line.strip()]
-        return [(root / "val" / "images" / r[0], index[r[1]]) for r in rows if r[1] in index]
-    for name in ("val", "test"):
-        if (root / name).is_dir():
-            return [(p, index[c]) for c in index for p in _images(root / name / c)]
-    raise DataError(f"{root}: no val/ or test/ folder with the same class folders as train/")
-
-
-def _decode(items: list[tuple[Path, int]], size: tuple[int, ...] | None = None
-            ) -> tuple[Tensor, Tensor]:
-    import numpy as np
-    from PIL import Image
-
-    if not items:
-        raise DataError("image folder split is empty")
-    arrays = []
-    for path, _ in items:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if size is None:
-                    size = (im.height, im.width)
-                if (im.height, im.width) != size:
-                    im = im.resize((size[1], size[0]))
-                arrays.append(np.asarray(im))
-        except OSError as e:
-            raise DataError(f"cannot read image {path}: {_one_line(e)}") from None
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([label for _, label in items])
-
-
-# ---------------------------------------------------------------- synthetic
-def _synthetic(root: Path | None, download: bool) -> Raw:
-    """Seeded, tiny and learnable: each class is a smooth random template plus pixel noise.
-    3x16x16, 10 classes, 1,200 training and 400 test images; the same tensors every call."""
-    g = torch.Generator().manual_seed(20231221)
-    classes, c, s = 10, 3, 16
-    templates = F.interpolate(torch.randn(classes, c, 4, 4, generator=g), size=(s, s),
-                              mode="bilinear", align_corners=False)
-
-    def draw(n: int) -> tuple[Tensor, Tensor]:
-        y = torch.randint(0, classes, (n,), generator=g)
-        x = 0.5 * templates[y] + 2.0 * torch.randn(n, c, s, s, generator=g)
-        return ((x.clamp(-3, 3) + 3) * (255 / 6)).round().to(torch.uint8), y
-
-    (tx, ty), (sx, sy) = draw(1200), draw(400)
-    return tx, ty, sx, sy, classes
 
 
 _HINT_FMNIST = ("Get it with `apt-get install dataset-fashion-mnist` (Debian), or put the four "
@@ -325,10 +240,8 @@ for _name in ("cifar10", "cifar100", "svhn"):
         partial(_torchvision_set, _name), _name != "svhn",
         "Point --data-dir at a folder holding torchvision's files, or run once with network "
         "access"))
-DATASETS.add("imagefolder", DatasetInfo(
-    _imagefolder, True, "Layout: <dir>/train/<class>/* and <dir>/val|test/<class>/* "
-    "(Tiny-ImageNet's own layout works as is)"))
-DATASETS.add("synthetic", DatasetInfo(_synthetic, False, ""))
+DATASETS.add("imagefolder", DatasetInfo(imagefolder, True, FOLDER_LAYOUT))
+DATASETS.add("synthetic", DatasetInfo(synthetic, False, ""))
 
 
 def list_datasets() -> list[str]:

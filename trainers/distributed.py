@@ -123,6 +123,23 @@ class RankStepper(Stepper):
         return self.inbox.stream(shapes, images=self.images)
 
 
+def _epoch(step: RankStepper, data: Data | None, sizes: Sizes, plan: TrainPlan,
+           gen: torch.Generator, epoch: int, steps: int, result: TrainResult) -> EpochMetrics:
+    """One epoch of this rank's blocks (``steps`` batches), then every head's validation
+    accuracy; counts the steps into ``result``."""
+    step.net.train()
+    start = time.perf_counter()
+    batches = _batches(data, plan, gen) if data is not None else iter(())
+    sums, seen, n = step.run_epoch(batches, steps, epoch, result.steps)
+    synchronize(step.group.device)
+    seconds = time.perf_counter() - start
+    result.steps += n
+    check_finite(sums, epoch, result.steps)
+    accs = evaluate_ranked(step, data.val if data is not None else None, sizes.val)
+    return EpochMetrics(epoch, accs[-1], accs, (sums / max(1, n)).tolist(), seconds,
+                        seen / seconds if seconds > 0 else 0.0)
+
+
 def fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPlan, group: Group,
                shards: Shards, *, resume: bool,
                on_epoch: Callable[[int, EpochMetrics], None] | None = None,
@@ -147,20 +164,10 @@ def fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPl
     for epoch in range(done + 1, plan.epochs + 1):
         if result.steps >= total:
             break
-        net.train()
-        start = time.perf_counter()
-        batches = _batches(data, plan, gen) if data is not None else iter(())
-        sums, seen, n = step.run_epoch(batches, min(per_epoch, total - result.steps), epoch,
-                                       result.steps)
-        synchronize(dev)
-        seconds = time.perf_counter() - start
-        result.steps += n
-        check_finite(sums, epoch, result.steps)
-        accs = evaluate_ranked(step, data.val if data is not None else None, sizes.val)
-        m = EpochMetrics(epoch, accs[-1], accs, (sums / max(1, n)).tolist(), seconds,
-                         seen / seconds if seconds > 0 else 0.0)
+        m = _epoch(step, data, sizes, plan, gen, epoch, min(per_epoch, total - result.steps),
+                   result)
         result.history.append(m)
-        result.train_seconds += seconds
+        result.train_seconds += m.seconds
         result.val_accuracy = m.val_accuracy
         snap = snapshot(epoch, net, step, gen, result, group.blocks)
         shards.save(snap)

@@ -32,14 +32,14 @@ from torch import Tensor, nn
 from bwbpf.spaces import AuxSpec, Decoupling, HeadPlace, UnitInfo, get_backbone, make_aux_head
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import final_head_loss
-from bwbpf.trainers.cost import Ratios, against_bp, block_sums
+from bwbpf.trainers.cost import AgainstBP, Ratios, against_bp, block_sums
 from bwbpf.trainers.device import autocast
 
 REPEATS, WARMUP = 5, 2
 
 
 @dataclass(frozen=True)
-class StepTimes:
+class StepTimes(AgainstBP):
     """Predicted seconds of one training step on a batch."""
 
     block_seconds: tuple[float, ...]  # block k's units and its head (the classifier last)
@@ -48,14 +48,6 @@ class StepTimes:
     @property
     def ratios(self) -> Ratios:
         return against_bp(self.block_seconds, self.backprop_seconds)
-
-    @property
-    def speedup(self) -> float:
-        return self.ratios.speedup
-
-    @property
-    def compute_overhead(self) -> float:
-        return self.ratios.compute_overhead
 
 
 def time_call(step: Callable[[], None], device: torch.device, *, repeats: int = REPEATS,

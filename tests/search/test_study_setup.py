@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.search import budget
-from bwbpf.search.study import Sampler, make_sampler
+from bwbpf.search.samplers import Sampler, make_sampler
 from bwbpf.spaces import SearchSpace, sample
 
 from .conftest import FAST, Runner
