@@ -21,7 +21,14 @@ from typing import Any, NamedTuple, Sequence, Union
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.study_attrs import Confirmation, bp_baselines, bp_confirmation, confirmations
+from bwbpf.reports.study_attrs import (
+    Confirmation,
+    bp_baselines,
+    bp_confirmation,
+    confirmations,
+    fidelity_level,
+    fidelity_shown,
+)
 from bwbpf.spaces import ConfigError, Decoupling, from_document
 from bwbpf.spaces.document import as_document, compact
 from bwbpf.spaces.heads import AUX_HEADS
@@ -137,16 +144,18 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
-    """The complete trials that meet the study's constraints, best first: the confirmed ones by
-    their mean over seeds, then the others by their single-seed accuracy (accuracy is always
-    the first objective); ties go to the earlier trial. Confirmed first: a confirmation runs
+    """The complete trials that meet the study's constraints, best first: each by its highest
+    fidelity, promoted trials (search.confirm) first by their mean there, then the confirmed
+    ones by their mean over seeds, then the others by their single-seed accuracy (accuracy is
+    always the first objective); ties go to the earlier trial. Confirmed first: a confirmation runs
     on the best single-seed trials, so one left out ranked lower, and its single seed is the
     kind of figure confirmation exists to correct."""
     conf = confirmations(study)
 
-    def key(t: FrozenTrial) -> tuple[bool, float, int]:
+    def key(t: FrozenTrial) -> tuple[float, bool, float, int]:
         c = conf.get(t.number)
-        return c is None, -(c.mean if c else t.values[0]), t.number
+        level = fidelity_level(c.fidelity) if c else 0.0
+        return -level, c is None, -(c.mean if c else t.values[0]), t.number
 
     return sorted(feasible_trials(study), key=key)
 
@@ -270,7 +279,8 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
 
 
 def describe_confirmed(study: optuna.Study) -> str | None:
-    """"confirmed over 3 seeds: 5 trials and BP", or None when nothing is confirmed."""
+    """"confirmed over 3 seeds: 5 trials and BP" (with "at 9 epochs on 3000 images" for a
+    promoted fidelity), or None when nothing is confirmed."""
     conf = list(confirmations(study).values())
     bp = [c for b in bp_baselines(study) if (c := bp_confirmation(study, b)) is not None]
     if not conf and not bp:
@@ -278,7 +288,10 @@ def describe_confirmed(study: optuna.Study) -> str | None:
     sizes = sorted({len(c.seeds) for c in conf + bp})
     seeds = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     what = [f"{len(conf)} trial{'s' if len(conf) != 1 else ''}"] if conf else []
-    return f"confirmed over {seeds} seeds: {' and '.join(what + (['BP'] if bp else []))}"
+    fids = sorted({c.fidelity for c in conf + bp if c.fidelity is not None})
+    at = "".join(f" at {fidelity_shown(f)}" for f in fids[-1:])
+    return (f"confirmed over {seeds} seed{'s' if seeds != '1' else ''}{at}: "
+            f"{' and '.join(what + (['BP'] if bp else []))}")
 
 
 def verdict(gap: float, *, digits: int = 4) -> str:

@@ -6,9 +6,11 @@ change.
 
 from __future__ import annotations
 
+import math
+import re
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 
@@ -17,6 +19,26 @@ SETTINGS = "settings"  # SearchSettings.record() of the run that created the stu
 BP_BASELINE = "bp_baseline"  # backbone -> the BP learning-rate sweep and its winner
 CONFIRMED = "confirmed:"  # + a trial number: that trial re-trained over seeds (Confirmation)
 BP_CONFIRMED = "confirmed"  # the same, inside a BP_BASELINE entry
+# + "<epochs>x<images>:" + a trial number or "bp:<backbone>": trained at a higher fidelity than
+# the search's (promotion), over the seeds done so far
+PROMOTED = "promoted:"
+
+Fidelity = tuple[int, int]  # (epochs, training images; 0: all of them)
+
+
+def fidelity_key(f: Fidelity) -> str:
+    return f"{PROMOTED}{f[0]}x{f[1]}:"
+
+
+def fidelity_level(f: Fidelity | None) -> float:
+    """How much training a fidelity is: epochs x images (None: the search's own budget, 0)."""
+    if f is None:
+        return 0.0
+    return f[0] * (f[1] or math.inf)
+
+
+def fidelity_shown(f: Fidelity) -> str:
+    return f"{f[0]} epochs on {f[1] or 'all'} images"
 
 
 def study_settings(study: optuna.Study) -> dict[str, Any]:
@@ -132,6 +154,7 @@ class Confirmation:
     trial: int | None
     seeds: tuple[int, ...]
     accuracy: tuple[float, ...]  # validation accuracy at the last epoch, one per seed
+    fidelity: Fidelity | None = None  # None: the trial budget; else promoted (PROMOTED)
 
     @property
     def mean(self) -> float:
@@ -143,29 +166,47 @@ class Confirmation:
         return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
 
     def with_seed(self, seed: int, accuracy: float) -> Confirmation:
-        return Confirmation(self.trial, (*self.seeds, seed), (*self.accuracy, accuracy))
+        return replace(self, seeds=(*self.seeds, seed), accuracy=(*self.accuracy, accuracy))
 
     def shown(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f} over {len(self.seeds)} seeds"
+        at = "" if self.fidelity is None else f" at {fidelity_shown(self.fidelity)}"
+        if len(self.seeds) == 1:
+            return f"{self.mean:.4f}{at} (1 seed)"
+        return f"{self.mean:.4f} ± {self.std:.4f} over {len(self.seeds)} seeds{at}"
 
     def stored(self) -> dict[str, list[Any]]:
         return {"seeds": list(self.seeds), "val_accuracy": list(self.accuracy)}
 
     @classmethod
-    def parse(cls, trial: int | None, raw: Any) -> Confirmation | None:
-        """The stored form read back; None for a malformed entry or a single seed (that is the
-        search's result alone: nothing confirmed yet)."""
+    def parse(cls, trial: int | None, raw: Any, fidelity: Fidelity | None = None
+              ) -> Confirmation | None:
+        """The stored form read back; None for a malformed entry, or at the trial budget a
+        single seed (that is the search's result alone: nothing confirmed yet)."""
         if not isinstance(raw, dict):
             return None
         seeds, acc = raw.get("seeds"), raw.get("val_accuracy")
+        least = 1 if fidelity is not None else 2
         if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)
-                and len(seeds) > 1):
+                and len(seeds) >= least):
             return None
-        return cls(trial, tuple(int(x) for x in seeds), tuple(float(x) for x in acc))
+        return cls(trial, tuple(int(x) for x in seeds), tuple(float(x) for x in acc), fidelity)
 
 
-def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
-    """Trial number -> its confirmation, for the trials confirmed so far."""
+def _promoted(study: optuna.Study) -> Iterator[tuple[str, Confirmation]]:
+    """(what: a trial number or "bp:<backbone>", its record) of every promoted entry."""
+    for key, raw in study.user_attrs.items():
+        m = re.fullmatch(re.escape(PROMOTED) + r"(\d+)x(\d+):(\d+|bp:.+)", key)
+        if m is None:
+            continue
+        fid = (int(m.group(1)), int(m.group(2)))
+        what = m.group(3)
+        c = Confirmation.parse(int(what) if what.isdigit() else None, raw, fid)
+        if c is not None:
+            yield what, c
+
+
+def budget_confirmations(study: optuna.Study) -> dict[int, Confirmation]:
+    """Trial number -> its confirmation at the trial budget."""
     out: dict[int, Confirmation] = {}
     for key, raw in study.user_attrs.items():
         number = key[len(CONFIRMED):]
@@ -173,18 +214,45 @@ def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
             c = Confirmation.parse(int(number), raw)
             if c is not None:
                 out[int(number)] = c
+    return out
+
+
+def confirmations(study: optuna.Study) -> dict[int, Confirmation]:
+    """Trial number -> its record at the highest fidelity it has: promoted (the most epochs x
+    images), else confirmed at the trial budget; for the trials trained again so far."""
+    out = budget_confirmations(study)
+    for what, c in _promoted(study):
+        if what.isdigit():
+            n = int(what)
+            if n not in out or fidelity_level(c.fidelity) > fidelity_level(out[n].fidelity):
+                out[n] = c
     return dict(sorted(out.items()))
 
 
+def promoted(study: optuna.Study, fidelity: Fidelity) -> dict[str, Confirmation]:
+    """What was trained at ``fidelity``: trial number (as text) or "bp:<backbone>" -> record."""
+    return {what: c for what, c in _promoted(study) if c.fidelity == fidelity}
+
+
 def bp_confirmation(study: optuna.Study, backbone: str) -> Confirmation | None:
+    """BP's record at the highest fidelity it has (as ``confirmations``)."""
     bp = bp_baselines(study).get(backbone)
-    return bp.confirmation() if bp else None
+    best = bp.confirmation() if bp else None
+    for what, c in _promoted(study):
+        if what == f"bp:{backbone}" and (
+                best is None or fidelity_level(c.fidelity) > fidelity_level(best.fidelity)):
+            best = c
+    return best
 
 
 def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | None = None
                       ) -> None:
     """Stores ``c``: a trial's under its own key, BP's (``trial`` None) in its backbone's
-    BP_BASELINE entry."""
+    BP_BASELINE entry; a promoted one under its fidelity's key."""
+    if c.fidelity is not None:
+        what = str(c.trial) if c.trial is not None else f"bp:{backbone}"
+        study.set_user_attr(f"{fidelity_key(c.fidelity)}{what}", c.stored())
+        return
     if c.trial is not None:
         study.set_user_attr(f"{CONFIRMED}{c.trial}", c.stored())
         return

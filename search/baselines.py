@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -25,6 +25,7 @@ from bwbpf.spaces import (
 from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.spaces.encoding import Draw
 from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
+from bwbpf.spaces.losses import LocalLoss
 from bwbpf.trainers import Data, TrainPlan, fit
 
 log = logging.getLogger("bwbpf.search")
@@ -35,16 +36,18 @@ log = logging.getLogger("bwbpf.search")
 # Eidnes 2019): pooled linear prediction with the similarity loss; AugLocal (Ma et al. 2024): a
 # pyramid of copied downstream units; InfoPro (Wang et al. 2021): conv heads with the
 # reconstruction loss and its lambda schedule.
-PUBLISHED = {"predsim": ("pool_linear", "predsim", 1, 0.0),
-             "auglocal": ("downstream", "pred", 0, 0.5),  # 0: the family's deepest searched
-             "infopro": ("conv", "infopro", 1, 0.0)}
+PUBLISHED: dict[str, tuple[str, LocalLoss, int, float]] = {
+    "predsim": ("pool_linear", "predsim", 1, 0.0),
+    "auglocal": ("downstream", "pred", 0, 0.5),  # 0: the family's deepest searched
+    "infopro": ("conv", "infopro", 1, 0.0)}
 
 
 def published(space: SearchSpace, placer: Placer, names: Sequence[str] = tuple(PUBLISHED)
               ) -> dict[str, Decoupling]:
     """The published designs the space can express, each at the cut set with the best
-    speed-up among those that meet the constraints (over K, the references' K first); at the
-    paper's cuts, to be marked infeasible, where no cut set does."""
+    speed-up among those that meet the constraints (over K, the references' K first), as
+    published or, where that fits nowhere, with shallower then narrower heads; at the paper's
+    cuts, to be marked infeasible, where no variant fits."""
     paper = reference_decouplings(space)["paper"]
     k0, out = paper.num_blocks, {}
     for name, (family, loss, depth, pyramid) in PUBLISHED.items():
@@ -55,19 +58,30 @@ def published(space: SearchSpace, placer: Placer, names: Sequence[str] = tuple(P
                         family, loss)
             continue
         fam = AUX_HEADS.get(family)
-        depth = depth or fam.max_searched_depth
-        width = 1.0 if 1.0 in space.head_widths else min(space.head_widths)
-
-        def design(k: int) -> Draw:
-            heads = tuple((family, pyramidal_depth(depth, i, k, pyramid) if pyramid else depth,
-                           width, loss) for i in range(space.max_blocks - 1))
-            n = space.max_blocks
-            return Draw(space, paper.backbone, k, (0.5,) * (n - 1), heads, paper.optim[0].lr,
-                        (1.0,) * n, paper.optim[0].weight_decay)
-
         ks = sorted(range(space.min_blocks, space.max_blocks + 1), key=lambda k: abs(k - k0))
-        out[name] = placer.best(design, ks) or design(k0).decoupling(paper.cuts)
+        widths = sorted({1.0 if 1.0 in space.head_widths else min(space.head_widths),
+                         min(space.head_widths)}, reverse=True)
+        # the design as published first, then lighter (shallower, narrower) until one fits
+        tries = [_design(space, paper, family, loss, d, w, pyramid)
+                 for d in range(depth or fam.max_searched_depth, 0, -1) for w in widths]
+        out[name] = next((d for d in (placer.best(t, ks) for t in tries) if d is not None),
+                         tries[0](k0).decoupling(paper.cuts))
     return out
+
+
+def _design(space: SearchSpace, paper: Decoupling, family: str, loss: LocalLoss, depth: int,
+            width: float, pyramid: float) -> Callable[[int], Draw]:
+    """A published design as a draw of K blocks: its head on every block (a pyramid's depth
+    falling from ``depth``), the references' learning rate."""
+
+    def design(k: int) -> Draw:
+        heads = tuple((family, pyramidal_depth(depth, i, k, pyramid) if pyramid else depth,
+                       width, loss) for i in range(space.max_blocks - 1))
+        n = space.max_blocks
+        return Draw(space, paper.backbone, k, (0.5,) * (n - 1), heads, paper.optim[0].lr,
+                    (1.0,) * n, paper.optim[0].weight_decay)
+
+    return design
 
 
 def enqueue_references(study: optuna.Study, s: SearchSettings, placer: Placer) -> list[str]:

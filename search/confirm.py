@@ -9,6 +9,14 @@ initial weights and the data order. The results go to the study (reports.study_a
 after every training, so Ctrl-C loses at most the one running, and a rerun trains only what is
 missing. The ranking then uses the mean (reports.record.ranked).
 
+Promotion (``--promote-top N``): before that, the N best feasible trials by single-seed
+accuracy, the reference trials and BP are trained at a higher fidelity (``--promote-epochs``,
+``--promote-subset``: more epochs, more training images, the same validation split) from the
+study's seed, and stored per fidelity (reports.study_attrs.PROMOTED). They then rank first, by
+that accuracy (reports.record.ranked: a trial ranks by the highest fidelity it has), and the
+confirmation seeds run at that fidelity, on the ``confirm_top`` best promoted trials, the
+references and BP. A rerun trains only what is missing.
+
 These trainings do not count against ``--n-trials``; their count and time are reported apart.
 """
 
@@ -17,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import optuna
 import torch
@@ -26,9 +34,11 @@ from optuna.trial import FrozenTrial, TrialState
 from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated
 from bwbpf.reports.study_attrs import (
     Confirmation,
+    Fidelity,
     bp_baselines,
-    bp_confirmation,
-    confirmations,
+    budget_confirmations,
+    fidelity_shown,
+    promoted,
     save_confirmation,
 )
 from bwbpf.search import budget
@@ -56,23 +66,32 @@ def extra_seeds(s: SearchSettings) -> list[int]:
     return [(s.seed + i) % (MAX_SEED + 1) for i in range(1, s.confirm_seeds + 1)]
 
 
-def top_trials(study: optuna.Study, s: SearchSettings) -> list[FrozenTrial]:
-    """The ``confirm_top`` most accurate feasible complete trials at their single seed (the
-    figure every trial has: the set stays the same on a rerun, so it resumes)."""
+def top_trials(study: optuna.Study, s: SearchSettings, n: int | None = None,
+               fidelity: Fidelity | None = None) -> list[FrozenTrial]:
+    """The ``n`` (default ``confirm_top``) most accurate feasible complete trials: at their
+    single seed (the figure every trial has: the set stays the same on a rerun, so it
+    resumes), or, at a promoted ``fidelity``, among the trials promoted there by their mean."""
     pool = feasible_trials(study)
     if s.multi_objective:
         maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
         pool = [pool[i] for i in nondominated([t.values for t in pool], maximize)]
-    return sorted(pool, key=lambda t: (-t.values[0], t.number))[:s.confirm_top]
+    n = s.confirm_top if n is None else n
+    if fidelity is None:
+        return sorted(pool, key=lambda t: (-t.values[0], t.number))[:n]
+    there = promoted(study, fidelity)
+    pool = [t for t in pool if str(t.number) in there]
+    return sorted(pool, key=lambda t: (-there[str(t.number)].mean, t.number))[:n]
 
 
-def candidates(study: optuna.Study, s: SearchSettings) -> list[Candidate]:
-    """The top trials, the complete reference trials (feasible or not: the summary shows
-    them), and BP on every backbone that has its baseline."""
-    top = top_trials(study, s)
+def candidates(study: optuna.Study, s: SearchSettings, top: list[FrozenTrial],
+               fidelity: Fidelity | None = None) -> list[Candidate]:
+    """``top``, the complete reference trials (feasible or not: the summary shows them), and
+    BP on every backbone that has its baseline; trained at ``fidelity`` (None: the trial
+    budget)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     chosen = {t.number for t in top}
     refs = [t for t in done if TrialRecord.of(t).baseline and t.number not in chosen]
+    epochs = s.epochs if fidelity is None else fidelity[0]
     out = []
     for t in top + refs:
         rec = TrialRecord.of(t)
@@ -80,19 +99,25 @@ def candidates(study: optuna.Study, s: SearchSettings) -> list[Candidate]:
         if d is None:
             continue  # made by hand, not by `run`: nothing to train
         label = f"{rec.baseline} (trial {t.number})" if rec.baseline else f"trial {t.number}"
-        out.append(Candidate(label, t, d.backbone, d, trial_plan(s, s.seed), t.values[0]))
+        out.append(Candidate(label, t, d.backbone, d,
+                             replace(trial_plan(s, s.seed), epochs=epochs), t.values[0]))
     for backbone, bp in bp_baselines(study).items():
         d = bp_decoupling(s, backbone, bp.best_lr)
-        out.append(Candidate(f"BP {backbone}", None, backbone, d, bp_plan(s, s.seed),
-                             bp.val_accuracy))
+        out.append(Candidate(f"BP {backbone}", None, backbone, d,
+                             replace(bp_plan(s, s.seed), epochs=epochs), bp.val_accuracy))
     return out
 
 
-def stored(study: optuna.Study, s: SearchSettings, c: Candidate) -> Confirmation:
-    """What the study holds for ``c``: at least its own seed."""
+def stored(study: optuna.Study, s: SearchSettings, c: Candidate,
+           fidelity: Fidelity | None = None) -> Confirmation:
+    """What the study holds for ``c``: at the trial budget at least its own seed; at a
+    promoted fidelity, what was trained there (maybe nothing yet)."""
     number = None if c.trial is None else c.trial.number
-    have = bp_confirmation(study, c.backbone) if c.trial is None else \
-        confirmations(study).get(c.trial.number)
+    if fidelity is not None:
+        what = str(number) if number is not None else f"bp:{c.backbone}"
+        return promoted(study, fidelity).get(what) or Confirmation(number, (), (), fidelity)
+    have = (bp_baselines(study)[c.backbone].confirmation() if c.trial is None
+            else budget_confirmations(study).get(c.trial.number))
     return have or Confirmation(number, (s.seed,), (round(c.own, 5),))
 
 
@@ -102,16 +127,16 @@ def train(c: Candidate, data: Data, seed: int) -> float:
     return round(fit(net, data, replace(c.plan, seed=seed)).val_accuracy, 5)
 
 
-def todo(study: optuna.Study, s: SearchSettings) -> list[tuple[Candidate, int]]:
+def todo(study: optuna.Study, s: SearchSettings, cands: list[Candidate], seeds: list[int],
+         fidelity: Fidelity | None = None) -> list[tuple[Candidate, int]]:
     """(candidate, seed) of every training missing, seed by seed: each candidate has its next
     seed before any has two more, so an interrupted run leaves them comparable."""
-    cands = candidates(study, s)
-    have = [set(stored(study, s, c).seeds) for c in cands]
-    return [(c, seed) for seed in extra_seeds(s) for c, h in zip(cands, have) if seed not in h]
+    have = [set(stored(study, s, c, fidelity).seeds) for c in cands]
+    return [(c, seed) for seed in seeds for c, h in zip(cands, have) if seed not in h]
 
 
-def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate, seed: int
-                ) -> int:
+def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate, seed: int,
+                fidelity: Fidelity | None = None) -> int:
     """Trains ``c`` on ``seed`` and stores it (1), or says why it could not (0)."""
     began = time.monotonic()
     try:
@@ -121,7 +146,7 @@ def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate
         log.warning("%s, seed %d: not confirmed (%s); a rerun tries again", c.label, seed,
                     str(e).splitlines()[0])
         return 0
-    conf = stored(study, s, c)  # read again: another process may have added a seed
+    conf = stored(study, s, c, fidelity)  # read again: another process may have added one
     if seed not in conf.seeds:
         conf = conf.with_seed(seed, acc)
         save_confirmation(study, conf, backbone=c.backbone)
@@ -134,27 +159,60 @@ def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate
 
 
 def confirm(study: optuna.Study, s: SearchSettings, data: Data, *,
-            deadline: float | None = None) -> int:
-    """Trains what is missing of the study's confirmations (see the module docstring), none
-    after ``deadline`` (time.monotonic); returns the number of trainings done."""
-    if s.confirm_top == 0:
+            deadline: float | None = None,
+            promoted_data: Callable[[], Data] | None = None) -> int:
+    """Trains what is missing of the study's promotions and confirmations (see the module
+    docstring), none after ``deadline`` (time.monotonic); returns the number of trainings
+    done. ``promoted_data``: loads the data at the promoted fidelity (with --promote-top)."""
+    fid = s.promotion
+    if s.confirm_top == 0 and fid is None:
         return 0
     if budget.used(study) < s.n_trials:
         log.info("confirmation waits for the search budget (%d of %d trials): rerun to finish",
                  budget.used(study), s.n_trials)
         return 0
-    jobs = todo(study, s)
+    if fid is None:
+        jobs = todo(study, s, candidates(study, s, top_trials(study, s)), extra_seeds(s))
+        return run_jobs(study, s, data, jobs, "confirm", deadline)
+    assert promoted_data is not None
+    top = top_trials(study, s, s.promote_top)
+    jobs = todo(study, s, candidates(study, s, top, fid), [s.seed], fid)
+    more = [] if s.confirm_top == 0 else extra_seeds(s)
+    if not jobs and not todo(study, s, candidates(study, s, top_trials(
+            study, s, fidelity=fid), fid), more, fid):
+        return 0
+    data_hi = promoted_data()
+    done = run_jobs(study, s, data_hi, jobs, "promote", deadline, fid)
+    if not more or (deadline is not None and time.monotonic() >= deadline):
+        return done
+    cands = candidates(study, s, top_trials(study, s, fidelity=fid), fid)
+    return done + run_jobs(study, s, data_hi, todo(study, s, cands, more, fid), "confirm",
+                           deadline, fid)
+
+
+def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,
+             jobs: list[tuple[Candidate, int]], verb: str, deadline: float | None,
+             fidelity: Fidelity | None = None) -> int:
+    """The trainings ``jobs``, each stored as it ends; its own log lines (verb: confirm or
+    promote) and budget line."""
     if not jobs:
         return 0
-    what = describe(list({c.label: c for c, _ in jobs}.values()), s.confirm_seeds)
-    log.info("confirming %s: %s", what, plural(len(jobs), "training"))
+    cands = list({c.label: c for c, _ in jobs}.values())
+    if verb == "promote":
+        what = f"{plural(len(cands), 'config')} at {fidelity_shown(fidelity or (0, 0))}"
+    else:
+        what = describe(cands, s.confirm_seeds)
+        if fidelity is not None:
+            what += f" at {fidelity_shown(fidelity)}"
+    log.info("%sing %s: %s", verb[:-1], what, plural(len(jobs), "training"))
     start, done = time.monotonic(), 0
     for i, (c, seed) in enumerate(jobs):
         if deadline is not None and time.monotonic() >= deadline:
-            log.info("--timeout: %d confirmation trainings left; rerun to finish", len(jobs) - i)
+            log.info("--timeout: %d %s trainings left; rerun to finish", len(jobs) - i,
+                     "promotion" if verb == "promote" else "confirmation")
             break
-        done += confirm_one(study, s, data, c, seed)
-    log.info("confirmed %s: %s, %.0f s", what, plural(done, "training"),
+        done += confirm_one(study, s, data, c, seed, fidelity)
+    log.info("%sed %s: %s, %.0f s", verb[:-1], what, plural(done, "training"),
              time.monotonic() - start)
     return done
 

@@ -6,6 +6,7 @@ import logging
 import signal
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterator
 
 import optuna
@@ -80,6 +81,12 @@ def load_search_data(s: SearchSettings) -> Data:
                      download=s.download, image_size=s.image_size)
 
 
+def promoted_data(s: SearchSettings) -> Data:
+    """The data of a promoted training: the same validation split, more training images."""
+    assert s.promotion is not None
+    return load_search_data(replace(s, train_subset=s.promotion[1] or None))
+
+
 def start(s: SearchSettings, *, adopted: set[int] | None = None
           ) -> tuple[optuna.Study, Data, bool, StepTimer | None]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
@@ -120,7 +127,7 @@ def run_search(s: SearchSettings) -> optuna.Study:
     with storage_errors(s):
         if searching:
             search(study, s, data, adopted, deadline, timer)
-        confirm(study, s, data, deadline=deadline)
+        confirm(study, s, data, deadline=deadline, promoted_data=lambda: promoted_data(s))
     return study
 
 
@@ -171,7 +178,7 @@ def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     code = watch(study, s, launches, poll_s) if searching else 0
     with storage_errors(s):
-        confirm(study, s, data, deadline=deadline)
+        confirm(study, s, data, deadline=deadline, promoted_data=lambda: promoted_data(s))
     return study, code
 
 

@@ -137,6 +137,23 @@ class SearchSettings:
                                  metavar="S",
                                  help="seeds each confirmed config trains beyond the "
                                       "search's own (default %(default)s)")
+    # Promotion (search.confirm): after the search, the best trials, the references and BP
+    # trained at a higher fidelity, which then ranks them and hosts the confirmation seeds.
+    promote_top: int = setting(0, flag="--promote-top", kind="int>=0", group=TRIALS,
+                               metavar="N",
+                               help="after the search, re-train the N best feasible trials, "
+                                    "the reference trials and BP at --promote-epochs on "
+                                    "--promote-subset images; they then rank first, by that "
+                                    "accuracy, and confirmation runs there (0: off; default "
+                                    "%(default)s)")
+    promote_epochs: int | None = setting(None, flag="--promote-epochs", kind="int>=1",
+                                         optional=True, group=TRIALS, metavar="E",
+                                         help="epochs of a promoted training (default: 3x "
+                                              "--epochs)")
+    promote_subset: int | None = setting(None, flag="--promote-subset", kind="int>=1",
+                                         optional=True, group=TRIALS, metavar="M",
+                                         help="training images of a promoted training "
+                                              "(default: --train-subset's)")
     seed: int = setting(0, flag="--seed", kind="seed", identity=True, group=TRIALS,
                         help="data split, initial weights and sampler (default %(default)s)")
     quiet: bool = False
@@ -170,6 +187,14 @@ class SearchSettings:
 
     def _fail(self, name: str, why: str) -> None:
         raise UserError(f"{meta(SearchSettings, name).flag}: {why}")
+
+    @property
+    def promotion(self) -> tuple[int, int] | None:
+        """The promoted fidelity, (epochs, training images; 0: all), or None when off."""
+        if self.promote_top == 0:
+            return None
+        return (self.promote_epochs or 3 * self.epochs,
+                self.promote_subset or self.train_subset or 0)
 
     @property
     def directions(self) -> list[str]:
