@@ -168,7 +168,7 @@ def test_confirmation_trains_what_the_trial_trained(cli: Runner, db: str) -> Non
     study = optuna.load_study(study_name="same", storage=db)
     s = SearchSettings(study="same", storage=db, dataset="synthetic", epochs=1, batch_size=64,
                        device="cpu", n_trials=1, confirm_top=1, train_subset=FAST_SUBSET)
-    (c,) = candidates(study, s)
+    (c,) = candidates(study, s, top_trials(study, s))
     assert train(c, load_search_data(s), s.seed) == pytest.approx(c.own, abs=1e-5)
 
 
