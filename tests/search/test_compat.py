@@ -1,7 +1,9 @@
-"""A study made by an earlier release (commit 01c7fce, before typed space files, the typed BP
-baseline record and the Optuna adapter) resumes, reports and exports under this code.
+"""Studies made by earlier releases resume, report and export under this code: commit 01c7fce
+(before typed space files, the typed BP baseline record and the Optuna adapter) and commit
+6780e85 (before placement, tied heads, the published references, promotion and the declared
+settings).
 
-The fixture was made by that commit's `bwbpf-search` with OLD_RUN (synthetic data: the
+Each fixture was made by that commit's `bwbpf-search` with OLD_RUN (synthetic data: the
 accuracies are near chance; what matters is what is stored)."""
 
 from __future__ import annotations
@@ -18,17 +20,18 @@ from bwbpf.reports.study_attrs import BP_BASELINE, bp_baselines, bp_confirmation
 
 from .conftest import Runner
 
-FIXTURE = Path(__file__).parent / "data" / "study-01c7fce.db"
+FIXTURES = [Path(__file__).parent / "data" / f"study-{commit}.db"
+            for commit in ("01c7fce", "6780e85")]
 OLD_RUN = ["run", "--study", "old", "--dataset", "synthetic", "--train-subset", "400",
            "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--bp-lrs", "0.05",
            "--heartbeat", "5", "--n-trials", "4", "--confirm-top", "1", "--confirm-seeds", "1",
            "--min-speedup", "1.2", "--cost-model", "flops"]
 
 
-@pytest.fixture
-def old(tmp_path: Path) -> str:
+@pytest.fixture(params=FIXTURES, ids=[f.stem for f in FIXTURES])
+def old(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     db = tmp_path / "study.db"
-    shutil.copy(FIXTURE, db)
+    shutil.copy(request.param, db)
     return f"sqlite:///{db}"
 
 
