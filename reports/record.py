@@ -152,10 +152,10 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
     kind of figure confirmation exists to correct."""
     conf = confirmations(study)
 
-    def key(t: FrozenTrial) -> tuple[float, bool, float, int]:
+    def key(t: FrozenTrial) -> tuple[tuple[float, ...], bool, float, int]:
         c = conf.get(t.number)
-        level = fidelity_level(c.fidelity) if c else 0.0
-        return -level, c is None, -(c.mean if c else t.values[0]), t.number
+        level = fidelity_level(c.fidelity if c else None)
+        return tuple(-x for x in level), c is None, -(c.mean if c else t.values[0]), t.number
 
     return sorted(feasible_trials(study), key=key)
 
@@ -288,9 +288,11 @@ def describe_confirmed(study: optuna.Study) -> str | None:
     sizes = sorted({len(c.seeds) for c in conf + bp})
     seeds = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     what = [f"{len(conf)} trial{'s' if len(conf) != 1 else ''}"] if conf else []
-    fids = sorted({c.fidelity for c in conf + bp if c.fidelity is not None})
-    at = "".join(f" at {fidelity_shown(f)}" for f in fids[-1:])
-    return (f"confirmed over {seeds} seed{'s' if seeds != '1' else ''}{at}: "
+    fids = sorted({c.fidelity for c in conf + bp if c.fidelity is not None},
+                  key=fidelity_level)
+    verb = "promoted" if fids else "confirmed"
+    at = "".join(f" to {fidelity_shown(f)}" for f in fids[-1:])
+    return (f"{verb}{at} over {seeds} seed{'s' if seeds != '1' else ''}: "
             f"{' and '.join(what + (['BP'] if bp else []))}")
 
 

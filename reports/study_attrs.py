@@ -30,11 +30,14 @@ def fidelity_key(f: Fidelity) -> str:
     return f"{PROMOTED}{f[0]}x{f[1]}:"
 
 
-def fidelity_level(f: Fidelity | None) -> float:
-    """How much training a fidelity is: epochs x images (None: the search's own budget, 0)."""
+def fidelity_level(f: Fidelity | None) -> tuple[float, ...]:
+    """How much training a fidelity is, as a total order: epochs x images first (all images
+    count as more than any subset), then epochs, then images; the search's own budget (None)
+    is the least."""
     if f is None:
-        return 0.0
-    return f[0] * (f[1] or math.inf)
+        return (0.0,)
+    images = f[1] or math.inf
+    return (f[0] * images, float(f[0]), images)
 
 
 def fidelity_shown(f: Fidelity) -> str:

@@ -9,7 +9,12 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import BPBaseline, bp_baselines, save_bp_baseline
+from bwbpf.reports.study_attrs import (
+    BPBaseline,
+    bp_baselines,
+    save_bp_baseline,
+    study_settings,
+)
 from bwbpf.search import budget
 from bwbpf.search.placement import Placer
 from bwbpf.search.settings import SearchSettings
@@ -22,6 +27,7 @@ from bwbpf.spaces import (
     params_for,
     reference_decouplings,
 )
+from bwbpf.spaces.declared import before
 from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.spaces.encoding import Draw
 from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
@@ -93,10 +99,14 @@ def enqueue_references(study: optuna.Study, s: SearchSettings, placer: Placer) -
     spent = {t.number for t in budget.using(trials)}
     have = {TrialRecord.of(t).baseline for t in trials if t.number in spent
             or t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    # a study stored before a reference existed keeps the references it had
+    stored = study_settings(study)
+    wanted = [r for r in (s.references if "references" in stored or not stored
+                          else before(SearchSettings)["references"]) if r not in have]
     queued = []
-    refs = {**reference_decouplings(s.space), **published(s.space, placer, s.references)}
+    refs = {**reference_decouplings(s.space), **published(s.space, placer, wanted)}
     for name, d in refs.items():
-        if name in have or name not in s.references:
+        if name not in wanted:
             continue
         try:
             params = params_for(d, s.space)

@@ -175,7 +175,7 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     cmd = [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
            "--worker", str(worker), "--no-baselines", "--threads", str(threads),
-           "--confirm-top", "0"]  # the parent confirms once the workers are done
+           "--confirm-top", "0", "--promote-top", "0"]  # the parent promotes and confirms
     return cmd, {**os.environ, "BWBPF_STORAGE": args.storage}
 
 

@@ -204,7 +204,9 @@ def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,
         what = describe(cands, s.confirm_seeds)
         if fidelity is not None:
             what += f" at {fidelity_shown(fidelity)}"
-    log.info("%sing %s: %s", verb[:-1], what, plural(len(jobs), "training"))
+    doing, done_ = {"promote": ("promoting", "promoted"),
+                    "confirm": ("confirming", "confirmed")}[verb]
+    log.info("%s %s: %s", doing, what, plural(len(jobs), "training"))
     start, done = time.monotonic(), 0
     for i, (c, seed) in enumerate(jobs):
         if deadline is not None and time.monotonic() >= deadline:
@@ -212,7 +214,7 @@ def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,
                      "promotion" if verb == "promote" else "confirmation")
             break
         done += confirm_one(study, s, data, c, seed, fidelity)
-    log.info("%sed %s: %s, %.0f s", verb[:-1], what, plural(done, "training"),
+    log.info("%s %s: %s, %.0f s", done_, what, plural(done, "training"),
              time.monotonic() - start)
     return done
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated, ranked
-from bwbpf.reports.study_attrs import confirmations
+from bwbpf.reports.study_attrs import budget_confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
@@ -46,8 +46,10 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto set of the feasible trials, a confirmed trial's accuracy being its mean over
-    seeds; most accurate first. Not ``study.best_trials``: Optuna knows single seeds only."""
-    conf = confirmations(study)
+    seeds at the search's own budget (promoted figures are not comparable with the others'
+    single seeds); most accurate first. Not ``study.best_trials``: Optuna knows single seeds
+    only."""
+    conf = budget_confirmations(study)
     trials = feasible_trials(study)
     points = [[conf[t.number].mean if t.number in conf else t.values[0], *t.values[1:]]
               for t in trials]

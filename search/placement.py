@@ -38,10 +38,9 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.search.constraints import Constraint
-from bwbpf.search.reach import Pieces, cut_sets
-from bwbpf.spaces import AuxSpec, Decoupling, SearchSpace
+from bwbpf.search.reach import Pieces, cheapest_heads, cut_sets
+from bwbpf.spaces import Decoupling, SearchSpace
 from bwbpf.spaces.encoding import Draw
-from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
 
@@ -92,12 +91,9 @@ class Placer:
         return tuple(f for f in self.space.heads if f not in self.viable)
 
     def _fits(self, family: str, backbone: str) -> bool:
-        fam, space = AUX_HEADS.get(family), self.space
-        aux = AuxSpec(family, fam.depths[0], min(space.head_widths) if fam.has_width else 1.0,
-                      "pred" if "pred" in space.losses else space.losses[0],
-                      space.head_min_channels if fam.has_width else 0)
-        p = self.pieces(backbone)
+        space, p = self.space, self.pieces(backbone)
         return any(meets(self.constraints, p.costs(cuts, (aux,) * (k - 1)))
+                   for aux in cheapest_heads(space) if aux.family == family
                    for k in range(space.min_blocks, space.max_blocks + 1)
                    for cuts in cut_sets(p.units, k, space.min_units))
 
@@ -167,8 +163,7 @@ class ViableHeads(optuna.samplers.BaseSampler):
 
     def __init__(self, base: optuna.samplers.BaseSampler, allowed: Sequence[str],
                  seed: int | None = None) -> None:
-        self.base, self.allowed = base, list(allowed)
-        self.rng = random.Random(seed)
+        self.base, self.allowed, self.seed = base, list(allowed), seed
 
     def _bad(self, name: str, value: Any) -> bool:
         return HEAD_PARAM.fullmatch(name) is not None and value not in self.allowed
@@ -188,7 +183,8 @@ class ViableHeads(optuna.samplers.BaseSampler):
             v = self.base.sample_independent(study, trial, param_name, param_distribution)
             if not self._bad(param_name, v):
                 return v
-        return self.rng.choice(self.allowed)
+        # seeded by the trial, so workers sharing a study and a seed do not repeat each other
+        return random.Random(f"{self.seed}:{trial.number}:{param_name}").choice(self.allowed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(study, trial)
@@ -199,4 +195,3 @@ class ViableHeads(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
-        self.rng = random.Random()

@@ -116,7 +116,7 @@ class SearchSettings:
     # published designs, each at its best feasible placement.
     references: tuple[str, ...] = setting(
         REFERENCES, flag="--references", kind="names", options=lambda: REFERENCES,
-        group=TRIALS,
+        before=("paper", "uniform"), group=TRIALS,
         help="the reference decouplings every study trains: any of " + ", ".join(REFERENCES)
              + " (default: all)")
     bp_lrs: tuple[float, ...] = setting(
@@ -172,6 +172,7 @@ class SearchSettings:
         _require(self.min_epochs <= self.epochs,
                  f"--min-epochs {self.min_epochs} exceeds --epochs {self.epochs}")
         _require(self.reduction_factor >= 2, f"--reduction-factor {self.reduction_factor} < 2")
+        self._check_promotion()
         _require(not self.devices or self.schedule == "pipelined",
                  "--devices needs --schedule pipelined")
         _require(self.schedule != "distributed",
@@ -184,6 +185,22 @@ class SearchSettings:
         checked_plan(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
                      device=self.device, schedule=self.schedule, devices=self.devices,
                      compile=self.compile)
+
+    def _check_promotion(self) -> None:
+        """A promotion trains more than a trial: no fewer epochs or images, not the same."""
+        fid = self.promotion
+        if fid is None:
+            return
+        epochs, images = fid
+        _require(epochs >= self.epochs, f"--promote-epochs {epochs} is fewer than --epochs "
+                 f"{self.epochs}: a promotion trains more than a trial")
+        search = self.train_subset or 0  # 0: all of them
+        _require(search == 0 and images == 0 or 0 < search <= images or images == 0,
+                 f"--promote-subset {images} is fewer images than the search's "
+                 f"{search or 'all'}: a promotion trains more than a trial")
+        _require((epochs, images) != (self.epochs, search),
+                 "--promote-epochs and --promote-subset give the search's own budget; "
+                 "promote to more epochs or more images")
 
     def _fail(self, name: str, why: str) -> None:
         raise UserError(f"{meta(SearchSettings, name).flag}: {why}")

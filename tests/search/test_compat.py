@@ -59,6 +59,9 @@ def test_the_old_study_resumes_with_its_own_command(cli: Runner, old: str) -> No
     after = {t.number: t.params for t in study.get_trials()}
     assert {n: after[n] for n in before} == before  # old trials keep their parameters
     assert len(after) > len(before)
+    # the references such a study had, not the ones added since
+    names = {TrialRecord.of(t).baseline for t in study.get_trials()} - {None}
+    assert names <= {"paper", "uniform"}
 
 
 def test_the_old_study_reports_and_exports(cli: Runner, old: str, tmp_path: Path) -> None:

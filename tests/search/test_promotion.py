@@ -74,6 +74,7 @@ def test_promoted_trials_rank_by_their_promoted_score_and_confirm_there(
     rc, out, err = cli(*argv)
     assert rc == 0, err
     assert "promoting" not in out + err and "confirming" not in out + err
+    assert "promoted to" in out  # the summary's line says at which fidelity
     assert {k: v for k, v in load(db).user_attrs.items() if k.startswith(PROMOTED)} == before
     rc, out, err = cli(*argv[:argv.index("--promote-top") + 1], "3",
                        *argv[argv.index("--promote-top") + 2:])
@@ -83,11 +84,18 @@ def test_promoted_trials_rank_by_their_promoted_score_and_confirm_there(
     assert "promoting 1 config" in out + err
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--promote-top", "-1", "argument --promote-top: -1 must be >= 0"),
-    ("--promote-epochs", "0", "argument --promote-epochs: 0 must be >= 1"),
-])
-def test_bad_promotion_flags_are_one_line(cli: Runner, db: str, flag: str, value: str,
-                                          message: str) -> None:
-    rc, _, err = cli("run", "--storage", db, "--study", "p", *BASE, flag, value)
-    assert rc == 2 and message in err and err.count("\n") == 1
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--promote-top", "-1"], "argument --promote-top: -1 must be >= 0"),
+    (["--promote-epochs", "0"], "argument --promote-epochs: 0 must be >= 1"),
+    (["--promote-top", "1", "--epochs", "3", "--promote-epochs", "2"],
+     "--promote-epochs 2 is fewer than --epochs 3"),
+    (["--promote-top", "1", "--promote-subset", "100"],
+     "--promote-subset 100 is fewer images than the search's 120"),
+    (["--promote-top", "1", "--promote-epochs", "1", "--promote-subset", "120"],
+     "give the search's own budget"),
+], ids=["top", "epochs", "fewer-epochs", "fewer-images", "same"])
+def test_bad_promotion_flags_are_one_line(cli: Runner, db: str, tmp_path: Path,
+                                          flags: list[str], message: str) -> None:
+    rc, _, err = cli("run", "--storage", db, "--study", "p", *BASE, *flags)
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "study.db").exists()
