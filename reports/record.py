@@ -16,7 +16,7 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Union
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -164,17 +164,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The first of ``ranked``."""
     done = ranked(study)
     return done[0] if done else None
-
-
-def nondominated(values: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[int]:
-    """Indices of the points no other point dominates (at least as good in every objective,
-    better in one): the Pareto front, as Optuna computes it for ``study.best_trials``."""
-    signed = [[v if up else -v for v, up in zip(p, maximize)] for p in values]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and a != b
-
-    return [i for i, p in enumerate(signed) if not any(dominates(q, p) for q in signed)]
 
 
 def no_best(study: optuna.Study) -> str:

@@ -31,7 +31,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated
+from bwbpf.reports.record import TrialRecord, feasible_trials
 from bwbpf.reports.study_attrs import (
     Confirmation,
     Fidelity,
@@ -43,6 +43,7 @@ from bwbpf.reports.study_attrs import (
 )
 from bwbpf.search import budget
 from bwbpf.search.baselines import bp_decoupling, bp_plan
+from bwbpf.search.exporting import nondominated
 from bwbpf.search.objective import trial_plan, write_note
 from bwbpf.search.settings import MAX_SEED, SearchSettings
 from bwbpf.spaces import Decoupling, build

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.record import TrialRecord, feasible_trials, nondominated, ranked
+from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.study_attrs import budget_confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
@@ -42,6 +42,17 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
         return front(study)
     best = ranked(study)  # confirmed trials by their mean over seeds first
     return best[:top] if top else best[:1]
+
+
+def nondominated(values: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[int]:
+    """Indices of the points no other point dominates (at least as good in every objective,
+    better in one): the Pareto front, as Optuna computes it for ``study.best_trials``."""
+    signed = [[v if up else -v for v, up in zip(p, maximize)] for p in values]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and a != b
+
+    return [i for i, p in enumerate(signed) if not any(dominates(q, p) for q in signed)]
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:

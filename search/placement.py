@@ -22,8 +22,7 @@ lightest design on every block breaks one at every cut set: an ``ir`` head at a 
 resolution can cost more than the block) is not proposed (``ViableHeads`` wraps the study's
 sampler), and the run says so. Only when a sample still breaks a constraint (heavy heads
 together, where each alone fits) does it stay as drawn, to be rejected: rejection remains the
-safety net. Reference trials are
-never moved.
+safety net. Reference trials are never moved.
 """
 
 from __future__ import annotations
