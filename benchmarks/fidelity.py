@@ -38,7 +38,7 @@ from common import Runs
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer
 from bwbpf.spaces import Decoupling, SearchSpace, build, from_document, to_document
-from bwbpf.spaces.encoding import draw
+from bwbpf.spaces.encoding import RandomTrial, draw
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
 
 HERE = Path(__file__).resolve().parent
@@ -125,7 +125,7 @@ def decouplings(backbone: str, b: Budget, shape: dict[str, Any]) -> list[Decoupl
     out: list[Decoupling] = []
     seed = 0
     while len(out) < b.n:
-        trial = _Random(seed)
+        trial = RandomTrial(seed)
         d, lighter = placer.place(draw(trial, space))
         r = placer.pieces(backbone).of(d)
         # heads as drawn (not lightened), and a new structure: cuts and heads, not only lrs
@@ -134,26 +134,6 @@ def decouplings(backbone: str, b: Budget, shape: dict[str, Any]) -> list[Decoupl
             out.append(d)
         seed += 1
     return out
-
-
-class _Random:
-    def __init__(self, seed: int) -> None:
-        import random
-
-        self.rng = random.Random(seed)
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return self.rng.randint(low, high)
-
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        import math
-
-        if log:
-            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        return self.rng.uniform(low, high)
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self.rng.choice(list(choices))
 
 
 def train(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float:

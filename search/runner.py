@@ -33,7 +33,7 @@ from bwbpf.search.study import (
 from bwbpf.search.summary import Progress
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
-from bwbpf.trainers import Data, load_data, resolve_device
+from bwbpf.trainers import Data, DataError, load_data, resolve_device
 from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
@@ -87,6 +87,16 @@ def promoted_data(s: SearchSettings) -> Data:
     return load_search_data(replace(s, train_subset=s.promotion[1] or None))
 
 
+def check_promoted_data(s: SearchSettings) -> None:
+    """Refuses a --promote-subset the dataset cannot give before the search starts, not after
+    it (loaded once on the CPU to count, then dropped)."""
+    if s.promote_top and s.promote_subset:
+        try:
+            promoted_data(replace(s, device="cpu"))
+        except DataError as e:
+            raise UserError(f"--promote-subset {s.promote_subset}: {e}") from None
+
+
 def start(s: SearchSettings, *, adopted: set[int] | None = None
           ) -> tuple[optuna.Study, Data, bool, StepTimer | None]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
@@ -98,6 +108,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
     data = load_search_data(s)
+    check_promoted_data(s)
     timer = step_timer(s, data)
     check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
                     num_classes=data.num_classes, timer=timer)  # before the study is touched

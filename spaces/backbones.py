@@ -143,19 +143,13 @@ class VGGSpec(BackboneSpec):
 
 # ---------------------------------------------------------------- ResNet
 class _Residual(nn.Module):
-    """A residual unit: ``body`` (the subclass's ``layers``) plus a shortcut, then ReLU."""
+    """A residual unit: ``body`` (its layers, from c_in to c_out channels) plus a shortcut,
+    then ReLU."""
 
-    expansion = 1
-
-    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+    def __init__(self, body: list[nn.Module], c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
-        c_out = planes * self.expansion
-        self.body = nn.Sequential(*self.layers(c_in, planes, c_out, stride))
+        self.body = nn.Sequential(*body)
         self.shortcut = _shortcut(c_in, c_out, stride)
-
-    @staticmethod
-    def layers(c_in: int, planes: int, c_out: int, stride: int) -> list[nn.Module]:
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.relu(self.body(x) + self.shortcut(x))
@@ -164,22 +158,25 @@ class _Residual(nn.Module):
 class BasicBlock(_Residual):
     expansion = 1
 
-    @staticmethod
-    def layers(c_in: int, planes: int, c_out: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes),
-                nn.ReLU(inplace=True), nn.Conv2d(planes, c_out, 3, 1, 1, bias=False),
-                nn.BatchNorm2d(c_out)]
+    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+        c_out = planes * self.expansion
+        super().__init__([nn.Conv2d(c_in, planes, 3, stride, 1, bias=False),
+                          nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                          nn.Conv2d(planes, c_out, 3, 1, 1, bias=False),
+                          nn.BatchNorm2d(c_out)], c_in, c_out, stride)
 
 
 class Bottleneck(_Residual):
     expansion = 4
 
-    @staticmethod
-    def layers(c_in: int, planes: int, c_out: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes),
-                nn.ReLU(inplace=True), nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
-                nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-                nn.Conv2d(planes, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+        c_out = planes * self.expansion
+        super().__init__([nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes),
+                          nn.ReLU(inplace=True),
+                          nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
+                          nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                          nn.Conv2d(planes, c_out, 1, bias=False), nn.BatchNorm2d(c_out)],
+                         c_in, c_out, stride)
 
 
 def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:

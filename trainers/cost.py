@@ -7,6 +7,7 @@ for backward with ``saved_tensors_hooks`` (parameters and shared storages counte
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import time
@@ -63,12 +64,13 @@ def block_sums(pieces: Sequence[float], cuts: Sequence[int], heads: Sequence[flo
     return [s + h for s, h in zip(sums, heads)] if heads else sums
 
 
-class AgainstBP:
+class AgainstBP(abc.ABC):
     """The figures against BP of anything with per-block costs (``ratios``)."""
 
     @property
+    @abc.abstractmethod
     def ratios(self) -> Ratios:
-        raise NotImplementedError
+        """Its per-block costs through ``against_bp``."""
 
     @property
     def speedup(self) -> float:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import random
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 import pytest
@@ -14,29 +13,13 @@ from bwbpf.search.constraints import Constraint, of_space
 from bwbpf.search.placement import Placer, ViableHeads, meets
 from bwbpf.search.reach import cut_sets
 from bwbpf.spaces import SearchSpace, build, params_for, sample
-from bwbpf.spaces.encoding import Draw, draw, unused_params
+from bwbpf.spaces.encoding import Draw, RandomTrial, draw, unused_params
 from bwbpf.trainers import measure_cost
 
 from .conftest import FAST, Runner
 
 SHAPE = {"in_channels": 3, "image_size": (16, 16), "num_classes": 10}
 DEMO = {"min_speedup": 2.0, "max_memory": 0.6}  # the demo's constraints
-
-
-class Random:
-    """A TrialLike that draws every parameter uniformly (log-uniformly where asked)."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return self.rng.randint(low, high)
-
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        return self.rng.uniform(low, high)
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.rng.choice(list(choices))
 
 
 def measured_ok(d: Any, rules: list[Constraint]) -> bool:
@@ -52,7 +35,7 @@ def test_a_placed_draw_meets_the_constraints_by_measure_cost(backbone: str) -> N
     p = placer.pieces(backbone)
     drawn_ok = placed_ok = moved = 0
     for seed in range(60):
-        drawn = draw(Random(seed), space)
+        drawn = draw(RandomTrial(seed), space)
         d, lighter = placer.place(drawn)
         ok = measured_ok(d, rules)
         drawn_ok += measured_ok(drawn.decoupling(), rules)
@@ -83,7 +66,7 @@ def test_the_nearest_feasible_cut_set_is_chosen() -> None:
                         **DEMO)
     rules = of_space(space)
     placer = Placer(space, rules, **SHAPE)  # type: ignore[arg-type]
-    base = draw(Random(0), space)
+    base = draw(RandomTrial(0), space)
     p = placer.pieces("vgg8b")
     for first in range(1, 5):
         for second in range(first + 1, 6):
@@ -102,7 +85,7 @@ def test_without_constraints_or_as_drawn_nothing_moves() -> None:
     for space in (SearchSpace(), SearchSpace(cut_placement="as-drawn", **DEMO)):
         placer = Placer(space, of_space(space), **SHAPE)  # type: ignore[arg-type]
         for seed in range(5):
-            drawn = draw(Random(seed), space)
+            drawn = draw(RandomTrial(seed), space)
             assert placer.place(drawn) == (drawn.decoupling(), False)
 
 
@@ -111,9 +94,9 @@ def test_tied_heads_give_every_block_one_design() -> None:
     free = SearchSpace(heads_tied="free", min_blocks=4)
     differ = 0
     for seed in range(20):
-        d = sample(Random(seed), tied)
+        d = sample(RandomTrial(seed), tied)
         assert len({(a.family, a.width, a.loss) for a in d.aux}) == 1
-        differ += len({a.family for a in sample(Random(seed), free).aux}) > 1
+        differ += len({a.family for a in sample(RandomTrial(seed), free).aux}) > 1
     assert differ >= 10
     # drawn per trial: both kinds occur, and the parameter says which
     space = SearchSpace(min_blocks=4)
@@ -131,7 +114,7 @@ def test_tied_heads_give_every_block_one_design() -> None:
 
 def test_a_tied_space_refuses_references_with_differing_heads() -> None:
     space = SearchSpace(heads_tied="tied")
-    d = sample(Random(3), SearchSpace(heads_tied="free", min_blocks=4))
+    d = sample(RandomTrial(3), SearchSpace(heads_tied="free", min_blocks=4))
     if len(set(d.aux)) > 1:
         with pytest.raises(Exception, match="heads that differ"):
             params_for(d, space)

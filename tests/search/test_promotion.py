@@ -93,9 +93,11 @@ def test_promoted_trials_rank_by_their_promoted_score_and_confirm_there(
      "--promote-subset 100 is fewer images than the search's 120"),
     (["--promote-top", "1", "--promote-epochs", "1", "--promote-subset", "120"],
      "give the search's own budget"),
-], ids=["top", "epochs", "fewer-epochs", "fewer-images", "same"])
+    (["--promote-top", "1", "--promote-subset", "5000"],
+     "--promote-subset 5000: train_subset 5000 not in 1..1136 for synthetic"),
+], ids=["top", "epochs", "fewer-epochs", "fewer-images", "same", "more-than-the-data"])
 def test_bad_promotion_flags_are_one_line(cli: Runner, db: str, tmp_path: Path,
                                           flags: list[str], message: str) -> None:
     rc, _, err = cli("run", "--storage", db, "--study", "p", *BASE, *flags)
     assert rc == 2 and message in err and err.count("\n") == 1, err
-    assert not (tmp_path / "study.db").exists()
+    assert not (tmp_path / "study.db").exists()  # refused before the study is made
