@@ -59,15 +59,21 @@ def trial_plan(s: SearchSettings, seed: int) -> TrainPlan:
                      augment=s.space.augment, lr_schedule=s.space.lr_schedule)
 
 
+def study_placer(s: SearchSettings, data: Data, timer: StepTimer | None) -> Placer:
+    """The placer of a study's trials and references: its space, constraints, input, timer."""
+    return Placer(s.space, of_space(s.space), in_channels=data.in_channels,
+                  image_size=data.image_size, num_classes=data.num_classes, timer=timer)
+
+
 class Objective:
     def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False,
-                 timer: StepTimer | None = None) -> None:
-        """``timer``: the study's step times (search.costs); None: the speed-up from FLOPs."""
-        self.s, self.data, self.progress, self.timer = settings, data, progress, timer
+                 placer: Placer | None = None) -> None:
+        """``placer``: the study's (search.runner.start), holding its step times
+        (search.costs); without one, a placer on FLOPs."""
+        self.s, self.data, self.progress = settings, data, progress
         self.constraints = of_space(settings.space)
-        self.placer = Placer(settings.space, self.constraints, in_channels=data.in_channels,
-                             image_size=data.image_size, num_classes=data.num_classes,
-                             timer=timer)
+        self.placer = placer or study_placer(settings, data, None)
+        self.timer = self.placer.timer
         self.curve_pruner = CurvePruner(settings.pruner, min_epochs=settings.min_epochs,
                                         reduction_factor=settings.reduction_factor,
                                         startup_trials=settings.pruner_startup

@@ -17,7 +17,7 @@ from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
 from bwbpf.search.confirm import confirm
 from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.costs import attach, step_timer
-from bwbpf.search.objective import FAILURES, Objective, write_note
+from bwbpf.search.objective import FAILURES, Objective, study_placer, write_note
 from bwbpf.search.placement import Placer, ViableHeads
 from bwbpf.search.samplers import make_pruner, make_sampler
 from bwbpf.search.settings import SearchSettings
@@ -34,7 +34,6 @@ from bwbpf.search.summary import Progress
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, DataError, load_data, resolve_device
-from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
 POLL_S = 5.0  # seconds between looks at the running trials that hold the rest of the budget
@@ -98,12 +97,12 @@ def check_promoted_data(s: SearchSettings) -> None:
 
 
 def start(s: SearchSettings, *, adopted: set[int] | None = None
-          ) -> tuple[optuna.Study, Data, bool, StepTimer | None]:
+          ) -> tuple[optuna.Study, Data, bool, Placer]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
     search.workers.reap) and queues the missing baselines; (study, data, whether to search,
-    the study's step timer): False when the study's budget is used and no trial is running
-    that may yet give some back (the data is still wanted: confirmation may have seeds to
-    train)."""
+    the study's placer, which holds its step timer): False when the study's budget is used
+    and no trial is running that may yet give some back (the data is still wanted:
+    confirmation may have seeds to train)."""
     check_storage_url(s.storage)  # refuse bad URLs before data or storage are touched
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
@@ -114,17 +113,16 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
                     num_classes=data.num_classes, timer=timer)  # before the study is touched
     study = prepare_study(s)
     attach(timer, study)
+    placer = study_placer(s, data, timer)
     beats = reap(study, set() if adopted is None else adopted)
     if budget.used(study) >= s.n_trials and not (beats and _running(study)):
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
-        return study, data, False, timer
+        return study, data, False, placer
     if s.baselines:
-        enqueue_references(study, s, Placer(
-            s.space, of_space(s.space), in_channels=data.in_channels,
-            image_size=data.image_size, num_classes=data.num_classes, timer=timer))
+        enqueue_references(study, s, placer)
         ensure_bp_baselines(study, s, data)
-    return study, data, True, timer
+    return study, data, True, placer
 
 
 def run_search(s: SearchSettings) -> optuna.Study:
@@ -133,20 +131,19 @@ def run_search(s: SearchSettings) -> optuna.Study:
     the winners (search.confirm), also when the budget was used before this run."""
     adopted: set[int] = set()
     s = adopt_space(s)
-    study, data, searching, timer = start(s, adopted=adopted)
+    study, data, searching, placer = start(s, adopted=adopted)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     with storage_errors(s):
         if searching:
-            search(study, s, data, adopted, deadline, timer)
+            search(study, s, data, adopted, deadline, placer)
         confirm(study, s, data, deadline=deadline, promoted_data=lambda: promoted_data(s))
     return study
 
 
 def search(study: optuna.Study, s: SearchSettings, data: Data, adopted: set[int],
-           deadline: float | None, timer: StepTimer | None) -> None:
+           deadline: float | None, placer: Placer) -> None:
     progress = Progress(study, s)
-    objective = Objective(s, data, progress=progress.enabled, timer=timer)
-    placer = objective.placer
+    objective = Objective(s, data, progress=progress.enabled, placer=placer)
     if placer.left_out:
         study.sampler = ViableHeads(study.sampler, placer.viable, seed=s.seed)
         log.warning("head families %s cannot meet the constraints on any block (at their "
