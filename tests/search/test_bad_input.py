@@ -132,6 +132,10 @@ OTHER = [
     (["run", "--timeout", "-5"], "argument --timeout: -5 must be a positive number"),
     (["run", "--bp-lrs", "0"], "argument --bp-lrs: 0.0: learning rates must be in (0, 10]"),
     (["run", "--objectives", "accuracy,accuracy"], "accuracy first"),
+    (["run", "--references", "../x"],
+     "argument --references: '../x' is not one of paper, uniform, predsim, auglocal, infopro"),
+    (["run", "--heads-tied", "maybe"], "argument --heads-tied: invalid choice: 'maybe'"),
+    (["run", "--cut-placement", ""], "argument --cut-placement: invalid choice: ''"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 
