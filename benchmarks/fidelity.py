@@ -17,9 +17,9 @@ every fidelity, over the seeds:
 
 Kendall's tau and Spearman's rho between each fidelity's ranking (mean over seeds) and the
 reference's are printed. Every finished training is kept in OUT/out/fidelity-runs.json, so a
-run that stops continues where it stopped; the cheap fidelities run first for every
-decoupling, then the reference, seed by seed, and the table is printed after each reference
-training, over what is done.
+run that stops continues where it stopped. The trial budget and the reference run first,
+seed by seed, then the neighbouring fidelities; the table is printed as they finish, over what
+is done, with each fidelity's agreement with itself across seeds (the ceiling noise sets).
 """
 
 from __future__ import annotations
@@ -155,38 +155,46 @@ def train(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float
     return float(runs.get(key, run)[f.split])
 
 
+def score(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float | None:
+    key = json.dumps([to_document(d), f.epochs, f.images, f.split, seed, b.dataset,
+                      b.val_size, b.batch], sort_keys=True)
+    return runs.data[key][f.split] if key in runs.data else None
+
+
 def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[str, Any]:
-    """tau and rho of each fidelity against the reference, over the decouplings whose every
-    seed is done at both."""
-
-    def mean(d: Decoupling, f: Fidelity) -> float | None:
-        got = []
-        for s in b.seeds:
-            key = json.dumps([to_document(d), f.epochs, f.images, f.split, s, b.dataset,
-                              b.val_size, b.batch], sort_keys=True)
-            if key not in runs.data:
-                return None
-            got.append(runs.data[key][f.split])
-        return statistics.mean(got)
-
-    ref = [mean(d, b.reference) for d in ds]
+    """tau and rho of each fidelity against the reference (each the mean over the seeds done
+    at both), and each fidelity's agreement with itself across seeds: the ceiling that noise
+    puts on any ranking."""
     out: dict[str, Any] = {"backbone": backbone, "reference": b.reference.name, "rows": []}
     for f in b.fidelities:
-        pairs = [(m, r) for d, r in zip(ds, ref) if r is not None
-                 and (m := mean(d, f)) is not None]
+        pairs = []
+        for d in ds:
+            both = [(m, r) for s in b.seeds if (m := score(runs, b, d, f, s)) is not None
+                    and (r := score(runs, b, d, b.reference, s)) is not None]
+            if both:
+                pairs.append((statistics.mean(p[0] for p in both),
+                              statistics.mean(p[1] for p in both), len(both)))
         if len(pairs) < 3:
             continue
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         out["rows"].append({"fidelity": f.name, "n": len(pairs), "tau": kendall(xs, ys),
-                            "rho": spearman(xs, ys)})
+                            "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs)})
+    for f in (b.fidelities[0], b.reference):
+        a, c = b.seeds[0], b.seeds[-1]
+        pairs = [(x, y) for d in ds if (x := score(runs, b, d, f, a)) is not None
+                 and (y := score(runs, b, d, f, c)) is not None]
+        if a != c and len(pairs) >= 3:
+            xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+            out["rows"].append({"fidelity": f"{f.name}: seed {a} vs {c}", "n": len(pairs),
+                                "tau": kendall(xs, ys), "rho": spearman(xs, ys), "seeds": 1})
     return out
 
 
 def show(t: dict[str, Any]) -> None:
     print(f"{t['backbone']}: ranking against {t['reference']}", flush=True)
     for r in t["rows"]:
-        print(f"  {r['fidelity']:28s} n={r['n']:2d}  Kendall tau {r['tau']:+.3f}  "
-              f"Spearman rho {r['rho']:+.3f}", flush=True)
+        print(f"  {r['fidelity']:36s} n={r['n']:2d} seeds={r['seeds']}  Kendall tau "
+              f"{r['tau']:+.3f}  Spearman rho {r['rho']:+.3f}", flush=True)
 
 
 def main() -> None:
@@ -214,16 +222,19 @@ def main() -> None:
         for i, d in enumerate(ds):
             print(f"  {i:2d} K={d.num_blocks} cuts {d.cuts} heads "
                   f"{[f'{a.family}/{a.loss}' for a in d.aux]}", flush=True)
+        # the trial budget and the reference over every seed first (the question), then the
+        # neighbouring fidelities (where a better trial budget might lie)
         for seed in b.seeds:
-            for f in b.fidelities[:1]:
-                for d in ds:
-                    train(runs, b, d, f, seed)
+            for d in ds:
+                train(runs, b, d, b.fidelities[0], seed)
             for d in ds:
                 train(runs, b, d, b.reference, seed)
                 show(table(backbone, b, ds, runs))
+        for seed in b.seeds:
             for f in b.fidelities[1:]:
                 for d in ds:
                     train(runs, b, d, f, seed)
+                show(table(backbone, b, ds, runs))
         results[backbone] = table(backbone, b, ds, runs)
         results[backbone]["decouplings"] = [to_document(d) for d in ds]
         show(results[backbone])
