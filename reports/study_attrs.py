@@ -63,6 +63,8 @@ class StoredRun:
     storage: str | None = None
     min_speedup: float | None = None
     max_memory: float | None = None
+    cost_model: str | None = None
+    batch_size: int | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StoredRun:
@@ -73,7 +75,7 @@ class StoredRun:
         return cls(raw.get("dataset"), raw.get("epochs"), raw.get("train_subset"),
                    tuple(objectives) if objectives else None, raw.get("sampler"),
                    raw.get("pruner"), raw.get("storage"), space.get("min_speedup"),
-                   space.get("max_memory"))
+                   space.get("max_memory"), raw.get("cost_model"), raw.get("batch_size"))
 
     def shown(self) -> list[tuple[str, Any]]:
         """(name, value) of the headline settings that are known, in the report's order."""

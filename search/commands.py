@@ -27,8 +27,9 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bwbpf.search.training import load_arch
+    from bwbpf.search.transfer import carry_arch
 
-    d, found = load_arch(args.arch, args.backbone, args.width, args.lr)
+    d, found, doc = load_arch(args.arch, args.backbone, args.width, args.lr)
     # Augmented unless told: a full training needs it, whatever the search's short trials
     # did. The schedule: as the search trained it (a file from before that was recorded:
     # cosine), for the built-ins the search's default.
@@ -37,7 +38,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         SearchSpace.lr_schedule if args.arch in ("paper", "uniform")
         else before(SearchSpace)["lr_schedule"])
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
-    out = args.out or Path("runs") / f"train-{d.backbone}-{name}-seed{args.seed}"
+    target = args.backbone or d.backbone
+    out = args.out or Path("runs") / f"train-{target}-{name}-seed{args.seed}"
+    loaded: list[Data] = []  # the data, when the transfer needed its shape
+
+    def shape() -> dict[str, Any]:
+        loaded.append(load_data_from(args))
+        data = loaded[-1]
+        return {"in_channels": data.in_channels, "image_size": data.image_size,
+                "num_classes": data.num_classes}
+
+    transferred = None
+    if doc is not None:
+        d, transferred = carry_arch(args, d, doc, out, shape)
     bp_lr = args.bp_lr or found.bp_lr or args.lr
     settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
@@ -45,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
                 "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
                 "lr_schedule": lr_schedule}
+    if transferred is not None:  # the file, target and rule it was carried by (not compared)
+        settings["transferred"] = transferred
     # Everything is checked (the data loaded) before --out is touched: a refused --force
     # run must leave the earlier one as it was.
     for dev in args.devices:
@@ -61,11 +76,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, given in (("--nproc", args.nproc), ("--placement", args.placement)):
         if given:
             raise UserError(f"{flag} needs --schedule distributed")
-    return train_here(args, d, out, settings, plan, bp_lr)
+    return train_here(args, d, out, settings, plan, bp_lr, loaded[0] if loaded else None)
 
 
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
-               plan: TrainPlan, bp_lr: float) -> int:
+               plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
     from bwbpf.search.training import (
         bp_for,
@@ -81,7 +96,7 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
     runs = {"blockwise": d}
     if args.compare_bp:
         runs["backprop"] = bp_for(d, bp_lr)
-    data = load_data_from(args)
+    data = data or load_data_from(args)
     check_fits(list(runs.values()), data)
     made_out = not out.exists()
     continuing = prepare_out(out, settings, resume=args.resume, force=args.force)
@@ -96,7 +111,7 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bwbpf.search.exporting import export
+    from bwbpf.search.exporting import Target, export
     from bwbpf.search.study import check_study_name, load_existing, open_storage
     from bwbpf.spaces.files import refuse_stdout
 
@@ -104,8 +119,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     refuse_stdout(args.output, "-o")
     study = load_existing(open_storage(args.storage, heartbeat_s=None, create=False),
                           args.study)
+    to = Target(args.backbone, args.width, args.ignore_constraints, args.cost_model)
     paths = export(study, args.output, trial=args.trial, pareto=args.pareto, top=args.top,
-                   force=args.force)
+                   force=args.force, to=to)
     for p in paths:
         print(p)
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,10 +12,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
-from bwbpf.reports.study_attrs import budget_confirmations
+from bwbpf.reports.study_attrs import StoredRun, budget_confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
+from bwbpf.spaces.document import upgrade
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
+from bwbpf.spaces.limits import CostModel, Limits
 
 MAX_STEM = 120  # bytes of a study name kept in a file name (file names end at 255 bytes)
 
@@ -69,16 +73,58 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return [trials[i] for i in sorted(keep, key=lambda i: (-points[i][0], trials[i].number))]
 
 
-def document(t: FrozenTrial) -> dict[str, Any]:
+def document(t: FrozenTrial, limits: Limits = Limits()) -> dict[str, Any]:
+    """The trial's document, as the current version, with the study's constraints."""
     doc = TrialRecord.of(t).document
     if doc is None:
         raise UserError(f"trial {t.number} carries no decoupling document (not made by "
                         "bwbpf-search run?)")
     from_document(doc)  # what is exported must load
+    doc = upgrade(doc)
     prov = doc.get("provenance")
     if isinstance(prov, dict) and "storage" in prov:  # a study stored by an older version
         doc = {**doc, "provenance": {**prov, "storage": redact(str(prov["storage"]))}}
+    if limits.any:  # before the blocks, where a reader looks for what the file promises
+        doc = {k: v for k, v in doc.items() if k != "constraints"}
+        at = list(doc).index("blocks")
+        items = list(doc.items())
+        doc = dict([*items[:at], ("constraints", limits.section()), *items[at:]])
     return doc
+
+
+def study_limits(study: optuna.Study) -> Limits:
+    """The study's constraints and their cost model (a study stored before the cost model was
+    a setting judged by FLOPs)."""
+    run = StoredRun.of(study)
+    model: CostModel = "measured" if run.cost_model == "measured" else "flops"
+    return Limits(run.min_speedup, run.max_memory, model)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where ``export --backbone/--width`` carries the documents (search.transfer)."""
+
+    backbone: str | None = None
+    width: float | None = None
+    ignore_constraints: bool = False
+    cost_model: CostModel | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.backbone is not None or self.width is not None
+
+    def carry(self, doc: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        """The document on the target; its one line to stderr."""
+        from bwbpf.search.transfer import carry_document
+
+        carried = carry_document(doc, self.backbone, self.width, cost_model=self.cost_model,
+                                 batch_size=batch_size, ignore=self.ignore_constraints)
+        print(carried.line(), file=sys.stderr, flush=True)
+        return carried.document(doc)
+
+    def suffix(self, doc: dict[str, Any]) -> str:
+        b = doc["backbone"]
+        return f"-{b['name']}x{b['width']:g}" if self.any else ""
 
 
 def file_stem(study_name: str) -> str:
@@ -92,18 +138,23 @@ def file_stem(study_name: str) -> str:
 
 
 def export(study: optuna.Study, out: Path, *, trial: int | None = None, pareto: bool = False,
-           top: int | None = None, force: bool = False) -> list[Path]:
+           top: int | None = None, force: bool = False, to: Target = Target()) -> list[Path]:
     """Writes the chosen trials' documents: one file, or into the folder ``out`` as
-    ``<study>-trial<N>.json`` (the study name made a flat, safe file name)."""
+    ``<study>-trial<N>.json`` (the study name made a flat, safe file name; carried to another
+    backbone or width, ``-<backbone>x<width>`` is added)."""
     refuse_stdout(out, "-o")
     trials = choose(study, trial=trial, pareto=pareto, top=top)
-    docs = [(t, document(t)) for t in trials]
+    limits = study_limits(study)
+    docs = [(t, document(t, limits)) for t in trials]
+    if to.any:  # every transfer placed (or refused) before any file is written
+        batch = StoredRun.of(study).batch_size or 128
+        docs = [(t, to.carry(doc, batch)) for t, doc in docs]
     many = pareto or top is not None
     if many or out.is_dir():
         if out.exists() and not out.is_dir():
             raise UserError(f"-o {out}: a file; give a folder for --pareto/--top")
         stem = file_stem(study.study_name)
-        targets = [out / f"{stem}-trial{t.number}.json" for t, _ in docs]
+        targets = [out / f"{stem}-trial{t.number}{to.suffix(doc)}.json" for t, doc in docs]
     else:
         if not out.parent.is_dir():
             raise UserError(f"-o {out}: folder {out.parent} does not exist")

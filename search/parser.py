@@ -78,8 +78,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="full training of one decoupling")
     p.add_argument("--arch", default="paper",
-                   help="paper, uniform, or an exported JSON file (transferred to --backbone "
-                        "and --width when they differ from the file's)")
+                   help="paper, uniform, or an exported JSON file (carried to --backbone and "
+                        "--width when they differ from the file's, keeping its constraints)")
     p.add_argument("--backbone", default=None, choices=list_backbones(),
                    help=f"backbone (default {SearchSpace.backbones[0]} for paper/uniform; the "
                         "file's otherwise)")
@@ -109,6 +109,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="stop after this epoch (resume later with --resume)")
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     add_distributed_flags(p)
+    add_transfer_flags(p, "the file", backbone=False)
     p.set_defaults(func=commands.cmd_train)
 
 
@@ -134,7 +135,26 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    help="file, or folder (files named <study>-trial<N>.json, the study name "
                         "made a safe file name); not '-': outputs are files, never stdout")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    add_transfer_flags(p, "the exported decouplings")
     p.set_defaults(func=commands.cmd_export)
+
+
+def add_transfer_flags(p: argparse.ArgumentParser, what: str, *, backbone: bool = True
+                       ) -> None:
+    """Carrying a decoupling to another member of its family, keeping its constraints."""
+    g = p.add_argument_group("transfer to a deeper or wider net (keeping the constraints the "
+                             "decoupling was found under)")
+    if backbone:
+        g.add_argument("--backbone", default=None, choices=list_backbones(),
+                       help=f"carry {what} to this backbone (same family)")
+        g.add_argument("--width", type=at.positive_float, default=None,
+                       help=f"carry {what} to this channel multiplier")
+    g.add_argument("--ignore-constraints", action="store_true",
+                   help="keep the cuts at the same stages and fractions even where the "
+                        "constraints break on the target")
+    g.add_argument("--cost-model", choices=["measured", "flops"], default=None,
+                   help="judge the constraints on the target by step times measured here, or "
+                        "by FLOPs (default: the document's)")
 
 
 DEFAULT_STORAGE = "sqlite:///study.db"

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from bwbpf.search.samplers import Pruner, Sampler
 from bwbpf.search.study import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
 from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
+from bwbpf.spaces.limits import CostModel  # what the speed-up is computed from (search.costs)
 from bwbpf.trainers import TrainPlan, list_datasets, resolve_device
 from bwbpf.trainers.plan import Schedule
 
 DIRECTIONS = {"accuracy": "maximize", "speedup": "maximize", "memory": "minimize"}
 TRAIN_EPOCHS = 10  # `train`: a full training (a search trial has SearchSettings.epochs)
 REFERENCES = ("paper", "uniform", "predsim", "auglocal", "infopro")
-CostModel = Literal["measured", "flops"]  # what the speed-up is computed from (search.costs)
 
 
 def _require(ok: bool, msg: str) -> None:

@@ -51,15 +51,16 @@ class StopAfter(Exception):
 
 
 def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
-              ) -> tuple[Decoupling, Trained]:
-    """paper / uniform for a backbone, or an exported file (transferred to --backbone/--width
-    when given); returns the decoupling and what the file says of how it was found (nothing
-    for built-ins)."""
+              ) -> tuple[Decoupling, Trained, dict[str, Any] | None]:
+    """paper / uniform for a backbone, or an exported file; returns the decoupling, what the
+    file says of how it was found (nothing for built-ins), and the file's document (None for
+    built-ins). A file's decoupling is as written: ``carry_arch`` moves it to another backbone
+    or width."""
     if arch in ("paper", "uniform"):
         # the search's default net (SearchSpace), so a trained baseline matches a default run
         b, w = backbone or SearchSpace.backbones[0], width or SearchSpace.width
         make = Decoupling.paper_default if arch == "paper" else Decoupling.uniform
-        return make(b, width=w, optim=BlockOptim(lr=lr)), Trained()
+        return make(b, width=w, optim=BlockOptim(lr=lr)), Trained(), None
     path = Path(arch)
     if not path.is_file():
         raise UserError(f"--arch {arch}: not 'paper', 'uniform' or an existing JSON file")
@@ -72,9 +73,7 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
         d = from_document(doc)
     except UserError as e:
         raise UserError(f"--arch {arch}: {e}") from None
-    if (backbone and backbone != d.backbone) or (width and width != d.width):
-        d = d.transfer(backbone or d.backbone, width=width)
-    return d, Trained.of(doc)
+    return d, Trained.of(doc), doc
 
 
 # What a run's settings.json meant before a setting was recorded: what a study meant then.
@@ -96,7 +95,9 @@ def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool)
         if not isinstance(old, dict):
             raise UserError(f"--resume: {stored} is not a run's settings")
         old = {**RUN_BEFORE, **old}
-        bad = [k for k in settings if k not in ("resume", "force") and old.get(k) != settings[k]]
+        # "transferred" says how the decoupling was placed; the decoupling itself is compared
+        bad = [k for k in settings if k not in ("resume", "force", "transferred")
+               and old.get(k) != settings[k]]
         if bad:
             raise UserError(f"--resume: {out} was run with {bad[0]}={old.get(bad[0])!r}, "
                             f"not {settings[bad[0]]!r}")

@@ -21,11 +21,13 @@ from bwbpf.spaces.transfer import relative_cuts
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import Decoupling
 
-SCHEMA_ID = "bwbpf-search/decoupling/3"
+SCHEMA_ID = "bwbpf-search/decoupling/4"
+SCHEMA_V3 = "bwbpf-search/decoupling/3"
 SCHEMA_V2 = "bwbpf-search/decoupling/2"
 # Version 1 named sum / max of the block costs "ideal_speedup"; version 2 measures speed-up
 # against end-to-end BP ("speedup") and keeps the old figure as "block_parallelism". Version 3
 # adds the downstream head and infopro loss, an aux head's "min_channels" and "training".
+# Version 4 adds "constraints" (the study's, kept by a transfer) and "transfer".
 SCHEMA_V1 = "bwbpf-search/decoupling/1"
 MAX_DEPTH = 32  # nesting levels; a document needs 5, its metrics a few more
 
@@ -67,7 +69,9 @@ class Trained:
 def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
                 metrics: dict[str, Any] | None = None,
                 provenance: dict[str, Any] | None = None,
-                training: dict[str, Any] | None = None) -> dict[str, Any]:
+                training: dict[str, Any] | None = None,
+                constraints: dict[str, Any] | None = None,
+                transfer: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = get_backbone(d.backbone)
     ranges = d.block_ranges()
     doc: dict[str, Any] = {
@@ -79,6 +83,10 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
         doc["input"] = input
     if training is not None:
         doc["training"] = training
+    if constraints is not None:
+        doc["constraints"] = constraints
+    if transfer is not None:
+        doc["transfer"] = transfer
     doc["blocks"] = [{"units": list(r), "aux": asdict(d.aux[k]) if k < len(d.aux) else None,
                       "optim": asdict(d.optim[k])} for k, r in enumerate(ranges)]
     doc["cuts"] = {"units": list(d.cuts),
@@ -198,11 +206,11 @@ def _check_backbone(backbone: dict[str, Any]) -> int:
 
 
 def upgrade(doc: Any) -> Any:
-    """An older document as the current version. Version 2 reads as it is (version 3 only
-    added fields and values). Version 1's "ideal_speedup" (sum / max of the block costs, not a
-    speed-up over BP) becomes "block_parallelism"; the speed-up over BP is not in a version-1
-    file: export the trial again to get it."""
-    if isinstance(doc, dict) and doc.get("schema") == SCHEMA_V2:
+    """An older document as the current version. Versions 2 and 3 read as they are (versions
+    3 and 4 only added fields and values). Version 1's "ideal_speedup" (sum / max of the block
+    costs, not a speed-up over BP) becomes "block_parallelism"; the speed-up over BP is not in
+    a version-1 file: export the trial again to get it."""
+    if isinstance(doc, dict) and doc.get("schema") in (SCHEMA_V2, SCHEMA_V3):
         return {**doc, "schema": SCHEMA_ID}
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_V1:
         return doc

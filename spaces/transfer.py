@@ -77,19 +77,46 @@ def place_cuts(backbone: str, rel: list[RelativeCut]) -> tuple[int, ...]:
     return tuple(cuts)
 
 
+def positions(backbone: str, cuts: tuple[int, ...]) -> list[float]:
+    """Each cut as one number, its stage plus its fraction of that stage: comparable between
+    members of a family (stage s works at the same resolution on each)."""
+    return [r.stage + r.fraction for r in relative_cuts(backbone, cuts)]
+
+
 def transfer(d: Decoupling, backbone: str, width: float | None = None) -> Decoupling:
-    src, dst = get_backbone(d.backbone), get_backbone(backbone)
+    """``d`` on ``backbone`` at the same stages and fractions (the module's rule)."""
+    check_family(d.backbone, backbone)
+    return retarget(d, backbone, place_cuts(backbone, relative_cuts(d.backbone, d.cuts)), width)
+
+
+def check_family(source: str, target: str) -> None:
+    src, dst = get_backbone(source), get_backbone(target)
     if src.family != dst.family:
-        raise ConfigError(f"backbone: cannot transfer a {src.family} decoupling ({d.backbone}) "
-                          f"to {backbone} ({dst.family}); same family only")
-    cuts = place_cuts(backbone, relative_cuts(d.backbone, d.cuts))
-    aux = tuple(_transfer_depth(a, src.num_units - c_src, dst.num_units - c_dst)
-                for a, c_src, c_dst in zip(d.aux, d.cuts, cuts))
-    return replace(d, backbone=backbone, cuts=cuts, aux=aux,
+        raise ConfigError(f"backbone: cannot transfer a {src.family} decoupling ({source}) "
+                          f"to {target} ({dst.family}); same family only")
+
+
+def retarget(d: Decoupling, backbone: str, cuts: tuple[int, ...], width: float | None = None
+             ) -> Decoupling:
+    """``d``'s heads and optimisers on ``backbone`` cut at ``cuts``. With as many blocks as
+    ``d``, block i takes block i's; with another number, each block with a head takes the
+    head and optimiser of the source block whose end (its cut) sits nearest its own, by
+    ``positions`` (ties to the shallower), and the last block the last block's optimiser. A
+    ``downstream`` head's depth follows ``transfer_depth``."""
+    src_n, dst_n = get_backbone(d.backbone).num_units, get_backbone(backbone).num_units
+    if len(cuts) == len(d.cuts):
+        pick = list(range(len(cuts)))
+    else:
+        ours, theirs = positions(backbone, cuts), positions(d.backbone, d.cuts)
+        pick = [min(range(len(theirs)), key=lambda i: (abs(theirs[i] - p), i)) for p in ours]
+    aux = tuple(transfer_depth(d.aux[i], src_n - d.cuts[i], dst_n - c)
+                for i, c in zip(pick, cuts))
+    optim = (*(d.optim[i] for i in pick), d.optim[-1])
+    return replace(d, backbone=backbone, cuts=tuple(cuts), aux=aux, optim=optim,
                    width=d.width if width is None else width)
 
 
-def _transfer_depth(aux: AuxSpec, after_src: int, after_dst: int) -> AuxSpec:
+def transfer_depth(aux: AuxSpec, after_src: int, after_dst: int) -> AuxSpec:
     from bwbpf.spaces.heads import AUX_HEADS
 
     if aux.family != "downstream":

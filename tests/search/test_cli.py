@@ -120,7 +120,8 @@ def test_version(cli: Runner) -> None:
 def flag_help(text: str, flag: str) -> str:
     """One flag's help in argparse's --help text, on one line."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(rf"\s+{flag}\b(?!-)", line))
+    # argparse indents an option by two spaces; a help line that wraps onto a flag, more
+    start = next(i for i, line in enumerate(lines) if re.match(rf"  {flag}\b(?!-)", line))
     block = [lines[start]]
     for line in lines[start + 1:]:
         if not line.startswith(" " * 6) or line.lstrip().startswith("-"):
@@ -168,7 +169,8 @@ def test_train_help_and_defaults(cli: Runner) -> None:
     assert f"default {SearchSpace.width} for paper" in flag_help(text, "--width")
     assert build_parser().parse_args(["train"]).epochs == TRAIN_EPOCHS
     for arch in ("paper", "uniform"):
-        d, _ = load_arch(arch, None, None, 0.05)
+        d, _, doc = load_arch(arch, None, None, 0.05)
+        assert doc is None
         assert (d.backbone, d.width) == (SearchSpace.backbones[0], SearchSpace.width)
 
 
