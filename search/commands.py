@@ -149,8 +149,9 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
     """The run's settings: every declared setting from its flag (spaces.declared)."""
     space, named = space_from(args)
     given = {f.name: getattr(args, f.name) for f, d in declared(SearchSettings) if d.flag}
-    if given["data_dir"] is not None:
-        given["data_dir"] = str(given["data_dir"])
+    for name in ("data_dir", "seed_from"):  # paths: stored as text
+        if given[name] is not None:
+            given[name] = str(given[name])
     return SearchSettings(study=args.study, storage=args.storage, space=space,
                           space_given=named, quiet=args.quiet, **given)
 
@@ -174,17 +175,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of one of --jobs worker processes: the same `run`, baselines queued
-    already, the cores shared out (trials, not workers, seed the sampler: search.workers).
-    The storage URL goes in the environment (BWBPF_STORAGE), never in the argv, where `ps`
-    would show its password."""
+    """(argv, environment) of one of --jobs worker processes: the same `run`, baselines and
+    --seed-from's seeds queued already, the cores shared out (trials, not workers, seed the
+    sampler: search.workers). The storage URL goes in the environment (BWBPF_STORAGE), never
+    in the argv, where `ps` would show its password."""
     argv = list(args.argv)
     rest, skip = [], False
     for a in argv[argv.index("run") + 1:]:
         flag = a.partition("=")[0]
         if skip:
             skip = False
-        elif len(flag) > 2 and "--storage".startswith(flag):  # argparse takes --sto as well
+        elif (len(flag) > 2 and "--storage".startswith(flag)  # argparse takes --sto as well
+              or flag.startswith("--seed-") and "--seed-from".startswith(flag)):
             skip = "=" not in a  # `--storage URL`: the URL is the next word
         else:
             rest.append(a)

@@ -81,10 +81,10 @@ class Objective:
         self.plan = trial_plan(settings, settings.seed)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        # An enqueued baseline carries its name; a re-queued trial carries its failed
+        # An enqueued baseline or seed carries its mark; a re-queued trial carries its failed
         # predecessor's attributes, which are cleared.
         stored = TrialRecord.of(trial)
-        rec = save(trial, stored, TrialRecord(baseline=stored.baseline))
+        rec = save(trial, stored, TrialRecord(baseline=stored.baseline, seeded=stored.seeded))
         if used(trial.study, before=trial.number) >= self.s.n_trials:
             save(trial, rec, replace(rec, surplus=True))
             trial.study.stop()
@@ -115,8 +115,8 @@ class Objective:
         costs, metrics = self._costs(trial, d, net)
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
-        first = replace(costs, baseline=rec.baseline, drawn_cuts=rec.drawn_cuts,
-                        lighter_heads=rec.lighter_heads,
+        first = replace(costs, baseline=rec.baseline, seeded=rec.seeded,
+                        drawn_cuts=rec.drawn_cuts, lighter_heads=rec.lighter_heads,
                         document=self._document(trial, d, metrics))
         if self.constraints:
             assert costs.speedup is not None and costs.memory_ratio is not None

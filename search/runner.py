@@ -20,6 +20,7 @@ from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective, study_placer, write_note
 from bwbpf.search.placement import Placer, ViableHeads
 from bwbpf.search.samplers import make_pruner, make_sampler
+from bwbpf.search.seeding import enqueue_seeds, read_seed
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.stopping import Terminated, start_worker, stop_workers
 from bwbpf.search.study import (
@@ -108,6 +109,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     resolve_device(s.device)
     data = load_search_data(s)
     check_promoted_data(s)
+    source = read_seed(s)  # a bad --seed-from file is refused before the study is touched
     timer = step_timer(s, data)
     check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
                     num_classes=data.num_classes, timer=timer)  # before the study is touched
@@ -119,6 +121,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
         return study, data, False, placer
+    enqueue_seeds(study, s, placer, source)  # first in the queue
     if s.baselines:
         enqueue_references(study, s, placer)
         ensure_bp_baselines(study, s, data)

@@ -119,6 +119,13 @@ class SearchSettings:
         before=("paper", "uniform"), group=TRIALS,
         help="the reference decouplings every study trains: any of " + ", ".join(REFERENCES)
              + " (default: all)")
+    # A winner found on another member of the family, carried to this study's net and queued
+    # with a few neighbours as its first trials (search.seeding).
+    seed_from: str | None = setting(
+        None, flag="--seed-from", kind="path", optional=True, group=TRIALS, metavar="FILE",
+        help="an exported decoupling: carried to this study's backbone and width under its "
+             "constraints, and queued with a few neighbours (one cut moved, one head "
+             "changed) as the first trials")
     bp_lrs: tuple[float, ...] = setting(
         (0.02, 0.05, 0.1), flag="--bp-lrs", kind="lrs", group=TRIALS,
         help="the BP baseline's learning-rate sweep (default 0.02,0.05,0.1)")

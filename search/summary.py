@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import optuna
+from optuna.trial import TrialState
 
 from bwbpf.reports.record import (
     SummaryRow,
@@ -19,6 +20,7 @@ from bwbpf.reports.record import (
     verdict,
 )
 from bwbpf.reports.record import summary as summary_rows
+from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 
@@ -60,7 +62,8 @@ class Progress:
 
 def trial_line(t: optuna.trial.FrozenTrial) -> str:
     rec = TrialRecord.of(t)
-    tag = f" [{rec.baseline}]" if rec.baseline else ""
+    mark = rec.baseline or rec.seeded
+    tag = f" [{mark}]" if mark else ""
     what = describe(t)
     if t.state == optuna.trial.TrialState.COMPLETE:
         vals = " ".join(f"{v:.4f}" for v in t.values)
@@ -99,7 +102,24 @@ def summary(study: optuna.Study) -> list[str]:
             lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
             if r.trial != best.trial and r.costs():
                 lines.append(f"         {r.costs()}")
-    return lines + versus_references(rows)
+    return lines + versus_references(rows) + versus_transferred(study, rows[0])
+
+
+def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
+    """One line in a study seeded by `run --seed-from`: the best against the transferred
+    decoupling (each by its confirmed mean where it has one, else its single seed)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if TrialRecord.of(t).seeded == "transferred"]
+    if not done or best.accuracy is None:
+        return []
+    t = done[-1]
+    if t.number == best.trial:
+        return [f"against the transferred decoupling: it is the best (trial {t.number})"]
+    c = confirmations(study).get(t.number)
+    acc, how = (c.mean, "confirmed") if c else (t.values[0], "single seed")
+    gap = best.accuracy - acc
+    return [f"against the transferred decoupling (trial {t.number}, {how} {acc:.4f}): the "
+            f"best {'beats' if gap > 0 else 'does not beat'} it by {gap:+.4f}"]
 
 
 def versus_references(rows: list[SummaryRow]) -> list[str]:

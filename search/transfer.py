@@ -7,16 +7,17 @@ carries the study's constraints (spaces.limits); carrying it to another backbone
 places its cuts so that they hold on the target, judged by the cost model (search.reach: the
 target's measured step times, or FLOPs), by this rule:
 
-1. Candidates: every cut set of the target (one unit a block at least), with the source's heads
-   and optimisers moved by relative position (spaces.transfer.retarget). The source's number of
-   blocks K first; when no cut set of K blocks meets the constraints, K+1, K-1, K+2, ... (the
-   deeper first) up to K+3 blocks, the first K that has one.
-2. Among the candidates of that K that meet every constraint, the one nearest the source's
+1. The stage rule's placement, when it meets the constraints.
+2. Otherwise, candidates: every cut set of the target (one unit a block at least), with the
+   source's heads and optimisers moved by relative position (spaces.transfer.retarget). The
+   source's number of blocks K first; when no cut set of K blocks meets the constraints,
+   K+1, K-1, K+2, ... (the deeper first) up to K+3 blocks, the first K that has one.
+3. Among the candidates of that K that meet every constraint, the one nearest the source's
    relative structure: the least total distance between each cut and the nearest cut of the
    other set, both ways, each cut at its stage plus its fraction of that stage
    (spaces.transfer.positions). Ties go to the better speed-up, then the lesser memory, then
    the shallower cuts.
-3. When no candidate meets them, the transfer is refused, naming the best the target reaches.
+4. When no candidate meets them, the transfer is refused, naming the best the target reaches.
    ``--ignore-constraints`` keeps the stage rule (and says what it costs).
 
 A document without constraints transfers by the stage rule, as before version 4.
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 from bwbpf.search.constraints import NAMES, Constraint
 from bwbpf.search.placement import meets
 from bwbpf.search.reach import Pieces, cut_sets
-from bwbpf.spaces import Decoupling, UserError, get_backbone
+from bwbpf.spaces import Decoupling, UserError
 from bwbpf.spaces.document import Trained, parse_json, to_document
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.spaces.transfer import check_family, positions, retarget, transfer
@@ -104,11 +105,13 @@ def constraints_of(limits: Limits) -> list[Constraint]:
 
 def carry(source: Decoupling, limits: Limits, backbone: str, width: float | None = None, *,
           shape: dict[str, Any] | None, timer: StepTimer | None = None,
-          ignore: bool = False) -> Carried:
+          ignore: bool = False, ks: Sequence[int] | None = None, min_units: int = 1
+          ) -> Carried:
     """``source`` on ``backbone`` (and ``width``) by the module's rule; ``shape`` is the
     input (in_channels, image_size, num_classes) the costs are predicted for, ``timer`` the
-    measured step times (FLOPs without one). A UserError when no placement meets the
-    constraints, unless ``ignore``."""
+    measured step times (FLOPs without one); ``ks`` and ``min_units`` limit the placements
+    to a space's (numbers of blocks, least block size). A UserError when no placement meets
+    the constraints, unless ``ignore``."""
     check_family(source.backbone, backbone)
     stage = transfer(source, backbone, width)
     model: CostModel = "flops" if timer is None else "measured"
@@ -117,10 +120,16 @@ def carry(source: Decoupling, limits: Limits, backbone: str, width: float | None
         ratios = None if pieces is None else pieces.of(stage)
         return Carried(source, stage, stage.cuts, "stages", ratios, limits, model)
     cons = constraints_of(limits)
-    tried: list[Ratios] = []
-    for k in block_counts(source.num_blocks, pieces.units):
+    at_stages = pieces.of(stage)
+    sizes = [b - a for a, b in stage.block_ranges()]
+    if meets(cons, at_stages) and min(sizes) >= min_units and (ks is None
+                                                               or stage.num_blocks in ks):
+        return Carried(source, stage, stage.cuts, "constraints", at_stages, limits, model)
+    tried: list[Ratios] = [at_stages]
+    counts = [k for k in block_counts(source.num_blocks, pieces.units) if ks is None or k in ks]
+    for k in counts:
         best: tuple[tuple[float, ...], Decoupling, Ratios] | None = None
-        for d, r in _placements(source, stage, pieces, k):
+        for d, r in _placements(source, stage, pieces, k, min_units):
             tried.append(r)
             if meets(cons, r):
                 key = (_distance(d, source), -r.speedup, r.memory_ratio)
@@ -128,7 +137,7 @@ def carry(source: Decoupling, limits: Limits, backbone: str, width: float | None
                     best = (key, d, r)
         if best is not None:
             return Carried(source, best[1], stage.cuts, "constraints", best[2], limits, model)
-    raise UserError(refusal(cons, tried, stage, model))
+    raise UserError(refusal(cons, tried, stage, model, counts))
 
 
 def block_counts(k: int, units: int) -> list[int]:
@@ -137,9 +146,9 @@ def block_counts(k: int, units: int) -> list[int]:
     return sorted(ks, key=lambda j: (abs(j - k), -j))
 
 
-def _placements(source: Decoupling, stage: Decoupling, pieces: Pieces, k: int
-                ) -> Iterator[tuple[Decoupling, Ratios]]:
-    for cuts in cut_sets(pieces.units, k, 1):
+def _placements(source: Decoupling, stage: Decoupling, pieces: Pieces, k: int,
+                min_units: int) -> Iterator[tuple[Decoupling, Ratios]]:
+    for cuts in cut_sets(pieces.units, k, min_units):
         d = retarget(source, stage.backbone, cuts, stage.width)
         yield d, pieces.of(d)
 
@@ -156,7 +165,7 @@ def _distance(d: Decoupling, source: Decoupling) -> float:
 
 
 def refusal(cons: Sequence[Constraint], tried: Sequence[Ratios], stage: Decoupling,
-            model: CostModel) -> str:
+            model: CostModel, ks: Sequence[int]) -> str:
     """One line: that no placement on the target meets the constraints, and the best it
     reaches for each (and for memory at the speed-up asked, when both are asked)."""
     best = []
@@ -168,10 +177,10 @@ def refusal(cons: Sequence[Constraint], tried: Sequence[Ratios], stage: Decoupli
         fast = [r.memory_ratio for r in tried if meets(cons[:1], r)]
         if fast:
             best.append(f"{min(fast):.2f} of BP's at {cons[0].limit:g}x or more")
-    ks = block_counts(stage.num_blocks, get_backbone(stage.backbone).num_units)
     by = "measured step times" if model == "measured" else "FLOPs"
-    return (f"transfer to {stage.backbone} x{stage.width:g}: no placement (K {min(ks)} to "
-            f"{max(ks)}, judged by {by}) meets the constraints; at best {', '.join(best)}; "
+    blocks = f"K {min(ks)} to {max(ks)}" if ks else "no K of the space"
+    return (f"transfer to {stage.backbone} x{stage.width:g}: no placement ({blocks}, judged "
+            f"by {by}) meets the constraints; at best {', '.join(best)}; "
             f"pass --ignore-constraints to keep the stage rule's cuts {list(stage.cuts)}")
 
 

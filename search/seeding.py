@@ -1,0 +1,157 @@
+"""`run --seed-from FILE`: a short search on a target net that starts from a winner found on
+another member of the family.
+
+The file's decoupling is carried to the study's backbone and width under the *study's*
+constraints and cost model (search.transfer, restricted to the space's numbers of blocks and
+least block size), and queued as the study's first trial, marked ``transferred``. Then up to
+``NEIGHBOURS`` feasible neighbours, each one edit away: one cut moved by one unit (each cut
+both ways, in order; at most ``CUT_MOVES``), then one head changed to another family the
+constraints allow (every block's first other family, then their second, ...; its least depth,
+the width and loss kept where the family has them), marked ``neighbour i: what
+changed``. Every seed is expressed as the space's parameters (spaces.params_for), so the
+sampler learns from them as from its own; one the space cannot express is left out, and said
+so. A rerun queues only the seeds that have neither a finished trial that used budget nor a
+waiting or running one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from bwbpf.reports.record import TrialRecord
+from bwbpf.search import budget
+from bwbpf.search.placement import Placer, meets
+from bwbpf.search.settings import SearchSettings
+from bwbpf.search.transfer import Carried, carry
+from bwbpf.spaces import (
+    AuxSpec,
+    ConfigError,
+    Decoupling,
+    UserError,
+    from_document,
+    get_backbone,
+    params_for,
+)
+from bwbpf.spaces.document import parse_json
+from bwbpf.spaces.heads import AUX_HEADS
+from bwbpf.spaces.limits import Limits
+from bwbpf.spaces.transfer import check_family
+
+log = logging.getLogger("bwbpf.search")
+NEIGHBOURS = 5  # besides the transferred decoupling
+CUT_MOVES = 3  # of the neighbours, at most this many move a cut; the others change a head
+
+
+def read_seed(s: SearchSettings) -> Decoupling | None:
+    """The --seed-from file's decoupling, checked against the space before storage is
+    touched (a file that is not a decoupling of the space's family is refused in one line)."""
+    if s.seed_from is None:
+        return None
+    path = Path(s.seed_from)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--seed-from {path}: cannot read ({type(e).__name__})") from None
+    try:
+        d = from_document(parse_json(text, f"--seed-from {path}"))
+        check_family(d.backbone, s.space.backbones[0])
+    except UserError as e:
+        text = str(e)
+        raise UserError(text if text.startswith("--seed-from") else
+                        f"--seed-from {path}: {text}") from None
+    return d
+
+
+def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[str, Decoupling]]:
+    """(mark, decoupling) of the transferred decoupling and its neighbours, in queue order."""
+    space = s.space
+    limits = Limits(space.min_speedup, space.max_memory, s.cost_model)
+    carried = carry(source, limits, space.backbones[0], space.width, shape=placer.shape,
+                    timer=placer.timer, ks=range(space.min_blocks, space.max_blocks + 1),
+                    min_units=space.min_units)
+    log.info("seeding from %s: %s", s.seed_from, carried.line())
+    t = carried.decoupling
+    try:
+        params_for(t, space)
+    except ConfigError as e:
+        raise UserError(f"--seed-from {s.seed_from}: the transferred decoupling lies outside "
+                        f"the space ({e})") from None
+    return [("transferred", t), *neighbours(carried, s, placer)]
+
+
+def neighbours(carried: Carried, s: SearchSettings, placer: Placer
+               ) -> list[tuple[str, Decoupling]]:
+    t, space = carried.decoupling, s.space
+    pieces = placer.pieces(t.backbone)
+    moves: list[tuple[str, Decoupling]] = []
+    bounds = (0, *t.cuts, pieces.units)
+    for i, c in enumerate(t.cuts):
+        for step in (-1, 1):
+            new = c + step
+            if bounds[i] + space.min_units <= new <= bounds[i + 2] - space.min_units:
+                cuts = (*t.cuts[:i], new, *t.cuts[i + 1:])
+                moves.append((f"cut {i + 1} moved to unit {new}", _with_cuts(t, cuts)))
+    heads: list[tuple[str, Decoupling]] = []
+    others = [[f for f in placer.viable if f != a.family] for a in t.aux]
+    for r in range(max(map(len, others), default=0)):  # every block's first other, then ...
+        for i, a in enumerate(t.aux):
+            if r < len(others[i]):
+                family = others[i][r]
+                aux = (*t.aux[:i], _head(family, a, space.head_min_channels), *t.aux[i + 1:])
+                heads.append((f"head {i + 1} {family}", replace(t, aux=aux)))
+    fits = [(what, d) for what, d in moves + heads if _fits(d, s, placer)]
+    chosen = [m for m in fits if m in moves][:CUT_MOVES]
+    chosen += [m for m in fits if m not in chosen][:NEIGHBOURS - len(chosen)]
+    return [(f"neighbour {n}: {what}", d) for n, (what, d) in enumerate(chosen, 1)]
+
+
+def _with_cuts(t: Decoupling, cuts: tuple[int, ...]) -> Decoupling:
+    """``t`` with one cut moved; a downstream head's depth clipped to the units after it."""
+    units = get_backbone(t.backbone).num_units
+    aux = tuple(replace(a, depth=min(a.depth, units - c)) if a.family == "downstream" else a
+                for a, c in zip(t.aux, cuts))
+    return replace(t, cuts=cuts, aux=aux)
+
+
+def _head(family: str, like: AuxSpec, min_channels: int) -> AuxSpec:
+    fam = AUX_HEADS.get(family)
+    return AuxSpec(family, fam.depths[0], like.width if fam.has_width else 1.0, like.loss,
+                   min_channels if fam.has_width else 0)
+
+
+def _fits(d: Decoupling, s: SearchSettings, placer: Placer) -> bool:
+    """Meets the study's constraints and is a point of its space."""
+    try:
+        params_for(d, s.space)
+    except ConfigError:
+        return False
+    return meets(placer.constraints, placer.pieces(d.backbone).of(d))
+
+
+def enqueue_seeds(study: optuna.Study, s: SearchSettings, placer: Placer,
+                  source: Decoupling | None) -> list[str]:
+    """Queues the seeds this study does not hold yet (first in the queue: before the
+    references); their marks."""
+    if source is None:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    spent = {t.number for t in budget.using(trials)}
+    have = {_key(r.seeded) for t in trials if (r := TrialRecord.of(t)).seeded and (
+        t.number in spent or t.state in (TrialState.WAITING, TrialState.RUNNING))}
+    queued = []
+    for mark, d in seeds(source, s, placer):
+        if _key(mark) not in have:
+            study.enqueue_trial(params_for(d, s.space),
+                                user_attrs=TrialRecord(seeded=mark).attrs())
+            queued.append(mark)
+    return queued
+
+
+def _key(mark: str | None) -> str:
+    """"transferred" or "neighbour i": what a rerun recognises (the rest describes it)."""
+    return (mark or "").split(":")[0]

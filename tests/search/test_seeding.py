@@ -1,0 +1,88 @@
+"""`run --seed-from FILE`: a study on a target net seeded by a winner from another member."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bwbpf.reports.record import TrialRecord
+from bwbpf.search.seeding import NEIGHBOURS
+from bwbpf.search.transfer import carry
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, to_document
+from bwbpf.spaces.limits import Limits
+
+from .conftest import FAST, Runner
+
+SMALL = [*FAST, "--epochs", "1", "--train-subset", "128", "--val-size", "64",
+         "--cost-model", "flops", "--sampler", "random", "--pruner", "none", "--no-baselines"]
+SOURCE = Decoupling("vgg8b", (1, 2, 4), (AuxSpec("pool_linear"), AuxSpec("conv", min_channels=32),
+                                         AuxSpec("linear")), (BlockOptim(lr=0.05),) * 4, 0.25)
+
+
+@pytest.fixture
+def winner(tmp_path: Path) -> Path:
+    path = tmp_path / "winner.json"
+    path.write_text(json.dumps(to_document(SOURCE, constraints=Limits(2.0, 0.6).section())))
+    return path
+
+
+def seeded(db: str, study: str = "t") -> list[tuple[int, str, Decoupling]]:
+    out = []
+    for t in optuna.load_study(study_name=study, storage=db).get_trials():
+        rec = TrialRecord.of(t)
+        if rec.seeded:
+            d = rec.decoupling()
+            assert d is not None
+            out.append((t.number, rec.seeded, d))
+    return out
+
+
+def test_the_first_trials_are_the_transferred_winner_and_its_neighbours(
+        cli: Runner, db: str, winner: Path) -> None:
+    run = ["-q", "run", "--storage", db, "--study", "t", "--backbone", "vgg11",
+           "--min-speedup", "1.8", "--seed-from", str(winner), *SMALL]
+    rc, out, err = cli(*run, "--n-trials", "7")
+    assert rc == 0, err
+    seeds = seeded(db)
+    assert [n for n, _, _ in seeds] == list(range(len(seeds))) and 3 <= len(seeds) <= 1 + NEIGHBOURS
+    assert seeds[0][1] == "transferred"
+    space = SearchSpace(backbones=("vgg11",))
+    want = carry(SOURCE, Limits(1.8, None, "flops"), "vgg11", 0.25,
+                 shape={"in_channels": 3, "image_size": (16, 16), "num_classes": 10},
+                 ks=range(space.min_blocks, space.max_blocks + 1), min_units=space.min_units)
+    t = seeds[0][2]
+    assert t == want.decoupling
+    for i, (_, mark, d) in enumerate(seeds[1:], 1):
+        assert mark.startswith(f"neighbour {i}: ")
+        cuts_moved = [abs(a - b) for a, b in zip(d.cuts, t.cuts) if a != b]
+        heads_changed = [i for i, (a, b) in enumerate(zip(d.aux, t.aux)) if a.family != b.family]
+        one_cut = len(d.cuts) == len(t.cuts) and cuts_moved == [1] and not heads_changed
+        one_head = d.cuts == t.cuts and len(heads_changed) == 1
+        assert one_cut or one_head, (mark, d.cuts, t.cuts)
+    study = optuna.load_study(study_name="t", storage=db)
+    for n, _, _ in seeds:  # each meets the study's constraint, as trained
+        rec = TrialRecord.of(study.trials[n])
+        assert rec.speedup is not None and rec.speedup >= 1.8 and not rec.rejected
+        assert not rec.drawn_cuts  # trained where it was queued, not moved
+    assert "against the transferred decoupling" in out
+
+    rc, out, err = cli(*run, "--n-trials", "9")  # a rerun: nothing queued twice
+    assert rc == 0, err
+    assert [m for _, m, _ in seeded(db)] == [m for _, m, _ in seeds]
+
+
+def test_a_bad_seed_file_is_refused_before_the_study_is_touched(cli: Runner, db: str,
+                                                                 tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--seed-from", str(missing),
+                     *SMALL, "--n-trials", "1")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--seed-from" in err
+    other = tmp_path / "resnet.json"
+    other.write_text(json.dumps(to_document(Decoupling.paper_default("resnet18"))))
+    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--seed-from", str(other),
+                     *SMALL, "--n-trials", "1")
+    assert rc == 2 and "same family only" in err and len(err.strip().splitlines()) == 1
+    assert optuna.get_all_study_names(db) == []
