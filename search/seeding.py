@@ -3,15 +3,16 @@ another member of the family.
 
 The file's decoupling is carried to the study's backbone and width under the *study's*
 constraints and cost model (search.transfer, restricted to the space's numbers of blocks and
-least block size), and queued as the study's first trial, marked ``transferred``. Then up to
-``NEIGHBOURS`` feasible neighbours, each one edit away: one cut moved by one unit (each cut
-both ways, in order; at most ``CUT_MOVES``), then one head changed to another family the
-constraints allow (every block's first other family, then their second, ...; its least depth,
-the width and loss kept where the family has them), marked ``neighbour i: what
-changed``. Every seed is expressed as the space's parameters (spaces.params_for), so the
-sampler learns from them as from its own; one the space cannot express is left out, and said
-so. A rerun queues only the seeds that have neither a finished trial that used budget nor a
-waiting or running one.
+least block size; each head no deeper than the space draws it), and queued as the study's
+first trial, marked ``transferred``; one the space cannot express is refused in one line.
+Then up to ``NEIGHBOURS`` feasible neighbours, each one edit away: one cut moved by one unit
+(each cut both ways, in order; at most ``CUT_MOVES``), then one head changed to another family
+the constraints allow (every block's first other family, then their second, ...; its least
+depth, the width and loss kept where the family has them), marked ``neighbour i: what
+changed``; a neighbour the space cannot express is skipped. Every seed is queued as the
+space's parameters (spaces.params_for), so the sampler learns from them as from its own; no
+more are queued than the study's budget has room for. A rerun queues only the seeds that have
+neither a finished trial that used budget nor a waiting or running one.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[s
                     timer=placer.timer, ks=range(space.min_blocks, space.max_blocks + 1),
                     min_units=space.min_units)
     log.info("seeding from %s: %s", s.seed_from, carried.line())
-    t = carried.decoupling
+    t = searched_depths(carried.decoupling)
     try:
         params_for(t, space)
     except ConfigError as e:
@@ -84,9 +85,19 @@ def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[s
     return [("transferred", t), *neighbours(carried, s, placer)]
 
 
+def searched_depths(d: Decoupling) -> Decoupling:
+    """``d`` with each head no deeper than a search draws it: a ``downstream`` head carried to
+    a deeper net copies more units (spaces.transfer), more than the space can express. A
+    shallower head costs less, so the constraints still hold."""
+    aux = tuple(replace(a, depth=min(a.depth, AUX_HEADS.get(a.family).max_searched_depth))
+                for a in d.aux)
+    return replace(d, aux=aux)
+
+
 def neighbours(carried: Carried, s: SearchSettings, placer: Placer
                ) -> list[tuple[str, Decoupling]]:
-    t, space = carried.decoupling, s.space
+    """Up to NEIGHBOURS feasible points of the space one edit from the transferred one."""
+    t, space = searched_depths(carried.decoupling), s.space
     pieces = placer.pieces(t.backbone)
     moves: list[tuple[str, Decoupling]] = []
     bounds = (0, *t.cuts, pieces.units)
@@ -135,17 +146,20 @@ def _fits(d: Decoupling, s: SearchSettings, placer: Placer) -> bool:
 
 def enqueue_seeds(study: optuna.Study, s: SearchSettings, placer: Placer,
                   source: Decoupling | None) -> list[str]:
-    """Queues the seeds this study does not hold yet (first in the queue: before the
-    references); their marks."""
+    """Queues the seeds this study does not hold yet, as many as its budget has room for
+    (first in the queue: before the references); their marks."""
     if source is None:
         return []
     trials = study.get_trials(deepcopy=False)
     spent = {t.number for t in budget.using(trials)}
     have = {_key(r.seeded) for t in trials if (r := TrialRecord.of(t)).seeded and (
         t.number in spent or t.state in (TrialState.WAITING, TrialState.RUNNING))}
-    queued = []
+    # no more than the budget has room for: a seed past it would wait in the queue for ever
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    room = s.n_trials - len(spent) - waiting
+    queued: list[str] = []
     for mark, d in seeds(source, s, placer):
-        if _key(mark) not in have:
+        if _key(mark) not in have and len(queued) < room:
             study.enqueue_trial(params_for(d, s.space),
                                 user_attrs=TrialRecord(seeded=mark).attrs())
             queued.append(mark)

@@ -12,6 +12,10 @@ channels when the net is built. A
 ``downstream`` head's depth (the later units it copies) scales by the same relative rule: the
 number of units that follow its block on the target over that number on the source, rounded
 half up, at least 1; its width is relative to the units it copies, so it stays.
+
+This is the stage rule. ``retarget`` puts a decoupling's heads and optimisers on any cut set
+of the target, also with another number of blocks; search.transfer uses it to move the cuts
+where the stage rule breaks the constraints a decoupling was found under.
 """
 
 from __future__ import annotations

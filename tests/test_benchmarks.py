@@ -95,3 +95,21 @@ def test_fidelity_tiny(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and json.loads(
         (tmp_path / "fidelity.json").read_text())["vgg8b"]["rows"] == result["rows"]
+
+
+@pytest.mark.integration
+def test_transfer_tiny(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--tiny",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    result = json.loads((tmp_path / "transfer.json").read_text())["targets"]
+    [(name, rows)] = result.items()
+    assert name.startswith("vgg8b -> vgg11")
+    by = {row["row"]: row for row in rows}
+    assert set(by) == {"constraint-keeping transfer", "stage-rule transfer", "backprop", "paper",
+                       "direct search (3 trials)", "seeded search (2 trials)"}
+    assert by["constraint-keeping transfer"]["feasible"]  # it keeps what it promises
+    for row in rows:
+        assert all(0.0 <= t <= 1.0 for t in row["test"]) and row["K"] >= 1

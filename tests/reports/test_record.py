@@ -22,7 +22,7 @@ from bwbpf.search.summary import summary as summary_lines
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 
 # The attribute names are stored in users' studies: they must never change.
-STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup",
+STORED_KEYS = {"decoupling", "baseline", "seeded", "block_flops", "block_params", "speedup",
                "speedup_flops", "block_seconds", "backprop_seconds", "compute_overhead",
                "memory_ratio", "peak_activation_mb", "backprop_activation_mb",
                "curve", "block_curve",
@@ -32,7 +32,8 @@ STORED_KEYS = {"decoupling", "baseline", "block_flops", "block_params", "speedup
 
 def full_record() -> TrialRecord:
     d = Decoupling.paper_default("vgg8b", width=0.25)
-    return TrialRecord(document=to_document(d), baseline="paper", block_flops=(1, 2, 3),
+    return TrialRecord(document=to_document(d), baseline="paper", seeded="neighbour 1: x",
+                       block_flops=(1, 2, 3),
                        block_params=(4, 5, 6), speedup=2.0, speedup_flops=1.8,
                        block_seconds=(0.01, 0.02, 0.03), backprop_seconds=0.05,
                        compute_overhead=1.1,

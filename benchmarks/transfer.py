@@ -1,0 +1,232 @@
+"""Transfer evidence: a constrained winner carried to deeper and wider nets. Fashion-MNIST on
+this CPU machine; hours: run it in the background.
+
+    .venv/bin/python benchmarks/transfer.py                          # every pair
+    .venv/bin/python benchmarks/transfer.py --pairs vgg8b:vgg16      # one pair
+    .venv/bin/python benchmarks/transfer.py --tiny                   # synthetic data, a minute
+
+At the Quality rows' set-up (10,000 training images, test split, seeds 0 and 1, the search's
+augmentation and schedule, constraints >= 2x over BP and <= 0.6 of its activation memory,
+judged by FLOPs, as every study here), for each target net:
+
+- BP, its learning rate swept on the validation split at seed 0;
+- the BWBPF paper's decoupling;
+- the source's winner by the stage rule (spaces.transfer: same stages and fractions);
+- the source's winner by the constraint-keeping rule (search.transfer);
+- the winner of a direct constrained search on the target (DIRECT trials of 3 epochs on
+  3,000 images, the default sampler and pruner, no references);
+- the winner of a search seeded with the source's winner (`run --seed-from`, SEEDED trials).
+
+Each row: test accuracy per seed, per-block accuracies, and its costs on the target (speed-up
+by the measured step times and by FLOPs, memory ratio). The source winners are the Quality
+searches' (benchmarks/quality.json, "searched, new space"). Every finished training and study
+is kept in OUT/out/ (transfer-runs.json, transfer.db), so a stopped run continues; the table is
+rewritten into OUT/transfer.json after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from common import Runs
+
+from bwbpf.reports.record import TrialRecord, ranked
+from bwbpf.search.cli import main as cli
+from bwbpf.search.transfer import carry
+from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build, to_document
+from bwbpf.spaces.limits import CostModel, Limits
+from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
+from bwbpf.trainers.timing import StepTimer
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Budget:
+    dataset: str
+    width: float
+    train_subset: int
+    epochs: tuple[int, ...]  # of the rows
+    seeds: tuple[int, ...]
+    bp_lrs: tuple[float, ...]
+    search_subset: int
+    search_epochs: int
+    direct: int  # trials of the direct search on the target
+    seeded: int  # trials of the seeded search
+    min_speedup: float = 2.0
+    max_memory: float = 0.6
+    val_size: int = 1000
+    batch: int = 128
+    cost_model: CostModel = "measured"
+    augment: bool = SearchSpace.augment
+    lr_schedule: str = SearchSpace.lr_schedule
+
+
+# FLOPs judge the constraints: this machine runs other jobs beside, and measured step times
+# would move with them (the rows still show the measured speed-up beside).
+FULL = Budget("fashion-mnist", 0.25, 10000, (3,), (0, 1), (0.025, 0.05, 0.1), 3000, 3, 12, 8,
+              cost_model="flops")
+TINY = replace(FULL, dataset="synthetic", width=0.125, train_subset=256, epochs=(1,), seeds=(0,),
+               bp_lrs=(0.05,), search_subset=128, search_epochs=1, direct=3, seeded=2,
+               min_speedup=1.2, max_memory=0.9, val_size=64, batch=32, cost_model="flops")
+# (source backbone, target backbone, target width): the issue's pairs, the cheapest first
+PAIRS = [("vgg8b", "vgg11", None), ("vgg8b", "vgg16", None), ("vgg8b", "vgg8b", 0.5),
+         ("resnet18", "resnet34", None), ("resnet18", "resnet50", None)]
+
+
+class Transfer:
+    def __init__(self, b: Budget, out: Path) -> None:
+        self.b, self.out = b, out
+        (out / "out").mkdir(parents=True, exist_ok=True)
+        self.runs = Runs(out / "out" / "transfer-runs.json")
+        self.storage = f"sqlite:///{out / 'out' / 'transfer.db'}"
+        self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
+                              seed=0, download=False)
+        self.shape = {"in_channels": self.data.in_channels,
+                      "image_size": self.data.image_size,
+                      "num_classes": self.data.num_classes}
+        # measured step times for the rows (FLOPs beside); they judge only under "measured"
+        self.clock = StepTimer(torch.device("cpu"), b.batch, **self.shape)
+        self.timer = self.clock if b.cost_model == "measured" else None
+        self.limits = Limits(b.min_speedup, b.max_memory, b.cost_model)
+
+    def train(self, d: Decoupling, epochs: int, seed: int) -> dict[str, Any]:
+        b = self.b
+        key = json.dumps([d.to_dict(), epochs, seed, b.dataset, b.train_subset, b.val_size,
+                          b.batch, b.augment, b.lr_schedule], sort_keys=True)
+
+        def run() -> dict[str, Any]:
+            net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
+                        seed=seed)
+            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
+                             augment=b.augment, lr_schedule=b.lr_schedule)  # type: ignore
+            r = fit(net, self.data, plan)
+            blocks = evaluate(net, self.data.test, plan)
+            return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
+                    "seconds": r.train_seconds}
+
+        return dict(self.runs.get(key, run))
+
+    def costs(self, d: Decoupling) -> dict[str, float]:
+        if d.num_blocks == 1:
+            return {"speedup": 1.0, "speedup_flops": 1.0, "memory": 1.0}
+        c = measure_cost(build(d, self.data.num_classes, self.data.in_channels,
+                               self.data.image_size), self.data.in_channels,
+                         self.data.image_size)
+        return {"speedup": self.clock.predict(d).speedup, "speedup_flops": c.speedup,
+                "memory": c.memory_ratio}
+
+    def row(self, name: str, d: Decoupling, epochs: int, note: str = "") -> dict[str, Any]:
+        runs = [self.train(d, epochs, s) for s in self.b.seeds]
+        tests = [r["test"] for r in runs]
+        c = self.costs(d)
+        judged = c["speedup"] if self.b.cost_model == "measured" else c["speedup_flops"]
+        feasible = (round(judged, 4) >= self.b.min_speedup
+                    and round(c["memory"], 4) <= self.b.max_memory)
+        return {"row": name, "epochs": epochs, "K": d.num_blocks, "cuts": list(d.cuts),
+                "heads": [f"{a.family}/{a.loss}" for a in d.aux], "test": tests,
+                "mean": statistics.mean(tests),
+                "blocks": [statistics.mean(b) for b in zip(*(r["blocks"] for r in runs))],
+                **c, "feasible": feasible if d.num_blocks > 1 else True, "note": note,
+                "decoupling": d.to_dict()}
+
+    def bp(self, backbone: str, width: float, epochs: int) -> tuple[Decoupling, float]:
+        """BP at the learning rate its sweep on the validation split picks (seed 0)."""
+
+        def at(lr: float) -> Decoupling:
+            return Decoupling.end_to_end(backbone, width=width, optim=BlockOptim(lr=lr))
+
+        best = max(self.b.bp_lrs, key=lambda lr: self.train(at(lr), epochs,
+                                                            self.b.seeds[0])["val"])
+        return at(best), best
+
+    def search(self, name: str, backbone: str, width: float, n: int,
+               seed_from: Path | None = None) -> Decoupling:
+        """A constrained study on the target (resumed when it exists); its winner."""
+        b = self.b
+        argv = ["-q", "run", "--storage", self.storage, "--study", name, "--backbone",
+                backbone, "--width", str(width), "--dataset", b.dataset, "--train-subset",
+                str(b.search_subset), "--val-size", str(b.val_size), "--epochs",
+                str(b.search_epochs), "--batch-size", str(b.batch), "--device", "cpu",
+                "--min-speedup", str(b.min_speedup), "--max-memory", str(b.max_memory),
+                "--cost-model", b.cost_model, "--n-trials", str(n), "--no-baselines",
+                "--confirm-top", "0"]
+        if seed_from is not None:
+            argv += ["--seed-from", str(seed_from)]
+        assert cli(argv) == 0, f"study {name} failed"
+        study = optuna.load_study(study_name=name, storage=self.storage)
+        d = TrialRecord.of(ranked(study)[0]).decoupling()
+        assert d is not None
+        return d
+
+
+def source_winners(path: Path) -> dict[str, Decoupling]:
+    """The Quality searches' constrained winners, by backbone."""
+    rows = json.loads(path.read_text())["rows"]
+    return {r["backbone"]: Decoupling.from_dict(r["decoupling"]) for r in rows
+            if r["row"] == "searched, new space"}
+
+
+def target(t: Transfer, src: Decoupling, dst: str, width: float | None, epochs: int
+           ) -> list[dict[str, Any]]:
+    w = width or src.width
+    doc = t.out / "out" / f"source-{src.backbone}.json"
+    doc.write_text(json.dumps(to_document(src, constraints=t.limits.section())))
+    kept = carry(src, t.limits, dst, width, shape=t.shape, timer=t.timer)
+    bp, lr = t.bp(dst, w, epochs)
+    tag = f"{dst}x{w:g}"
+    return [t.row("constraint-keeping transfer", kept.decoupling, epochs, kept.line()),
+            t.row("stage-rule transfer", src.transfer(dst, width), epochs),
+            t.row("backprop", bp, epochs, f"lr {lr:g} (sweep on val)"),
+            t.row("paper", Decoupling.paper_default(dst, width=w), epochs),
+            t.row(f"direct search ({t.b.direct} trials)",
+                  t.search(f"direct-{tag}", dst, w, t.b.direct), epochs),
+            t.row(f"seeded search ({t.b.seeded} trials)",
+                  t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--pairs", default=None, help="e.g. vgg8b:vgg16,vgg8b:vgg8b@0.5")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    b = TINY if args.tiny else FULL
+    pairs = PAIRS[:1] if args.tiny else PAIRS
+    if args.pairs:
+        pairs = [(s, d.split("@")[0], float(d.split("@")[1]) if "@" in d else None)
+                 for s, d in (p.split(":") for p in args.pairs.split(","))]
+    t = Transfer(b, args.out)
+    if args.tiny:
+        sources = {"vgg8b": Decoupling.paper_default("vgg8b", width=b.width)}
+    else:
+        sources = source_winners(HERE / "quality.json")
+    results: dict[str, Any] = {"budget": asdict(b), "targets": {}}
+    for src, dst, width in pairs:
+        for epochs in b.epochs:
+            rows = target(t, sources[src], dst, width, epochs)
+            name = f"{src} -> {dst} x{width or sources[src].width:g}, {epochs} epochs"
+            results["targets"][name] = rows
+            results["written"] = time.strftime("%Y-%m-%d %H:%M %Z")
+            (args.out / "transfer.json").write_text(json.dumps(results, indent=1))
+            print(name, flush=True)
+            for r in rows:
+                print(f"  {r['row']:32s} {r['mean']:.4f}  K={r['K']} cuts {r['cuts']}  "
+                      f"{r['speedup']:.2f}x (FLOPs {r['speedup_flops']:.2f}x)  memory "
+                      f"{r['memory']:.2f}  {'' if r['feasible'] else 'INFEASIBLE'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
