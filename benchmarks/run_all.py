@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import Row  # noqa: E402
 
-BENCHMARKS = ["memory", "step_cost", "cost_model", "parallel", "distributed", "search_efficiency",
+BENCHMARKS = ["memory", "step_cost", "cost_model", "parallel", "distributed",
               "workers"]
 
 

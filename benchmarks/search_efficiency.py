@@ -1,142 +1,263 @@
-"""TPE + Hyperband against random search without pruning, both under the same constraints
-(speed-up over BP >= MIN_SPEEDUP, memory <= MAX_MEMORY) and the same trial budget, each
-confirming its winners (the CONFIRM_TOP best trials trained CONFIRM_SEEDS more times), on
-Fashion-MNIST with the small backbone: epochs spent, confirmation included (target: <= 0.6 of
-random search's), and the confirmed best's mean validation accuracy (target: at least as good);
-and the sampler + storage time per trial as a fraction of the trial's time (target < 2%).
+"""Does searching pay? The default search against random search and against the best
+reference, at equal training, under the demo's constraints. Fashion-MNIST on this CPU machine;
+hours: run it in the background.
 
-Trials run 9 epochs, so that Hyperband (reduction factor 3, first rung at epoch 1) has its three
-brackets with rungs at 1, 3 and 9 epochs; at 3-4 epochs per trial it has two brackets, one of
-which never prunes, and saves about a third of the epochs. Each comparison is paired (same seed:
-same data split, same initial weights) and repeated over SEEDS; the rows give the totals and the
-mean difference, the detail each seed. Rejected samples (they break a constraint) are never
-trained and spend no epochs.
+    .venv/bin/python benchmarks/search_efficiency.py                       # both, 3 seeds
+    .venv/bin/python benchmarks/search_efficiency.py --backbones vgg8b --seeds 0
+    .venv/bin/python benchmarks/search_efficiency.py --tiny                # synthetic, minutes
 
-    .venv/bin/python benchmarks/search_efficiency.py
+For each backbone (vgg8b and ResNet-18 at x0.25; >= 2x over BP and <= 0.6 of its activation
+memory, judged by FLOPs: other jobs share this machine and would move measured step times) and
+each search seed:
+
+- the default search: TPE, Hyperband pruning, every reference, then promotion of the top
+  trials and the references (PROMOTE) and confirmation over seeds at that fidelity (CONFIRM);
+- random search without pruning, the same references, promotion and confirmation, run to the
+  same training as the default search's (image-epochs: training images x epochs, the BP sweep,
+  the references, promotion and confirmation counted; it grows trial by trial until its search
+  has trained at least as much as the default's did);
+- the best reference: the feasible reference the default study ranks first at its highest
+  fidelity.
+
+Each of the three winners is then trained at the row budget (ROW: 10 epochs on 10,000 images,
+seeds 0 and 1, test split). The rows: the mean over search seeds of the default's winner minus
+random search's (target >= +0.003) and minus the best reference's (target >= +0.003); and the
+share of random search's search-phase training the default search needed to reach a trial at
+least as good as random search's best trial (single seed, trial budget; target <= 0.5). Every
+study and training is kept in OUT/out/ (search-efficiency.db, search-efficiency-runs.json): a
+stopped run continues where it stopped.
 """
 
 from __future__ import annotations
 
-import tempfile
-import threading
+import argparse
+import json
+import statistics
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
-from common import Row, show
+import torch
+from common import Row, Runs, show
 
-from bwbpf.reports.record import ranked
-from bwbpf.reports.study_attrs import confirmations
+from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
+from bwbpf.reports.study_attrs import (
+    bp_baselines,
+    budget_confirmations,
+    confirmations,
+    promoted,
+)
 from bwbpf.search.runner import run_search
-from bwbpf.search.settings import SearchSettings
-from bwbpf.spaces import SearchSpace
+from bwbpf.search.settings import REFERENCES, SearchSettings
+from bwbpf.spaces import Decoupling, SearchSpace, build
+from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
 
-N_TRIALS, EPOCHS, SUBSET, VAL, SEEDS = 12, 9, 600, 600, (0, 1)
-# Loose enough for random sampling: at >= 2x and <= 0.6, 200 random samples in a row missed.
-MIN_SPEEDUP, MAX_MEMORY, CONFIRM_TOP, CONFIRM_SEEDS = 1.5, 0.8, 2, 2
-
-
-class Clock:
-    """Seconds the main thread spends in instrumented calls (outermost calls only: no double
-    counting; the heartbeat thread's writes run beside training and are left out)."""
-
-    def __init__(self) -> None:
-        self.seconds, self.depth = 0.0, 0
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if threading.current_thread() is not threading.main_thread():
-                return fn(*args, **kwargs)
-            self.depth += 1
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.depth -= 1
-                if self.depth == 0:
-                    self.seconds += time.perf_counter() - start
-
-        return timed
+HERE = Path(__file__).resolve().parent
 
 
-def instrument(clock: Clock) -> None:
-    """Times every public storage call and every sampler entry point, in this process."""
-    storage = optuna.storages.RDBStorage
-    for name in dir(optuna.storages.BaseStorage):
-        if not name.startswith("_") and callable(getattr(storage, name)):
-            setattr(storage, name, clock.wrap(getattr(storage, name)))
-    for cls in (optuna.samplers.TPESampler, optuna.samplers.RandomSampler):
-        for name in ("infer_relative_search_space", "sample_relative", "sample_independent",
-                     "before_trial", "after_trial"):
-            setattr(cls, name, clock.wrap(getattr(cls, name)))
+@dataclass(frozen=True)
+class Budget:
+    dataset: str
+    width: float
+    subset: int  # the trials' training images
+    epochs: int  # a trial's
+    trials: int  # the default search's budget
+    promote: tuple[int, int, int]  # top N, epochs, images
+    confirm: tuple[int, int]  # top N, more seeds
+    row: tuple[int, int, tuple[int, ...]]  # epochs, images, seeds
+    seeds: tuple[int, ...]  # search seeds
+    min_speedup: float = 2.0
+    max_memory: float = 0.6
+    val_size: int = 1000
+    batch: int = 128
+    bp_lrs: tuple[float, ...] = (0.025, 0.05, 0.1)
+    references: tuple[str, ...] = REFERENCES
 
 
-def study_run(db: str, name: str, sampler: str, pruner: str, seed: int
-              ) -> tuple[int, float, float, str]:
-    """(epochs spent, searching and confirming; the confirmed best's mean validation
-    accuracy; wall seconds; what won)."""
-    space = SearchSpace(backbones=("vgg8b",), width=0.25, min_speedup=MIN_SPEEDUP,
-                        max_memory=MAX_MEMORY)
-    s = SearchSettings(study=f"{name}-{seed}", storage=db, space=space,
-                       dataset="fashion-mnist", download=False, train_subset=SUBSET,
-                       val_size=VAL, epochs=EPOCHS, n_trials=N_TRIALS, sampler=sampler,
-                       pruner=pruner, baselines=False, device="cpu", seed=seed, quiet=True,
-                       confirm_top=CONFIRM_TOP, confirm_seeds=CONFIRM_SEEDS
-                       )  # type: ignore[arg-type]
-    start = time.perf_counter()
-    study = run_search(s)
-    wall = time.perf_counter() - start
-    trials = study.get_trials()
-    confirmed = confirmations(study)
-    epochs = sum(len(t.user_attrs.get("curve", [])) for t in trials)
-    epochs += sum((len(c.seeds) - 1) * EPOCHS for c in confirmed.values())
-    best = ranked(study)[0]
-    c = confirmed.get(best.number)
-    if c is None:  # its confirmation failed (a non-finite loss): its single seed stands
-        return epochs, best.values[0], wall, f"trial {best.number} {best.values[0]:.4f}"
-    return epochs, c.mean, wall, (f"trial {best.number} {c.mean:.4f} over {len(c.seeds)} "
-                                  f"seeds (single seed {best.values[0]:.4f})")
+FULL = Budget("fashion-mnist", 0.25, 3000, 3, 24, (3, 6, 10000), (2, 1), (10, 10000, (0, 1)),
+              (0, 1, 2))
+TINY = replace(FULL, dataset="synthetic", width=0.125, subset=128, epochs=2, trials=6,
+               promote=(1, 2, 256), confirm=(1, 1), row=(1, 256, (0,)), seeds=(0,),
+               min_speedup=1.5, max_memory=0.9, val_size=64, batch=32, bp_lrs=(0.05,),
+               references=("paper", "uniform"))
 
 
-def run() -> list[Row]:
-    clock = Clock()
-    instrument(clock)
-    runs: dict[str, list[tuple[int, float, str]]] = {"random": [], "tpe-hb": []}
-    overhead = hb_wall = 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        db = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        for seed in SEEDS:
-            epochs, best, _, won = study_run(db, "random", "random", "none", seed)
-            runs["random"].append((epochs, best, won))
-            before = clock.seconds
-            epochs, best, wall, won = study_run(db, "tpe-hb", "tpe", "hyperband", seed)
-            overhead, hb_wall = overhead + clock.seconds - before, hb_wall + wall
-            runs["tpe-hb"].append((epochs, best, won))
-            for key, rows in runs.items():
-                print(f"seed {seed} {key}: {rows[-1][0]} epochs, confirmed best {rows[-1][2]}",
-                      flush=True)
-    budget = (f"{N_TRIALS} trials x {EPOCHS} epochs, {SUBSET} images, vgg8b x0.25, "
-              f">= {MIN_SPEEDUP:g}x, <= {MAX_MEMORY:g} memory, top {CONFIRM_TOP} confirmed "
-              f"over {CONFIRM_SEEDS} more seeds, seeds {list(SEEDS)}")
+def settings(b: Budget, storage: str, name: str, backbone: str, seed: int, *, random: bool,
+             n: int, final: bool) -> SearchSettings:
+    """One study's run: promotion and confirmation only in the ``final`` run."""
+    space = SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,
+                        max_memory=b.max_memory)
+    top, epochs, images = b.promote
+    return SearchSettings(
+        study=name, storage=storage, space=space, dataset=b.dataset, download=False,
+        train_subset=b.subset, val_size=b.val_size, epochs=b.epochs, batch_size=b.batch,
+        n_trials=n, sampler="random" if random else "tpe",
+        pruner="none" if random else "hyperband", device="cpu", seed=seed, quiet=True,
+        cost_model="flops", references=b.references, bp_lrs=b.bp_lrs,
+        promote_top=top if final else 0, promote_epochs=epochs, promote_subset=images,
+        confirm_top=b.confirm[0] if final else 0, confirm_seeds=b.confirm[1]
+    )  # type: ignore[arg-type]
+
+
+def search_spent(study: optuna.Study, b: Budget) -> int:
+    """Image-epochs of the search phase: every trial's epochs and BP's sweep."""
+    trials = sum(len(TrialRecord.of(t).curve) for t in study.get_trials(deepcopy=False))
+    bp = sum(len(e.get("curve", ())) for bl in bp_baselines(study).values() for e in bl.sweep)
+    return (trials + bp) * b.subset
+
+
+def after_spent(study: optuna.Study, b: Budget) -> int:
+    """Image-epochs of promotion and confirmation."""
+    _, epochs, images = b.promote
+    out = sum(len(c.seeds) * epochs * images for c in promoted(study, (epochs, images)).values())
+    out += sum((len(c.seeds) - 1) * b.epochs * b.subset
+               for c in budget_confirmations(study).values())
+    return out
+
+
+def curve(study: optuna.Study, b: Budget) -> list[tuple[int, float]]:
+    """(search image-epochs so far, best feasible single-seed accuracy so far), trial by
+    trial in the order they were numbered (the BP sweep counted first)."""
+    feasible = {t.number for t in feasible_trials(study)}
+    bp = sum(len(e.get("curve", ())) for bl in bp_baselines(study).values() for e in bl.sweep)
+    spent, best, out = bp * b.subset, 0.0, []
+    for t in study.get_trials(deepcopy=False):
+        spent += len(TrialRecord.of(t).curve) * b.subset
+        if t.number in feasible and t.values:
+            best = max(best, t.values[0])
+        out.append((spent, best))
+    return out
+
+
+def grown_random(b: Budget, storage: str, name: str, backbone: str, seed: int,
+                 target: int) -> tuple[optuna.Study, int]:
+    """Random search grown a trial at a time (from one: without pruning each trial trains in
+    full, so it gets fewer than the default search) until its search trained ``target``; the
+    study and its budget then."""
+    n = 1
+    while True:
+        study = run_search(settings(b, storage, name, backbone, seed, random=True, n=n,
+                                    final=False))
+        if search_spent(study, b) >= target:
+            return study, n
+        n += 1
+
+
+class Rows:
+    """Winners trained at the row budget (cached in a JSON file)."""
+
+    def __init__(self, b: Budget, out: Path) -> None:
+        self.b, self.runs = b, Runs(out / "search-efficiency-runs.json")
+        epochs, images, _ = b.row
+        self.data = load_data(b.dataset, train_subset=images, val_size=b.val_size, seed=0,
+                              download=False)
+
+    def test(self, d: Decoupling) -> float:
+        """Mean test accuracy over the row seeds."""
+        epochs, images, seeds = self.b.row
+        out = []
+        for seed in seeds:
+            key = json.dumps([d.to_dict(), epochs, images, seed, self.b.dataset], sort_keys=True)
+
+            def run(seed: int = seed) -> dict[str, Any]:
+                net = build(d, self.data.num_classes, self.data.in_channels,
+                            self.data.image_size, seed=seed)
+                plan = TrainPlan(epochs=epochs, batch_size=self.b.batch, seed=seed,
+                                 device="cpu")
+                fit(net, self.data, plan)
+                return {"test": evaluate(net, self.data.test, plan)[-1]}
+
+            out.append(float(self.runs.get(key, run)["test"]))
+        return statistics.mean(out)
+
+
+def best_reference(study: optuna.Study) -> Decoupling:
+    """The feasible reference ranked first (at its highest fidelity)."""
+    refs = [t for t in ranked(study) if TrialRecord.of(t).baseline]
+    d = TrialRecord.of(refs[0]).decoupling() if refs else None
+    assert d is not None, "no feasible reference"
+    return d
+
+
+def one(b: Budget, storage: str, rows: Rows, backbone: str, seed: int) -> dict[str, Any]:
+    """One backbone and search seed: the three winners at the row budget, and the training
+    each search spent."""
+    tag = f"{backbone}-{seed}"
+    default = run_search(settings(b, storage, f"default-{tag}", backbone, seed, random=False,
+                                  n=b.trials, final=True))
+    target = search_spent(default, b)
+    random, n = grown_random(b, storage, f"random-{tag}", backbone, seed, target)
+    random = run_search(settings(b, storage, f"random-{tag}", backbone, seed, random=True, n=n,
+                                 final=True))  # nothing left to search: it promotes, confirms
+    winners = {}
+    for name, study in (("default", default), ("random", random)):
+        d = TrialRecord.of(ranked(study)[0]).decoupling()
+        assert d is not None
+        winners[name] = d
+    winners["reference"] = best_reference(default)
+    goal = max(v for _, v in curve(random, b))  # random search's best trial, single seed
+    reached = next((spent for spent, v in curve(default, b) if v >= goal), None)
+    return {"backbone": backbone, "seed": seed,
+            "test": {k: rows.test(d) for k, d in winners.items()},
+            "winners": {k: d.to_dict() for k, d in winners.items()},
+            "spent": {"default": target + after_spent(default, b),
+                      "random": search_spent(random, b) + after_spent(random, b)},
+            "reach": None if reached is None else reached / search_spent(random, b),
+            "trials": {"default": len(default.trials), "random": len(random.trials)},
+            "confirmed": {k: ranked(st)[0].number in confirmations(st)
+                          for k, st in (("default", default), ("random", random))}}
+
+
+def verdict(results: list[dict[str, Any]], b: Budget) -> list[Row]:
     rows = []
-    for key, label in (("tpe-hb", "TPE+Hyperband"),):
-        spent = sum(e for e, _, _ in runs[key])
-        base = sum(e for e, _, _ in runs["random"])
-        gains = [b - rb for (_, b, _), (_, rb, _) in zip(runs[key], runs["random"])]
-        per_seed = "; ".join(f"{b:.4f} vs {rb:.4f}"
-                             for (_, b, _), (_, rb, _) in zip(runs[key], runs["random"]))
-        rows += [
-            Row(f"epochs (confirmation in): {label} / random, no pruning", spent / base,
-                "<= 0.6", f"{spent} vs {base} epochs; {budget}" if key == "tpe-hb"
-                else f"{spent} vs {base} epochs"),
-            Row(f"confirmed best val accuracy: {label} - random (mean)",
-                sum(gains) / len(gains), ">= 0.0", per_seed),
-        ]
-    rows.append(Row("sampler + storage time / trial time (TPE+Hyperband, SQLite)",
-                    overhead / hb_wall, "< 0.02", f"{overhead:.2f} s of {hb_wall:.0f} s"))
+    for backbone in dict.fromkeys(r["backbone"] for r in results):
+        mine = [r for r in results if r["backbone"] == backbone]
+        seeds = [r["seed"] for r in mine]
+        for other, label in (("random", "random search"), ("reference", "the best reference")):
+            gaps = [r["test"]["default"] - r["test"][other] for r in mine]
+            rows.append(Row(f"{backbone}: default search - {label}, test at the row budget",
+                            statistics.mean(gaps), ">= 0.003",
+                            "seeds " + ", ".join(f"{s}: {r['test']['default']:.4f} vs "
+                                                 f"{r['test'][other]:.4f}"
+                                                 for s, r in zip(seeds, mine))))
+        reach = [r["reach"] if r["reach"] is not None else float("inf") for r in mine]
+        spent = "; ".join(f"{r['spent']['default']} vs {r['spent']['random']} image-epochs"
+                          for r in mine)
+        rows.append(Row(f"{backbone}: share of random search's training to reach its best "
+                        "trial", statistics.mean(reach), "<= 0.5", spent))
     return rows
 
 
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--backbones", default="vgg8b,resnet18")
+    ap.add_argument("--seeds", default=None, help="search seeds (default 0,1,2)")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    b = TINY if args.tiny else FULL
+    if args.seeds:
+        b = replace(b, seeds=tuple(int(x) for x in args.seeds.split(",")))
+    (args.out / "out").mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{args.out / 'out' / 'search-efficiency.db'}"
+    rows = Rows(b, args.out / "out")
+    results = []
+    for backbone in args.backbones.split(","):
+        for seed in b.seeds:
+            results.append(one(b, storage, rows, backbone, seed))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "winners"}),
+                  flush=True)
+            (args.out / "search_efficiency.json").write_text(json.dumps(
+                {"budget": asdict(b), "results": results,
+                 "written": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
+    show(verdict(results, b))
+    return 0
+
+
 if __name__ == "__main__":
-    show(run())
+    raise SystemExit(main())

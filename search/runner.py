@@ -84,7 +84,9 @@ def load_search_data(s: SearchSettings) -> Data:
 def promoted_data(s: SearchSettings) -> Data:
     """The data of a promoted training: the same validation split, more training images."""
     assert s.promotion is not None
-    return load_search_data(replace(s, train_subset=s.promotion[1] or None))
+    # the promotion is not part of the data's settings (and at the promoted subset the same
+    # epochs would read as a promotion to the search's own budget)
+    return load_search_data(replace(s, train_subset=s.promotion[1] or None, promote_top=0))
 
 
 def check_promoted_data(s: SearchSettings) -> None:

@@ -113,3 +113,21 @@ def test_transfer_tiny(tmp_path: Path) -> None:
     assert by["constraint-keeping transfer"]["feasible"]  # it keeps what it promises
     for row in rows:
         assert all(0.0 <= t <= 1.0 for t in row["test"]) and row["K"] >= 1
+
+
+@pytest.mark.integration
+def test_search_efficiency_tiny(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
+                        "--tiny", "--backbones", "vgg8b", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    [result] = json.loads((tmp_path / "search_efficiency.json").read_text())["results"]
+    assert set(result["test"]) == {"default", "random", "reference"}
+    assert all(0.0 <= v <= 1.0 for v in result["test"].values())
+    # random search trained at least as much as the default search's search phase, not more
+    # than one trial beyond it (it grows a trial at a time)
+    assert result["spent"]["default"] > 0 and result["spent"]["random"] > 0
+    assert result["reach"] is None or 0 < result["reach"] <= 1.5
+    assert "share of random search's training" in r.stdout

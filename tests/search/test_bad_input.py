@@ -136,6 +136,16 @@ OTHER = [
      "argument --references: '../x' is not one of paper, uniform, predsim, auglocal, infopro"),
     (["run", "--heads-tied", "maybe"], "argument --heads-tied: invalid choice: 'maybe'"),
     (["run", "--cut-placement", ""], "argument --cut-placement: invalid choice: ''"),
+    (["export", "--storage", "{db}", "--study", "keep", "-o", "x.json", "--backbone",
+      "resnet50"], "cannot transfer a vgg decoupling (vgg8b) to resnet50"),
+    (["export", "--storage", "{db}", "--study", "keep", "-o", "x.json", "--width", "0"],
+     "argument --width: 0 must be a positive number"),
+    (["export", "--storage", "{db}", "--study", "keep", "-o", "x.json", "--cost-model", "wild"],
+     "argument --cost-model: invalid choice: 'wild'"),
+    (["train", "--arch", "{vgg11.json}", "--backbone", "vgg16", "--cost-model", "gpu"],
+     "argument --cost-model: invalid choice: 'gpu'"),
+    (["run", "--seed-from", "{truncated.json}"], "not valid JSON"),
+    (["run", "--seed-from", "{empty}"], "--seed-from"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

@@ -36,6 +36,16 @@ def test_without_promotion_nothing_is_promoted(cli: Runner, db: str) -> None:
     assert all(c.fidelity is None for c in confirmations(study).values())
 
 
+def test_a_promotion_to_more_images_at_the_same_epochs_runs(cli: Runner, db: str) -> None:
+    """EcoNAS's lever: more data per trial, not more epochs (the search's 1 epoch kept)."""
+    rc, _, err = cli("-q", "run", "--storage", db, "--study", "p", "--n-trials", "2", *BASE,
+                     "--promote-top", "1", "--promote-epochs", "1", "--promote-subset", "200",
+                     "--confirm-top", "0")
+    assert rc == 0, err
+    there = promoted(load(db), (1, 200))
+    assert {"0", "bp:vgg8b"} <= set(there)  # the reference (trial 0) and BP, at least
+
+
 def test_promoted_trials_rank_by_their_promoted_score_and_confirm_there(
         cli: Runner, db: str, tmp_path: Path) -> None:
     argv = ["run", "--storage", db, "--study", "p", "--n-trials", "4", *BASE,
