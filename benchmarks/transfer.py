@@ -72,7 +72,7 @@ class Budget:
 
 # FLOPs judge the constraints: this machine runs other jobs beside, and measured step times
 # would move with them (the rows still show the measured speed-up beside).
-FULL = Budget("fashion-mnist", 0.25, 10000, (3,), (0, 1), (0.025, 0.05, 0.1), 3000, 3, 12, 8,
+FULL = Budget("fashion-mnist", 0.25, 10000, (3, 10), (0, 1), (0.025, 0.05, 0.1), 3000, 3, 12, 8,
               cost_model="flops")
 TINY = replace(FULL, dataset="synthetic", width=0.125, train_subset=256, epochs=(1,), seeds=(0,),
                bp_lrs=(0.05,), search_subset=128, search_epochs=1, direct=3, seeded=2,

@@ -203,7 +203,10 @@ class Objective:
         else:
             prune = epoch < self.s.epochs and self.curve_pruner.should_prune(
                 trial.study, trial.number, list(rec.curve))
-        if prune:
+        # A --seed-from seed trains in full: the user's candidate, and a first epoch ranks
+        # decouplings poorly (benchmarks/fidelity.py); it still reports, so the pruner
+        # compares the others with it.
+        if prune and rec.seeded is None:
             save(trial, rec, replace(rec, pruned_at=epoch))
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {acc:.4f}")
 
