@@ -158,9 +158,17 @@ def test_train_carries_a_constrained_file_and_refuses_an_impossible_one(
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "at best" in err
     assert not (tmp_path / "bad").exists()
     rc, _, err = cli("train", "--arch", str(bad), "--backbone", "vgg16", "--out",
-                     str(tmp_path / "bad"), "--ignore-constraints", "--stop-after", "1", *SYN)
+                     str(tmp_path / "bad"), "--ignore-constraints", "--stop-after", "1", *SYN,
+                     "--epochs", "2")
     assert rc == 0, err
     assert "--min-speedup 50 BROKEN" in err
+    assert not (tmp_path / "bad" / "metrics.json").exists()  # stopped after epoch 1 of 2
+    rc, _, err = cli("train", "--arch", str(bad), "--backbone", "vgg16", "--out",
+                     str(tmp_path / "bad"), "--ignore-constraints", "--resume", *SYN,
+                     "--epochs", "2")
+    assert rc == 0, err
+    assert "BROKEN" not in err  # resumed with the cuts it started with, not placed again
+    assert (tmp_path / "bad" / "metrics.json").exists()
 
 
 def costs_at(d: Decoupling, channels: int, size: tuple[int, int]) -> tuple[float, float]:
