@@ -21,7 +21,8 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str],
         row.update(confirmed_mean=confirmed.mean, confirmed_std=confirmed.std,
                    confirmed_seeds=len(confirmed.seeds))
     duration = t.duration.total_seconds() if t.duration is not None else None
-    row.update(baseline=rec.baseline, epochs_run=len(rec.curve), duration_s=duration,
+    row.update(baseline=rec.baseline, seeded=rec.seeded, epochs_run=len(rec.curve),
+               duration_s=duration,
                pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
                rejected=rec.rejected, infeasible=rec.infeasible,
                speedup=rec.speedup, speedup_flops=rec.speedup_flops,

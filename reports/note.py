@@ -61,7 +61,8 @@ def markdown(t: FrozenTrial, confirmation: Confirmation | None = None) -> str:
     """The note: outcome, one row per block, the figures, and the parameters Optuna drew that
     this decoupling ignores (a K=2 trial still carries every cut and head of the space)."""
     rec = TrialRecord.of(t)
-    tag = f" ({rec.baseline})" if rec.baseline else ""
+    mark = rec.baseline or rec.seeded
+    tag = f" ({mark})" if mark else ""
     lines = [f"### Trial {t.number}{tag}: {outcome(t, rec)}", ""]
     d = rec.decoupling()
     if d is None:

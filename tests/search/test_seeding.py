@@ -8,6 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bwbpf.reports.frame import trials_frame
+from bwbpf.reports.note import markdown
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search.seeding import NEIGHBOURS
 from bwbpf.search.transfer import carry
@@ -70,6 +72,9 @@ def test_the_first_trials_are_the_transferred_winner_and_its_neighbours(
         assert rec.speedup is not None and rec.speedup >= 1.8 and not rec.rejected
         assert not rec.drawn_cuts  # trained where it was queued, not moved
     assert "against the transferred decoupling" in out
+    frame = trials_frame(study)  # the report's table and CSV say which trials were seeds
+    assert list(frame["seeded"][:len(seeds)]) == [m for _, m, _ in seeds]
+    assert markdown(study.trials[0]).startswith("### Trial 0 (transferred)")
 
     rc, out, err = cli(*run, "--n-trials", "9")  # a rerun: nothing queued twice
     assert rc == 0, err
