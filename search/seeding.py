@@ -8,7 +8,8 @@ first trial, marked ``transferred``; one the space cannot express is refused in 
 Then up to ``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what
 changed``: one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``);
 one head family on every block (PredSim's kind of hand design; the families the constraints
-allow, the cheapest on the target first; at most ``TIED``); then one head changed to another
+allow, the cheapest on the target first: the least compute over all blocks and heads; at most
+``TIED``); then one head changed to another
 family (every block's first other family, then their second, ...). A changed head has its
 family's least depth and keeps the width and loss where the family has them; a neighbour the
 space cannot express is skipped. Seeds train in full: the pruner does not stop them
@@ -122,8 +123,9 @@ def neighbours(carried: Carried, s: SearchSettings, placer: Placer
     tied = [(f"every head {f}", replace(t, aux=tuple(_head(f, a, space.head_min_channels)
                                                       for a in t.aux)))
             for f in placer.viable if any(a.family != f for a in t.aux)]
-    # the cheapest design first: it leaves the most room under the constraints
-    tied.sort(key=lambda m: -pieces.of(m[1]).speedup)
+    # the cheapest design first (the least compute of all blocks and heads, then the best
+    # speed-up): it leaves the most room under the constraints
+    tied.sort(key=lambda m: (pieces.of(m[1]).compute_overhead, -pieces.of(m[1]).speedup))
     fits = {id(m): _fits(m[1], s, placer) for m in moves + tied + heads}
     chosen = [m for m in moves if fits[id(m)]][:CUT_MOVES]
     chosen += [m for m in tied if fits[id(m)]][:TIED]
