@@ -3,20 +3,19 @@ another member of the family.
 
 The file's decoupling is carried to the study's backbone and width under the *study's*
 constraints and cost model (search.transfer, restricted to the space's numbers of blocks and
-least block size; each head no deeper than the space draws it), and queued as the study's
-first trial, marked ``transferred``; one the space cannot express is refused in one line.
-Then up to ``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what
-changed``: one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``);
-one head family on every block (PredSim's kind of hand design; the families the constraints
-allow, the cheapest on the target first: the least compute over all blocks and heads; at most
-``TIED``); then one head changed to another
-family (every block's first other family, then their second, ...). A changed head has its
-family's least depth and keeps the width and loss where the family has them; a neighbour the
-space cannot express is skipped. Seeds train in full: the pruner does not stop them
-(search.objective). Every seed is queued as the
-space's parameters (spaces.params_for), so the sampler learns from them as from its own; no
-more are queued than the study's budget has room for. A rerun queues only the seeds that have
-neither a finished trial that used budget nor a waiting or running one.
+least block size; each head no deeper than the space draws it), and queued as the study's first
+trial, marked ``transferred``; one the space cannot express is refused in one line. Then up to
+``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what changed``:
+one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``); one head family
+on every block (PredSim's kind of hand design; the families the constraints allow, the cheapest
+on the target first: the least compute over all blocks and heads; at most ``TIED``); then one
+head changed to another family (every block's first other family, then their second, ...). A
+changed head has its family's least depth and keeps the width and loss where the family has
+them; a neighbour the space cannot express is skipped. Seeds train in full: the pruner does not
+stop them (search.objective). Every seed is queued as the space's parameters
+(spaces.params_for), so the sampler learns from them as from its own; no more are queued than
+the study's budget has room for. A rerun queues only the seeds that have neither a finished
+trial that used budget nor a waiting or running one.
 """
 
 from __future__ import annotations
