@@ -6,16 +6,17 @@ constraints and cost model (search.transfer, restricted to the space's numbers o
 least block size; each head no deeper than the space draws it), and queued as the study's first
 trial, marked ``transferred``; one the space cannot express is refused in one line. Then up to
 ``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what changed``:
-one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``); one head family
-on every block (PredSim's kind of hand design; the families the constraints allow, the cheapest
-on the target first: the least compute over all blocks and heads; at most ``TIED``); then one
-head changed to another family (every block's first other family, then their second, ...). A
-changed head has its family's least depth and keeps the width and loss where the family has
-them; a neighbour the space cannot express is skipped. Seeds train in full: the pruner does not
-stop them (search.objective). Every seed is queued as the space's parameters
-(spaces.params_for), so the sampler learns from them as from its own; no more are queued than
-the study's budget has room for. A rerun queues only the seeds that have neither a finished
-trial that used budget nor a waiting or running one.
+one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``); one cut removed
+(two blocks merged, the merged block keeping the later one's head and optimiser; at most
+``CUT_REMOVALS``); one head family on every block (PredSim's kind of hand design; the families
+the constraints allow, the cheapest on the target first: the least compute over all blocks and
+heads; at most ``TIED``); then one head changed to another family (every block's first other
+family, then their second, ...). A changed head has its family's least depth and keeps the width
+and loss where the family has them; a neighbour the space cannot express is skipped. Seeds train
+in full: the pruner does not stop them (search.objective). Every seed is queued as the space's
+parameters (spaces.params_for), so the sampler learns from them as from its own; no more are
+queued than the study's budget has room for. A rerun queues only the seeds that have neither a
+finished trial that used budget nor a waiting or running one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from bwbpf.spaces.transfer import check_family
 log = logging.getLogger("bwbpf.search")
 NEIGHBOURS = 5  # besides the transferred decoupling
 CUT_MOVES = 2  # of the neighbours, at most this many move a cut
+CUT_REMOVALS = 1  # then at most this many merge two blocks
 TIED = 2  # then at most this many put one family on every block; the others change one head
 
 
@@ -119,16 +121,21 @@ def neighbours(carried: Carried, s: SearchSettings, placer: Placer
                 family = others[i][r]
                 aux = (*t.aux[:i], _head(family, a, space.head_min_channels), *t.aux[i + 1:])
                 heads.append((f"head {i + 1} {family}", replace(t, aux=aux)))
+    removals = [(f"cut {i + 1} removed", replace(
+        t, cuts=t.cuts[:i] + t.cuts[i + 1:], aux=t.aux[:i] + t.aux[i + 1:],
+        optim=t.optim[:i] + t.optim[i + 1:])) for i in range(len(t.cuts))]
     tied = [(f"every head {f}", replace(t, aux=tuple(_head(f, a, space.head_min_channels)
                                                       for a in t.aux)))
             for f in placer.viable if any(a.family != f for a in t.aux)]
     # the cheapest design first (the least compute of all blocks and heads, then the best
     # speed-up): it leaves the most room under the constraints
     tied.sort(key=lambda m: (pieces.of(m[1]).compute_overhead, -pieces.of(m[1]).speedup))
-    fits = {id(m): _fits(m[1], s, placer) for m in moves + tied + heads}
+    every = moves + removals + tied + heads
+    fits = {id(m): _fits(m[1], s, placer) for m in every}
     chosen = [m for m in moves if fits[id(m)]][:CUT_MOVES]
+    chosen += [m for m in removals if fits[id(m)]][:CUT_REMOVALS]
     chosen += [m for m in tied if fits[id(m)]][:TIED]
-    chosen += [m for m in heads + moves + tied if fits[id(m)] and m not in chosen]
+    chosen += [m for m in heads + every if fits[id(m)] and m not in chosen]
     return [(f"neighbour {n}: {what}", d) for n, (what, d) in enumerate(chosen[:NEIGHBOURS], 1)]
 
 
