@@ -224,7 +224,10 @@ def carry_arch(args: argparse.Namespace, d: Decoupling, doc: dict[str, Any], out
     stored = stored_settings(out) if args.resume else {}
     if stored.get("transferred") == key and isinstance(stored.get("decoupling"), dict):
         return Decoupling.from_dict(stored["decoupling"]), key
-    if args.schedule == "distributed" and args.cost_model != "flops" and Limits.of(doc).any:
+    limits = Limits.of(doc)
+    judged = limits.any and not args.ignore_constraints
+    if args.schedule == "distributed" and judged and (args.cost_model
+                                                       or limits.cost_model) == "measured":
         raise UserError("--schedule distributed: a transfer judged by measured step times can "
                         "differ between ranks; pass --cost-model flops, or carry the file "
                         "first with `bwbpf-search export --backbone`")

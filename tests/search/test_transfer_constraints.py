@@ -222,3 +222,14 @@ def test_export_carries_the_constraints_and_keeps_them_on_the_target(cli: Runner
     rc, _, err = cli("export", "--storage", db, "--study", "c", "-o", str(tmp_path / "x.json"),
                      "--backbone", "resnet18")
     assert rc == 2 and "same family only" in err and not (tmp_path / "x.json").exists()
+
+
+def test_distributed_refuses_a_transfer_judged_by_measured_times(cli: Runner,
+                                                                 tmp_path: Path) -> None:
+    d = Decoupling.paper_default("vgg8b", width=0.125)
+    f = tmp_path / "measured.json"
+    f.write_text(document(d, Limits(1.5, None, "measured")))
+    rc, _, err = cli("train", "--arch", str(f), "--backbone", "vgg16", "--out",
+                     str(tmp_path / "r"), "--schedule", "distributed", "--nproc", "2", *SYN)
+    assert rc == 2 and "ranks" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
