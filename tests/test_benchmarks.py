@@ -131,3 +131,16 @@ def test_search_efficiency_tiny(tmp_path: Path) -> None:
     assert result["spent"]["default"] > 0 and result["spent"]["random"] > 0
     assert result["reach"] is None or 0 < result["reach"] <= 1.5
     assert "share of random search's training" in r.stdout
+
+
+@pytest.mark.integration
+def test_budget_curve_tiny(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "budget_curve.py"), "--tiny",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    points = json.loads((tmp_path / "budget_curve.json").read_text())["points"]
+    assert [p["epochs"] for p in points] == [1, 2]
+    for p in points:
+        assert len(p["searched"]["blocks"]) == 4 and len(p["backprop"]["blocks"]) == 1

@@ -1,0 +1,119 @@
+"""A backbone's budget curve: end-to-end BP against its constrained winners at 1, 3, 10 and 30
+epochs, with every block's accuracy through its own head. Fashion-MNIST on this CPU machine;
+hours: run it in the background.
+
+    .venv/bin/python benchmarks/budget_curve.py --backbone resnet18
+    .venv/bin/python benchmarks/budget_curve.py --tiny
+
+At the Quality rows' set-up (10,000 training images, the test split, seeds 0 and 1, the
+search's augmentation and schedule), for the backbone's rows in benchmarks/quality.json: BP at
+its swept learning rate, the constrained search's winner ("searched, new space") and the same
+winner with every head PredSim's pooled linear one. Every finished training is kept in
+OUT/out/budget-curve-runs.json, so a stopped run continues; OUT/budget_curve.json is rewritten
+after every point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import Runs
+
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
+from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Budget:
+    dataset: str
+    train_subset: int
+    epochs: tuple[int, ...]
+    seeds: tuple[int, ...]
+    val_size: int = 1000
+    batch: int = 128
+    augment: bool = SearchSpace.augment
+    lr_schedule: str = SearchSpace.lr_schedule
+
+
+FULL = Budget("fashion-mnist", 10000, (1, 3, 10, 30), (0, 1))
+TINY = replace(FULL, dataset="synthetic", train_subset=256, epochs=(1, 2), seeds=(0,),
+               val_size=64, batch=32)
+
+
+def contenders(backbone: str, tiny: bool) -> dict[str, Decoupling]:
+    if tiny:
+        paper = Decoupling.paper_default(backbone, width=0.125)
+        return {"backprop": Decoupling.end_to_end(backbone, width=0.125,
+                                                  optim=BlockOptim(lr=0.05)),
+                "searched": paper, "searched, pool_linear heads": pool_linear(paper)}
+    rows = [r for r in json.loads((HERE / "quality.json").read_text())["rows"]
+            if r["backbone"] == backbone]
+    by = {r["row"]: Decoupling.from_dict(r["decoupling"]) for r in rows}
+    return {"backprop": by["backprop"], "searched": by["searched, new space"],
+            "searched, pool_linear heads": pool_linear(by["searched, new space"])}
+
+
+def pool_linear(d: Decoupling) -> Decoupling:
+    return replace(d, aux=tuple(AuxSpec("pool_linear", loss=a.loss) for a in d.aux))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    b = TINY if args.tiny else FULL
+    (args.out / "out").mkdir(parents=True, exist_ok=True)
+    runs = Runs(args.out / "out" / "budget-curve-runs.json")
+    data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size, seed=0,
+                     download=False)
+
+    def train(d: Decoupling, epochs: int, seed: int) -> dict[str, Any]:
+        key = json.dumps([d.to_dict(), epochs, seed, asdict(b)], sort_keys=True)
+
+        def run() -> dict[str, Any]:
+            net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
+            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
+                             augment=b.augment, lr_schedule=b.lr_schedule)  # type: ignore
+            r = fit(net, data, plan)
+            blocks = evaluate(net, data.test, plan)
+            return {"test": blocks[-1], "blocks": blocks, "seconds": r.train_seconds}
+
+        return dict(runs.get(key, run))
+
+    points = []
+    for epochs in b.epochs:  # one budget at a time: the cheap ones are there early
+        point: dict[str, Any] = {"epochs": epochs}
+        for name, d in contenders(args.backbone, args.tiny).items():
+            got = [train(d, epochs, s) for s in b.seeds]
+            point[name] = {"test": [g["test"] for g in got],
+                           "mean": statistics.mean(g["test"] for g in got),
+                           "blocks": [statistics.mean(g["blocks"][k] for g in got)
+                                      for k in range(d.num_blocks)]}
+        points.append(point)
+        bp = point["backprop"]["mean"]
+        print(f"{args.backbone} {epochs:3d} epochs: BP {bp:.4f}  " + "  ".join(
+            f"{n} {p['mean']:.4f} ({p['mean'] - bp:+.4f}; blocks "
+            f"{'/'.join(f'{x:.3f}' for x in p['blocks'])})"
+            for n, p in point.items() if n not in ("epochs", "backprop")), flush=True)
+        (args.out / "budget_curve.json").write_text(json.dumps(
+            {"backbone": args.backbone, "budget": asdict(b), "points": points,
+             "written": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
