@@ -213,8 +213,8 @@ def main() -> int:
     else:
         sources = source_winners(HERE / "quality.json")
     results: dict[str, Any] = {"budget": asdict(b), "targets": {}}
-    for src, dst, width in pairs:
-        for epochs in b.epochs:
+    for epochs in b.epochs:  # every pair at the short budget first
+        for src, dst, width in pairs:
             rows = target(t, sources[src], dst, width, epochs)
             name = f"{src} -> {dst} x{width or sources[src].width:g}, {epochs} epochs"
             results["targets"][name] = rows
