@@ -41,7 +41,7 @@ from common import Runs
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.search.cli import main as cli
 from bwbpf.search.transfer import carry
-from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, build, to_document
+from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, UserError, build, to_document
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -177,20 +177,34 @@ def source_winners(path: Path) -> dict[str, Decoupling]:
 
 def target(t: Transfer, src: Decoupling, dst: str, width: float | None, epochs: int
            ) -> list[dict[str, Any]]:
+    """The target's rows. Where the constraints cannot be kept on the target, the transfer
+    and the seeded search are refused (the tool's one line is the row's note)."""
     w = width or src.width
     doc = t.out / "out" / f"source-{src.backbone}.json"
     doc.write_text(json.dumps(to_document(src, constraints=t.limits.section())))
-    kept = carry(src, t.limits, dst, width, shape=t.shape, timer=t.timer)
     bp, lr = t.bp(dst, w, epochs)
     tag = f"{dst}x{w:g}"
-    return [t.row("constraint-keeping transfer", kept.decoupling, epochs, kept.line()),
-            t.row("stage-rule transfer", src.transfer(dst, width), epochs),
-            t.row("backprop", bp, epochs, f"lr {lr:g} (sweep on val)"),
-            t.row("paper", Decoupling.paper_default(dst, width=w), epochs),
-            t.row(f"direct search ({t.b.direct} trials)",
-                  t.search(f"direct-{tag}", dst, w, t.b.direct), epochs),
-            t.row(f"seeded search ({t.b.seeded} trials)",
-                  t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs)]
+    rows = []
+    try:
+        kept = carry(src, t.limits, dst, width, shape=t.shape, timer=t.timer)
+    except UserError as e:
+        rows.append(refused("constraint-keeping transfer", str(e)))
+        rows.append(refused(f"seeded search ({t.b.seeded} trials)", str(e)))
+    else:
+        rows.append(t.row("constraint-keeping transfer", kept.decoupling, epochs, kept.line()))
+        rows.append(t.row(f"seeded search ({t.b.seeded} trials)",
+                          t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs))
+    return rows + [
+        t.row("stage-rule transfer", src.transfer(dst, width), epochs),
+        t.row("backprop", bp, epochs, f"lr {lr:g} (sweep on val)"),
+        t.row("paper", Decoupling.paper_default(dst, width=w), epochs),
+        t.row(f"direct search ({t.b.direct} trials)",
+              t.search(f"direct-{tag}", dst, w, t.b.direct), epochs)]
+
+
+def refused(name: str, why: str) -> dict[str, Any]:
+    return {"row": name, "refused": why, "test": [], "mean": None, "K": None, "cuts": [],
+            "feasible": None, "note": why}
 
 
 def main() -> int:
@@ -222,6 +236,9 @@ def main() -> int:
             (args.out / "transfer.json").write_text(json.dumps(results, indent=1))
             print(name, flush=True)
             for r in rows:
+                if r["mean"] is None:
+                    print(f"  {r['row']:32s} refused: {r['note']}", flush=True)
+                    continue
                 print(f"  {r['row']:32s} {r['mean']:.4f}  K={r['K']} cuts {r['cuts']}  "
                       f"{r['speedup']:.2f}x (FLOPs {r['speedup_flops']:.2f}x)  memory "
                       f"{r['memory']:.2f}  {'' if r['feasible'] else 'INFEASIBLE'}", flush=True)

