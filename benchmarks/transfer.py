@@ -207,13 +207,39 @@ def refused(name: str, why: str) -> dict[str, Any]:
             "feasible": None, "note": why}
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The targets as one table: test accuracy (mean over seeds, and the gap to BP), costs on
+    the target, and each block's accuracy through its head."""
+    lines = ["| target | row | test (seeds) | vs BP | K, cuts | speed-up measured (FLOPs) | "
+             "memory | meets | blocks |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, rows in results["targets"].items():
+        bp = next((r["mean"] for r in rows if r["row"] == "backprop"), None)
+        for r in rows:
+            if r["mean"] is None:
+                lines.append(f"| {name} | {r['row']} | refused | | | | | | {r['note']} |")
+                continue
+            tests = ", ".join(f"{x:.4f}" for x in r["test"])
+            gap = "" if bp is None else f"{r['mean'] - bp:+.4f}"
+            blocks = "/".join(f"{x:.3f}" for x in r["blocks"])
+            lines.append(f"| {name} | {r['row']} | {r['mean']:.4f} ({tests}) | {gap} | "
+                         f"{r['K']}, {r['cuts']} | {r['speedup']:.2f}x "
+                         f"({r['speedup_flops']:.2f}x) | {r['memory']:.2f} | "
+                         f"{'yes' if r['feasible'] else 'no'} | {blocks} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--pairs", default=None, help="e.g. vgg8b:vgg16,vgg8b:vgg8b@0.5")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--render", action="store_true",
+                    help="only print OUT/transfer.json as a markdown table")
     args = ap.parse_args()
+    if args.render:
+        print(markdown(json.loads((args.out / "transfer.json").read_text())))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     b = TINY if args.tiny else FULL
