@@ -12,7 +12,8 @@ judged by FLOPs, as every study here), for each target net:
 - BP, its learning rate swept on the validation split at seed 0;
 - the BWBPF paper's decoupling;
 - the source's winner by the stage rule (spaces.transfer: same stages and fractions);
-- the source's winner by the constraint-keeping rule (search.transfer);
+- the source's winner by the constraint-keeping rule (search.transfer), also with PredSim's
+  pooled linear head on every block (is what a transfer loses the placement's or the heads'?);
 - the winner of a direct constrained search on the target (DIRECT trials of 3 epochs on
   3,000 images, the default sampler and pruner, no references);
 - the winner of a search seeded with the source's winner (`run --seed-from`, SEEDED trials).
@@ -41,7 +42,15 @@ from common import Runs
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.search.cli import main as cli
 from bwbpf.search.transfer import carry
-from bwbpf.spaces import BlockOptim, Decoupling, SearchSpace, UserError, build, to_document
+from bwbpf.spaces import (
+    AuxSpec,
+    BlockOptim,
+    Decoupling,
+    SearchSpace,
+    UserError,
+    build,
+    to_document,
+)
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -194,6 +203,15 @@ def target(t: Transfer, src: Decoupling, dst: str, width: float | None, epochs: 
         rows.append(t.row("constraint-keeping transfer", kept.decoupling, epochs, kept.line()))
         rows.append(t.row(f"seeded search ({t.b.seeded} trials)",
                           t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs))
+    # The same winner with PredSim's pooled linear head on every block: whether the
+    # accuracy a transfer loses is the placement's or the source's heads'.
+    pooled = replace(src, aux=tuple(AuxSpec("pool_linear", loss=a.loss) for a in src.aux))
+    try:
+        kept = carry(pooled, t.limits, dst, width, shape=t.shape, timer=t.timer)
+        rows.append(t.row("constraint-keeping transfer, pool_linear heads", kept.decoupling,
+                          epochs, kept.line()))
+    except UserError as e:
+        rows.append(refused("constraint-keeping transfer, pool_linear heads", str(e)))
     return rows + [
         t.row("stage-rule transfer", src.transfer(dst, width), epochs),
         t.row("backprop", bp, epochs, f"lr {lr:g} (sweep on val)"),

@@ -109,7 +109,8 @@ def test_transfer_tiny(tmp_path: Path) -> None:
     assert name.startswith("vgg8b -> vgg11")
     by = {row["row"]: row for row in rows}
     assert set(by) == {"constraint-keeping transfer", "stage-rule transfer", "backprop", "paper",
-                       "direct search (3 trials)", "seeded search (2 trials)"}
+                       "direct search (3 trials)", "seeded search (2 trials)",
+                       "constraint-keeping transfer, pool_linear heads"}
     kept = by["constraint-keeping transfer"]
     assert kept["feasible"] or "no placement" in kept["note"]  # kept, or refused saying why
     for row in rows:
