@@ -38,7 +38,8 @@ from common import Runs
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer
 from bwbpf.spaces import Decoupling, SearchSpace, build, from_document, to_document
-from bwbpf.spaces.encoding import RandomTrial, draw
+from bwbpf.spaces.encoding import draw
+from bwbpf.spaces.random_trial import RandomTrial
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
 
 HERE = Path(__file__).resolve().parent

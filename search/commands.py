@@ -41,25 +41,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     target = args.backbone or d.backbone
     out = args.out or Path("runs") / f"train-{target}-{name}-seed{args.seed}"
     loaded: list[Data] = []  # the data, when the transfer needed its shape
-
-    def shape() -> dict[str, Any]:
-        loaded.append(load_data_from(args))
-        data = loaded[-1]
-        return {"in_channels": data.in_channels, "image_size": data.image_size,
-                "num_classes": data.num_classes}
-
     transferred = None
     if doc is not None:
-        d, transferred = carry_arch(args, d, doc, out, shape)
+        d, transferred = carry_arch(args, d, doc, out, lambda: shape_of(args, loaded))
     bp_lr = args.bp_lr or found.bp_lr or args.lr
-    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
-                "batch_size": args.batch_size, "seed": args.seed, "train_subset":
-                args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
-                "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
-                "lr_schedule": lr_schedule}
-    if transferred is not None:  # the file, target and rule it was carried by (not compared)
-        settings["transferred"] = transferred
+    settings = run_settings(args, d, bp_lr, augment, lr_schedule, transferred)
     # Everything is checked (the data loaded) before --out is touched: a refused --force
     # run must leave the earlier one as it was.
     for dev in args.devices:
@@ -77,6 +63,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"{flag} needs --schedule distributed")
     return train_here(args, d, out, settings, plan, bp_lr, loaded[0] if loaded else None)
+
+
+def run_settings(args: argparse.Namespace, d: Decoupling, bp_lr: float, augment: bool,
+                 lr_schedule: str, transferred: dict[str, Any] | None) -> dict[str, Any]:
+    """What settings.json records of a `train` run (a --resume must match it)."""
+    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
+                "batch_size": args.batch_size, "seed": args.seed, "train_subset":
+                args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
+                "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
+                "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
+                "lr_schedule": lr_schedule}
+    if transferred is not None:  # the file, target and rule it was carried by (not compared)
+        settings["transferred"] = transferred
+    return settings
+
+
+def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
+    """The data's input shape (the data kept in ``loaded``, so it is loaded once)."""
+    loaded.append(load_data_from(args))
+    data = loaded[-1]
+    return {"in_channels": data.in_channels, "image_size": data.image_size,
+            "num_classes": data.num_classes}
 
 
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],

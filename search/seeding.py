@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -102,41 +103,59 @@ def searched_depths(d: Decoupling) -> Decoupling:
 
 def neighbours(carried: Carried, s: SearchSettings, placer: Placer
                ) -> list[tuple[str, Decoupling]]:
-    """Up to NEIGHBOURS feasible points of the space one edit from the transferred one."""
+    """Up to NEIGHBOURS feasible points of the space one edit from the transferred one, each
+    a different decoupling."""
     t, space = searched_depths(carried.decoupling), s.space
     pieces = placer.pieces(t.backbone)
-    moves: list[tuple[str, Decoupling]] = []
-    bounds = (0, *t.cuts, pieces.units)
-    for i, c in enumerate(t.cuts):
-        for step in (-1, 1):
-            new = c + step
-            if bounds[i] + space.min_units <= new <= bounds[i + 2] - space.min_units:
-                cuts = (*t.cuts[:i], new, *t.cuts[i + 1:])
-                moves.append((f"cut {i + 1} moved to unit {new}", _with_cuts(t, cuts)))
-    heads: list[tuple[str, Decoupling]] = []
-    others = [[f for f in placer.viable if f != a.family] for a in t.aux]
-    for r in range(max(map(len, others), default=0)):  # every block's first other, then ...
-        for i, a in enumerate(t.aux):
-            if r < len(others[i]):
-                family = others[i][r]
-                aux = (*t.aux[:i], _head(family, a, space.head_min_channels), *t.aux[i + 1:])
-                heads.append((f"head {i + 1} {family}", replace(t, aux=aux)))
-    removals = [(f"cut {i + 1} removed", replace(
-        t, cuts=t.cuts[:i] + t.cuts[i + 1:], aux=t.aux[:i] + t.aux[i + 1:],
-        optim=t.optim[:i] + t.optim[i + 1:])) for i in range(len(t.cuts))]
+    moves, removals = _cut_moves(t, space.min_units, pieces.units), _cut_removals(t)
     tied = [(f"every head {f}", replace(t, aux=tuple(_head(f, a, space.head_min_channels)
                                                       for a in t.aux)))
             for f in placer.viable if any(a.family != f for a in t.aux)]
     # the cheapest design first (the least compute of all blocks and heads, then the best
     # speed-up): it leaves the most room under the constraints
     tied.sort(key=lambda m: (pieces.of(m[1]).compute_overhead, -pieces.of(m[1]).speedup))
-    every = moves + removals + tied + heads
-    fits = {id(m): _fits(m[1], s, placer) for m in every}
-    chosen = [m for m in moves if fits[id(m)]][:CUT_MOVES]
-    chosen += [m for m in removals if fits[id(m)]][:CUT_REMOVALS]
-    chosen += [m for m in tied if fits[id(m)]][:TIED]
-    chosen += [m for m in heads + every if fits[id(m)] and m not in chosen]
-    return [(f"neighbour {n}: {what}", d) for n, (what, d) in enumerate(chosen[:NEIGHBOURS], 1)]
+    heads = _head_changes(t, placer.viable, space.head_min_channels)
+    chosen: list[tuple[str, Decoupling]] = []
+    for group, most in ((moves, CUT_MOVES), (removals, CUT_REMOVALS), (tied, TIED),
+                        (heads + moves + removals + tied, NEIGHBOURS)):
+        taken = 0
+        for what, d in group:
+            if (taken < most and len(chosen) < NEIGHBOURS and d != t
+                    and all(d != c for _, c in chosen) and _fits(d, s, placer)):
+                chosen.append((what, d))
+                taken += 1
+    return [(f"neighbour {n}: {what}", d) for n, (what, d) in enumerate(chosen, 1)]
+
+
+def _cut_moves(t: Decoupling, min_units: int, units: int) -> list[tuple[str, Decoupling]]:
+    """Each cut one unit shallower, then deeper, in order, where the blocks keep their size."""
+    out, bounds = [], (0, *t.cuts, units)
+    for i, c in enumerate(t.cuts):
+        for new in (c - 1, c + 1):
+            if bounds[i] + min_units <= new <= bounds[i + 2] - min_units:
+                cuts = (*t.cuts[:i], new, *t.cuts[i + 1:])
+                out.append((f"cut {i + 1} moved to unit {new}", _with_cuts(t, cuts)))
+    return out
+
+
+def _cut_removals(t: Decoupling) -> list[tuple[str, Decoupling]]:
+    """Each cut removed: the merged block keeps the later block's head and optimiser."""
+    return [(f"cut {i + 1} removed", replace(
+        t, cuts=t.cuts[:i] + t.cuts[i + 1:], aux=t.aux[:i] + t.aux[i + 1:],
+        optim=t.optim[:i] + t.optim[i + 1:])) for i in range(len(t.cuts))]
+
+
+def _head_changes(t: Decoupling, families: Sequence[str], min_channels: int
+                  ) -> list[tuple[str, Decoupling]]:
+    """One head changed: every block's first other family, then their second, ..."""
+    out = []
+    others = [[f for f in families if f != a.family] for a in t.aux]
+    for r in range(max(map(len, others), default=0)):
+        for i, a in enumerate(t.aux):
+            if r < len(others[i]):
+                aux = (*t.aux[:i], _head(others[i][r], a, min_channels), *t.aux[i + 1:])
+                out.append((f"head {i + 1} {others[i][r]}", replace(t, aux=aux)))
+    return out
 
 
 def _with_cuts(t: Decoupling, cuts: tuple[int, ...]) -> Decoupling:

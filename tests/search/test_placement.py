@@ -13,7 +13,8 @@ from bwbpf.search.constraints import Constraint, of_space
 from bwbpf.search.placement import Placer, ViableHeads, meets
 from bwbpf.search.reach import cut_sets
 from bwbpf.spaces import SearchSpace, build, params_for, sample
-from bwbpf.spaces.encoding import Draw, RandomTrial, draw, unused_params
+from bwbpf.spaces.encoding import Draw, draw, unused_params
+from bwbpf.spaces.random_trial import RandomTrial
 from bwbpf.trainers import measure_cost
 
 from .conftest import FAST, Runner

@@ -13,8 +13,9 @@ from bwbpf.search.reach import cut_sets
 from bwbpf.search.transfer import carry
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, build, from_document, to_document
 from bwbpf.spaces.document import SCHEMA_ID, SCHEMA_V3
-from bwbpf.spaces.encoding import RandomTrial, draw
+from bwbpf.spaces.encoding import draw
 from bwbpf.spaces.limits import Limits
+from bwbpf.spaces.random_trial import RandomTrial
 from bwbpf.spaces.transfer import positions, retarget
 from bwbpf.trainers import measure_cost
 
