@@ -124,8 +124,9 @@ class SearchSettings:
     seed_from: str | None = setting(
         None, flag="--seed-from", kind="path", optional=True, group=TRIALS, metavar="FILE",
         help="an exported decoupling: carried to this study's backbone and width under its "
-             "constraints, and queued with a few neighbours (one cut moved, one head "
-             "changed) as the first trials")
+             "constraints, and queued with up to 5 neighbours one edit away (a cut moved or "
+             "removed, one head family on every block, one head changed) as the first "
+             "trials, which are never pruned")
     bp_lrs: tuple[float, ...] = setting(
         (0.02, 0.05, 0.1), flag="--bp-lrs", kind="lrs", group=TRIALS,
         help="the BP baseline's learning-rate sweep (default 0.02,0.05,0.1)")
