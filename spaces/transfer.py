@@ -110,6 +110,9 @@ def retarget(d: Decoupling, backbone: str, cuts: tuple[int, ...], width: float |
     src_n, dst_n = get_backbone(d.backbone).num_units, get_backbone(backbone).num_units
     if len(cuts) == len(d.cuts):
         pick = list(range(len(cuts)))
+    elif not d.cuts:
+        raise ConfigError(f"cuts: a decoupling of one block (end-to-end BP) has no head to put "
+                          f"on {len(cuts)} cut(s) of {backbone}")
     else:
         ours, theirs = positions(backbone, cuts), positions(d.backbone, d.cuts)
         pick = [min(range(len(theirs)), key=lambda i: (abs(theirs[i] - p), i)) for p in ours]

@@ -234,3 +234,10 @@ def test_distributed_refuses_a_transfer_judged_by_measured_times(cli: Runner,
                      str(tmp_path / "r"), "--schedule", "distributed", "--nproc", "2", *SYN)
     assert rc == 2 and "ranks" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_end_to_end_bp_carries_as_one_block_or_is_refused() -> None:
+    bp = Decoupling.end_to_end("vgg8b", width=0.25)
+    assert carry(bp, Limits(), "vgg16", shape=SHAPE).decoupling.num_blocks == 1
+    with pytest.raises(UserError, match="one block"):
+        carry(bp, LIMITS, "vgg16", shape=SHAPE)  # 1x: only more blocks could meet 2x
