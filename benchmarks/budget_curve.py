@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Runs
+from common import Runs, train_and_test
 
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
-from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace
+from bwbpf.trainers import load_data
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,12 +85,8 @@ def main() -> int:
         key = json.dumps([d.to_dict(), epochs, seed, asdict(b)], sort_keys=True)
 
         def run() -> dict[str, Any]:
-            net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
-            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
-                             augment=b.augment, lr_schedule=b.lr_schedule)  # type: ignore
-            r = fit(net, data, plan)
-            blocks = evaluate(net, data.test, plan)
-            return {"test": blocks[-1], "blocks": blocks, "seconds": r.train_seconds}
+            return train_and_test(data, d, epochs=epochs, seed=seed, batch=b.batch,
+                                  augment=b.augment, lr_schedule=b.lr_schedule)
 
         return dict(runs.get(key, run))
 

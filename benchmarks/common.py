@@ -91,3 +91,21 @@ class Runs:
             tmp.write_text(json.dumps(self.data))
             os.replace(tmp, self.path)
         return self.data[key]
+
+
+def train_and_test(data: Any, d: Any, *, epochs: int, seed: int, batch: int,
+                   augment: bool = False, lr_schedule: str = "cosine", detach: bool = True
+                   ) -> dict[str, Any]:
+    """One decoupling trained on ``data`` (CPU) and tested: the last epoch's validation
+    accuracy, the test accuracy of the net and of every block through its head, the training
+    seconds. What the long experiments keep for each training."""
+    from bwbpf.spaces import build
+    from bwbpf.trainers import TrainPlan, evaluate, fit
+
+    net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
+    plan = TrainPlan(epochs=epochs, batch_size=batch, seed=seed, device="cpu", augment=augment,
+                     lr_schedule=lr_schedule, detach=detach)  # type: ignore[arg-type]
+    r = fit(net, data, plan)
+    blocks = evaluate(net, data.test, plan)
+    return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
+            "seconds": r.train_seconds}

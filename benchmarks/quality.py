@@ -35,14 +35,14 @@ from typing import Any, Callable
 
 import optuna
 import torch
-from common import Runs
+from common import Runs, train_and_test
 
 from bwbpf.reports.record import TrialRecord, best_trial, describe_counts, state_counts
 from bwbpf.search.runner import run_search
 from bwbpf.search.settings import CostModel, SearchSettings
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.space import LrSchedule
-from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
+from bwbpf.trainers import load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
 
 HERE = Path(__file__).resolve().parent
@@ -121,14 +121,8 @@ class Quality:
                           b.val_size, b.batch, b.augment, b.lr_schedule], sort_keys=True)
 
         def run() -> dict[str, Any]:
-            net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
-                        seed=seed)
-            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
-                             detach=detach, augment=b.augment, lr_schedule=b.lr_schedule)
-            r = fit(net, self.data, plan)
-            blocks = evaluate(net, self.data.test, plan)
-            return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
-                    "seconds": r.train_seconds}
+            return train_and_test(self.data, d, epochs=epochs, seed=seed, batch=b.batch,
+                                  augment=b.augment, lr_schedule=b.lr_schedule, detach=detach)
 
         return dict(self.runs.get(key, run))
 

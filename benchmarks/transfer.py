@@ -37,7 +37,7 @@ from typing import Any
 
 import optuna
 import torch
-from common import Runs
+from common import Runs, train_and_test
 
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.search.cli import main as cli
@@ -52,7 +52,7 @@ from bwbpf.spaces import (
     to_document,
 )
 from bwbpf.spaces.limits import CostModel, Limits
-from bwbpf.trainers import TrainPlan, evaluate, fit, load_data, measure_cost
+from bwbpf.trainers import load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
 
 HERE = Path(__file__).resolve().parent
@@ -113,14 +113,8 @@ class Transfer:
                           b.batch, b.augment, b.lr_schedule], sort_keys=True)
 
         def run() -> dict[str, Any]:
-            net = build(d, self.data.num_classes, self.data.in_channels, self.data.image_size,
-                        seed=seed)
-            plan = TrainPlan(epochs=epochs, batch_size=b.batch, seed=seed, device="cpu",
-                             augment=b.augment, lr_schedule=b.lr_schedule)  # type: ignore
-            r = fit(net, self.data, plan)
-            blocks = evaluate(net, self.data.test, plan)
-            return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
-                    "seconds": r.train_seconds}
+            return train_and_test(self.data, d, epochs=epochs, seed=seed, batch=b.batch,
+                                  augment=b.augment, lr_schedule=b.lr_schedule)
 
         return dict(self.runs.get(key, run))
 
