@@ -103,15 +103,17 @@ def test_seeds_train_in_full_where_the_pruner_stops_others(cli: Runner, db: str,
             "--epochs", "2", "--pruner", "median", "--pruner-startup", "0", "--min-epochs", "1"]
     rc, _, err = cli(*base, "--n-trials", "1")
     assert rc == 0, err
-    # a finished trial no other can match at epoch 1: the median pruner stops every later
-    # trial there, unless it is a seed
+    # finished trials no other can match at epoch 1, more of them than the trials to come: the
+    # median stays 1.0, so the median pruner stops every later trial there, unless a seed
     study = optuna.load_study(study_name="p", storage=db)
-    study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1.0, 2: 1.0}))
-    rc, _, err = cli(*base, "--n-trials", "9", "--seed-from", str(winner))
+    for _ in range(20):
+        study.add_trial(optuna.trial.create_trial(value=1.0,
+                                                  intermediate_values={1: 1.0, 2: 1.0}))
+    rc, _, err = cli(*base, "--n-trials", "28", "--seed-from", str(winner))
     assert rc == 0, err
     trials = optuna.load_study(study_name="p", storage=db).get_trials()
     seeds = [t for t in trials if TrialRecord.of(t).seeded]
-    others = [t for t in trials[2:] if not TrialRecord.of(t).seeded]
+    others = [t for t in trials[21:] if not TrialRecord.of(t).seeded]
     assert seeds and all(t.state == optuna.trial.TrialState.COMPLETE for t in seeds)
     assert all(len(TrialRecord.of(t).curve) == 2 for t in seeds)
     assert others and all(t.state == optuna.trial.TrialState.PRUNED for t in others)
