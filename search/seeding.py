@@ -39,11 +39,10 @@ from bwbpf.spaces import (
     ConfigError,
     Decoupling,
     UserError,
-    from_document,
     get_backbone,
     params_for,
 )
-from bwbpf.spaces.document import parse_json
+from bwbpf.spaces.document import read_document
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.limits import Limits
 from bwbpf.spaces.transfer import check_family
@@ -61,17 +60,11 @@ def read_seed(s: SearchSettings) -> Decoupling | None:
     if s.seed_from is None:
         return None
     path = Path(s.seed_from)
+    d, _ = read_document(path, "--seed-from")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--seed-from {path}: cannot read ({type(e).__name__})") from None
-    try:
-        d = from_document(parse_json(text, f"--seed-from {path}"))
         check_family(d.backbone, s.space.backbones[0])
     except UserError as e:
-        text = str(e)
-        raise UserError(text if text.startswith("--seed-from") else
-                        f"--seed-from {path}: {text}") from None
+        raise UserError(f"--seed-from {path}: {e}") from None
     return d
 
 

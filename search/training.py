@@ -20,11 +20,10 @@ from bwbpf.spaces import (
     SearchSpace,
     UserError,
     build,
-    from_document,
     to_document,
 )
 from bwbpf.spaces.declared import before
-from bwbpf.spaces.document import Trained, parse_json
+from bwbpf.spaces.document import Trained, parse_json, read_document
 from bwbpf.spaces.files import refuse_stdout, write_json_atomic, write_text_atomic
 from bwbpf.trainers import (
     Data,
@@ -64,15 +63,7 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
     path = Path(arch)
     if not path.is_file():
         raise UserError(f"--arch {arch}: not 'paper', 'uniform' or an existing JSON file")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--arch {arch}: cannot read ({type(e).__name__})") from None
-    doc = parse_json(text, f"--arch {arch}")
-    try:
-        d = from_document(doc)
-    except UserError as e:
-        raise UserError(f"--arch {arch}: {e}") from None
+    d, doc = read_document(path, "--arch")
     return d, Trained.of(doc), doc
 
 

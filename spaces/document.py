@@ -12,10 +12,11 @@ import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from bwbpf.spaces.backbones import get_backbone
-from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.errors import ConfigError, UserError
 from bwbpf.spaces.transfer import relative_cuts
 
 if TYPE_CHECKING:
@@ -139,6 +140,21 @@ def parse_json(text: str, where: str) -> Any:
         if isinstance(value, _Constant):
             raise ConfigError(f"{where}: {path}: {value.name} is not a JSON number")
     return doc
+
+
+def read_document(path: Path, flag: str) -> tuple[Decoupling, dict[str, Any]]:
+    """A decoupling file as its Decoupling and its (validated) document; any failure is one
+    ConfigError line starting "<flag> <path>:"."""
+    where = f"{flag} {path}"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read ({type(e).__name__})") from None
+    doc = parse_json(text, where)
+    try:
+        return from_document(doc), doc
+    except UserError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _walk(doc: Any) -> Iterator[tuple[str, Any, int]]:

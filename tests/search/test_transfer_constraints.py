@@ -226,6 +226,10 @@ def test_export_carries_the_constraints_and_keeps_them_on_the_target(cli: Runner
     rc, _, err = cli("export", "--storage", db, "--study", "c", "-o", str(tmp_path / "x.json"),
                      "--backbone", "resnet18")
     assert rc == 2 and "same family only" in err and not (tmp_path / "x.json").exists()
+    before = there.read_bytes()  # a refused transfer with --force loses nothing written
+    rc, _, err = cli("export", "--storage", db, "--study", "c", "-o", str(there), "--force",
+                     "--backbone", "resnet50")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and there.read_bytes() == before
 
 
 def test_distributed_refuses_a_transfer_judged_by_measured_times(cli: Runner,
