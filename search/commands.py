@@ -13,6 +13,7 @@ import torch
 from bwbpf.search.settings import SearchSettings, checked_plan
 from bwbpf.spaces import Decoupling, SearchSpace, UserError
 from bwbpf.spaces.declared import before, declared
+from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers import Data, TrainPlan, load_data, resolve_device
 
 
@@ -53,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
                         device=args.device, schedule=args.schedule, devices=args.devices,
                         compile=args.compile, augment=augment, lr_schedule=lr_schedule)
+    check_schedule((a.family for a in d.aux), args.schedule)
     if args.schedule == "distributed":
         from bwbpf.search.ranks import launch, train_distributed
 

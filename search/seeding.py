@@ -152,10 +152,11 @@ def _head_changes(t: Decoupling, families: Sequence[str], min_channels: int
 
 
 def _with_cuts(t: Decoupling, cuts: tuple[int, ...]) -> Decoupling:
-    """``t`` with one cut moved; a downstream head's depth clipped to the units after it."""
+    """``t`` with one cut moved; the depth of a head that copies later units clipped to the
+    units after it."""
     units = get_backbone(t.backbone).num_units
-    aux = tuple(replace(a, depth=min(a.depth, units - c)) if a.family == "downstream" else a
-                for a, c in zip(t.aux, cuts))
+    aux = tuple(replace(a, depth=min(a.depth, units - c)) if AUX_HEADS.get(a.family).copies_units
+                else a for a, c in zip(t.aux, cuts))
     return replace(t, cuts=cuts, aux=aux)
 
 

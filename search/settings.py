@@ -10,6 +10,7 @@ from bwbpf.search.study import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
 from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
+from bwbpf.spaces.heads import check_schedule
 from bwbpf.spaces.limits import CostModel  # what the speed-up is computed from (search.costs)
 from bwbpf.trainers import TrainPlan, list_datasets, resolve_device
 from bwbpf.trainers.plan import Schedule
@@ -186,6 +187,7 @@ class SearchSettings:
         _require(self.schedule != "distributed",
                  "--schedule distributed trains one network across processes (`train`); a "
                  "search scales out by trials: --jobs, or workers sharing a PostgreSQL storage")
+        check_schedule(self.space.heads, self.schedule)
         for d in self.devices:
             resolve_device(d)
         # The trainers' own rules (batch size >= 2, ...) up front: a study is never created

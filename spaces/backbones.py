@@ -62,6 +62,15 @@ class BackboneSpec(abc.ABC):
         plan = self._plan(width, in_channels, image_size)
         return [info for info, _ in plan], [make() for _, make in plan]
 
+    def build_some_units(
+        self, indices: list[int], *, width: float = 1.0, in_channels: int = 3,
+        image_size: tuple[int, int] = (32, 32)
+    ) -> list[nn.Module]:
+        """Fresh units ``indices`` of the net, each exactly like the net's own (same shapes, so
+        a copy can track the original's weights: a ``momentum`` aux head)."""
+        plan = self._plan(width, in_channels, image_size)
+        return [plan[i][1]() for i in indices]
+
     @abc.abstractmethod
     def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
                   min_channels: int = 0) -> tuple[nn.Module, int]:

@@ -120,11 +120,13 @@ class Decoupling:
         for name, items, cls in (("aux", self.aux, AuxSpec), ("optim", self.optim, BlockOptim)):
             for i, item in enumerate(items):
                 _require(isinstance(item, cls), f"{name}[{i}]", f"expected {cls.__name__}")
+        from bwbpf.spaces.heads import AUX_HEADS
+
         n = get_backbone(self.backbone).num_units
         for i, (aux, cut) in enumerate(zip(self.aux, self.cuts)):
-            _require(aux.family != "downstream" or aux.depth <= n - cut, f"aux[{i}].depth",
-                     f"{aux.depth}: a downstream head copies units that follow its block, and "
-                     f"{n - cut} follow block {i + 1}")
+            _require(not AUX_HEADS.get(aux.family).copies_units or aux.depth <= n - cut,
+                     f"aux[{i}].depth", f"{aux.depth}: a {aux.family} head copies units that "
+                     f"follow its block, and {n - cut} follow block {i + 1}")
 
     @property
     def num_blocks(self) -> int:

@@ -66,10 +66,10 @@ def cuts_from_fractions(fractions: Sequence[float], n: int, min_units: int) -> t
 def _aux(family: str, depth: int, width: float, loss: LocalLoss, min_channels: int,
          after: int) -> AuxSpec:
     """The AuxSpec of drawn values: the depth clipped to the family's range (and a downstream
-    head's to the ``after`` units that follow its block)."""
+    or momentum head's to the ``after`` units that follow its block)."""
     fam = AUX_HEADS.get(family)
     depth = min(max(depth, fam.depths[0]), fam.depths[1])
-    if family == "downstream":
+    if fam.copies_units:
         depth = min(depth, after)
     return AuxSpec(family, depth, width if fam.has_width else 1.0, loss,
                    min_channels if fam.has_width else 0)

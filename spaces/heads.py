@@ -5,7 +5,8 @@ Every family builds from the (channels, spatial size) of the unit it sits on, th
 classes, and its knobs: ``width`` multiplies the head's own channels relative to its input
 channels (never below ``min_channels``, so heads on narrow stages are not starved); ``depth``
 is the number of layers of the family's repeated part. ``downstream`` heads also need their
-``HeadPlace``: they copy the backbone's own later units (AugLocal). So does the ``infopro``
+``HeadPlace``: they copy the backbone's own later units (AugLocal), as do ``momentum`` heads,
+whose copies follow those units' weights (MAN). So does the ``infopro``
 loss, whose weights follow the block's position and whose decoder rebuilds the input image.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -76,6 +78,8 @@ class HeadFamily:
     summary: str
     searched_depths: int = 0  # the largest depth a search draws (0: depths[1])
     needs_place: bool = False
+    copies_units: bool = False  # depth counts later units: at most those after the block
+    one_process: bool = False  # reads other blocks' weights: the sequential schedule only
 
     @property
     def max_searched_depth(self) -> int:
@@ -190,6 +194,64 @@ def _downstream(a: HeadArgs) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, a.classes))
 
 
+MOMENTUM = 0.995  # a momentum head's copies: w <- MOMENTUM * w + (1 - MOMENTUM) * the unit's
+
+
+class MomentumHead(nn.Module):
+    """MAN's momentum auxiliary network (Su et al. 2024, arXiv 2407.05623): copies of the
+    ``depth`` units right after the block, at the net's own shapes, whose weights are not
+    learned but follow those units by an exponential moving average (``track``), each followed
+    by a learnable per-channel bias (MAN's answer to the gap between the features the copied
+    units were trained on and the ones they see here), then pool + FC, learned.
+
+    So a block's local loss looks through (a slow copy of) what the next block does with its
+    output. ``units`` names the backbone units copied; the owner of the net calls ``track``
+    after every step (``DecoupledNet.track_momentum``)."""
+
+    def __init__(self, copies: list[nn.Module], channels: list[int], units: list[int],
+                 classes: int) -> None:
+        super().__init__()
+        self.copies = nn.ModuleList(copies)
+        for p in self.copies.parameters():
+            p.requires_grad_(False)
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels])
+        self.units = tuple(units)
+        self.out = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(channels[-1], classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for copy, bias in zip(self.copies, self.biases):
+            x = copy(x) + bias
+        return self.out(x)
+
+    @torch.no_grad()
+    def track(self, sources: list[nn.Module], momentum: float = MOMENTUM) -> None:
+        """One moving-average step of every copy toward its unit's current weights."""
+        for copy, unit in zip(self.copies, sources):
+            for mine, theirs in zip(copy.parameters(), unit.parameters(), strict=True):
+                mine.lerp_(theirs.to(mine.device), 1.0 - momentum)
+
+
+def momentum_units(unit: int, num_units: int, depth: int) -> list[int]:
+    """The units a ``momentum`` head after ``unit`` copies: the next ``depth`` (at most all)."""
+    return list(range(unit + 1, min(num_units, unit + 1 + depth)))
+
+
+def _momentum(a: HeadArgs) -> nn.Module:
+    if a.place is None:
+        raise ConfigError("family: a momentum head needs its place in the net (HeadPlace)")
+    p = a.place
+    spec = get_backbone(p.backbone)
+    infos = spec.describe(width=p.width, in_channels=p.in_channels, image_size=p.image_size)
+    units = momentum_units(p.unit, len(infos), a.depth)
+    if not units:
+        raise ConfigError(f"family: a momentum head copies the units after unit {p.unit}, and "
+                          "it is the net's last")
+    copies = spec.build_some_units(units, width=p.width, in_channels=p.in_channels,
+                                   image_size=p.image_size)
+    return MomentumHead(copies, [infos[i].channels for i in units], units, a.classes)
+
+
 AUX_HEADS: Registry[HeadFamily] = Registry("aux head")
 AUX_HEADS.add("linear", HeadFamily("linear", _linear, (1, 1), False, "avg-pool + Linear (BWBPF)"))
 AUX_HEADS.add("pool_linear", HeadFamily("pool_linear", _pool_linear, (1, 1), False,
@@ -201,7 +263,22 @@ AUX_HEADS.add("ir", HeadFamily("ir", _ir, (1, 4), True, "SEDONA inverted-residua
 # 1..4 (on the small backbones it searches, a block rarely has more units after it).
 AUX_HEADS.add("downstream", HeadFamily("downstream", _downstream, (1, 16), True,
                                        "AugLocal: copies of later units", searched_depths=4,
-                                       needs_place=True))
+                                       needs_place=True, copies_units=True))
+# Not in the default space: its copies follow the next block's weights, so every block must
+# train in one process (the sequential schedule).
+AUX_HEADS.add("momentum", HeadFamily("momentum", _momentum, (1, 4), False,
+                                     "MAN: moving-average copies of the next units",
+                                     needs_place=True, copies_units=True, one_process=True))
+
+
+def check_schedule(families: Iterable[str], schedule: str) -> None:
+    """A ConfigError where a head family cannot train under ``schedule``: ``momentum`` heads
+    read the next block's weights after every step, so every block trains in one process, in
+    turn (``sequential``)."""
+    bad = sorted({f for f in families if AUX_HEADS.get(f).one_process})
+    if bad and schedule != "sequential":
+        raise ConfigError(f"schedule: {', '.join(bad)} heads follow the next block's weights, "
+                          f"so they train with --schedule sequential, not {schedule}")
 
 
 def pyramidal_depth(depth: int, block: int, num_blocks: int, coefficient: float) -> int:

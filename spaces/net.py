@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from bwbpf.spaces.backbones import UnitInfo, get_backbone
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AuxHead, HeadPlace, make_aux_head
+from bwbpf.spaces.heads import MOMENTUM, AuxHead, HeadPlace, MomentumHead, make_aux_head
 from bwbpf.spaces.losses import final_head_loss
 
 
@@ -65,8 +65,31 @@ class DecoupledNet(nn.Module):
         return self.aux_heads[k] if k < self.num_blocks - 1 else self.classifier
 
     def block_parameters(self, k: int) -> list[nn.Parameter]:
-        """Everything block k's optimiser updates: its units and its head."""
-        return [*self.blocks[k].parameters(), *self.head(k).parameters()]
+        """Everything block k's optimiser updates: its units and its head (not a momentum
+        head's copies, which follow the next units instead)."""
+        return [p for p in (*self.blocks[k].parameters(), *self.head(k).parameters())
+                if p.requires_grad]
+
+    def unit(self, i: int) -> nn.Module:
+        """Backbone unit ``i``, in the block that holds it."""
+        for k, (a, b) in enumerate(self.decoupling.block_ranges()):
+            if a <= i < b:
+                block = self.blocks[k]
+                assert isinstance(block, nn.Sequential)
+                return block[i - a]
+        raise IndexError(f"unit {i} is not in the net ({len(self.units)} units)")
+
+    @property
+    def has_momentum_heads(self) -> bool:
+        return any(isinstance(h, AuxHead) and isinstance(h.logits, MomentumHead)
+                   for h in self.aux_heads)
+
+    def track_momentum(self, momentum: float = MOMENTUM) -> None:
+        """Moves every momentum head's copies one step toward the units they copy: after every
+        training step, when all blocks have stepped (``momentum`` 0: onto them, as built)."""
+        for h in self.aux_heads:
+            if isinstance(h, AuxHead) and isinstance(h.logits, MomentumHead):
+                h.logits.track([self.unit(i) for i in h.logits.units], momentum)
 
     def block_output_info(self, k: int) -> UnitInfo:
         return self.units[self.decoupling.block_ranges()[k][1] - 1]
@@ -106,4 +129,6 @@ def _build(d: Decoupling, num_classes: int, in_channels: int, size: tuple[int, i
                                    num_classes=num_classes, width=aux.width, depth=aux.depth,
                                    loss=aux.loss, min_channels=aux.min_channels, place=place))
     classifier = spec.build_classifier(infos[-1], num_classes, d.width)
-    return DecoupledNet(d, blocks, heads, classifier, infos, (in_channels, size))
+    net = DecoupledNet(d, blocks, heads, classifier, infos, (in_channels, size))
+    net.track_momentum(0.0)  # a momentum head starts as a copy of the units it follows
+    return net

@@ -126,7 +126,7 @@ def retarget(d: Decoupling, backbone: str, cuts: tuple[int, ...], width: float |
 def transfer_depth(aux: AuxSpec, after_src: int, after_dst: int) -> AuxSpec:
     from bwbpf.spaces.heads import AUX_HEADS
 
-    if aux.family != "downstream":
+    if not AUX_HEADS.get(aux.family).copies_units:
         return aux
     most = min(after_dst, AUX_HEADS.get(aux.family).depths[1])
     depth = math.floor(aux.depth * after_dst / after_src + 0.5)

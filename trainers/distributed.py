@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
+from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
 from bwbpf.trainers.device import autocast, synchronize
@@ -53,6 +54,7 @@ class RankStepper(Stepper):
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int, group: Group,
                  sizes: Sizes) -> None:
         self.group, self.sizes = group, sizes
+        check_schedule((a.family for a in net.decoupling.aux), "distributed")
         super().__init__(net, plan, total_steps)
         self.in_dims, dtype = self._signature()
         # The input images travel down the chain when a block's loss rebuilds them (infopro).

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
+from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers.device import resolve_device
 from bwbpf.trainers.plan import TrainPlan
 from bwbpf.trainers.stepper import Stepper, check_finite
@@ -107,6 +108,7 @@ class PipelinedStepper(Stepper):
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         if not plan.detach:
             raise ValueError("the pipelined schedule needs detached blocks (BP-free)")
+        check_schedule((a.family for a in net.decoupling.aux), "pipelined")
         self.devices = place(net, plan.devices)
         super().__init__(net, plan, total_steps)
         cores = os.cpu_count() or 1

@@ -18,6 +18,7 @@ class Stepper:
 
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         self.net, self.plan = net, plan
+        self.momentum = net.has_momentum_heads
         self.device = self._place_blocks()  # before the optimisers: they hold the parameters
         self._optimisers(total_steps)
 
@@ -49,7 +50,10 @@ class Stepper:
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Trains on one batch; returns the (K,) detached losses of the blocks."""
-        return self._blockwise(x, y) if self.plan.detach else self._deep_supervision(x, y)
+        losses = self._blockwise(x, y) if self.plan.detach else self._deep_supervision(x, y)
+        if self.momentum:
+            self.net.track_momentum()
+        return losses
 
     def run_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], limit: int, epoch: int,
                   done: int) -> tuple[Tensor, int, int]:

@@ -83,6 +83,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = Decoupling.paper_default("vgg11", width=0.125).to_json()
     (root / "truncated.json").write_text(good[: len(good) // 3])
     (root / "vgg11.json").write_text(good)
+    momentum = Decoupling.from_dict({"backbone": "vgg11", "width": 0.125, "cuts": [2],
+                                     "aux": [{"family": "momentum"}], "optim": [{}, {}]})
+    (root / "momentum.json").write_text(momentum.to_json())
     (root / "garbage.db").write_bytes(b"\x13\x37not sqlite at all" * 64)
     (root / "empty").mkdir()
     (root / "afile").write_text("x")
@@ -145,6 +148,13 @@ OTHER = [
     (["train", "--arch", "{vgg11.json}", "--backbone", "vgg16", "--cost-model", "gpu"],
      "argument --cost-model: invalid choice: 'gpu'"),
     (["run", "--seed-from", "{truncated.json}"], "not valid JSON"),
+    (["run", "--heads", "linear,momentum", "--schedule", "pipelined"],
+     "schedule: momentum heads follow the next block's weights, so they train with --schedule "
+     "sequential, not pipelined"),
+    (["train", "--arch", "{momentum.json}", "--schedule", "distributed"],
+     "so they train with --schedule sequential, not distributed"),
+    (["train", "--arch", "{momentum.json}", "--schedule", "pipelined"],
+     "so they train with --schedule sequential, not pipelined"),
     (["run", "--seed-from", "{empty}"], "--seed-from"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
