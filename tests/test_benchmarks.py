@@ -146,3 +146,10 @@ def test_budget_curve_tiny(tmp_path: Path) -> None:
     assert [p["epochs"] for p in points] == [1, 2]
     for p in points:
         assert len(p["searched"]["blocks"]) == 4 and len(p["backprop"]["blocks"]) == 1
+    levers = ("searched, momentum heads", "searched, last block lr x2")
+    assert all(lever in points[0] for lever in levers)
+    for lever in levers:  # at the last budget only where it beat the winner at the one before
+        beat = points[0][lever]["mean"] > points[0]["searched"]["mean"]
+        assert (lever in points[1]) == beat, lever
+    assert points[0]["backprop"]["speedup_flops"] == 1.0
+    assert points[0]["searched"]["speedup_flops"] > 1.0
