@@ -83,9 +83,11 @@ def _number(text: str) -> float:
 
 def csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
+        items = [t.strip() for t in text.split(",")]
+        if not any(items):
             raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
+        if not all(items):  # "a,,b" or "a,": a name left out by mistake, not nothing
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item")
         return tuple(kind(t) for t in items)
 
     return parse
