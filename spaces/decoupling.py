@@ -120,8 +120,6 @@ class Decoupling:
         for name, items, cls in (("aux", self.aux, AuxSpec), ("optim", self.optim, BlockOptim)):
             for i, item in enumerate(items):
                 _require(isinstance(item, cls), f"{name}[{i}]", f"expected {cls.__name__}")
-        from bwbpf.spaces.heads import AUX_HEADS
-
         n = get_backbone(self.backbone).num_units
         for i, (aux, cut) in enumerate(zip(self.aux, self.cuts)):
             _require(not AUX_HEADS.get(aux.family).copies_units or aux.depth <= n - cut,

@@ -122,6 +122,8 @@ class Draw:
         k = len(cuts) + 1
         aux = []
         for i, (family, depth, width, loss) in enumerate(self.heads[:k - 1]):
+            # AugLocal's pyramid is for its own heads (not the momentum ones, which copy the
+            # next units rather than sample the rest of the net)
             if family == "downstream" and space.pyramid > 0:
                 depth = pyramidal_depth(self.heads[0][1], i, k, space.pyramid)
             aux.append(_aux(family, depth, width, loss, space.head_min_channels, n - cuts[i]))

@@ -181,7 +181,9 @@ def measure_cost(net: DecoupledNet, in_channels: int, image_size: tuple[int, int
             probe.head_loss(k, out, y, image=x)[0].backward()
         flops.append(counter.get_total_flops() // PROBE_BATCH)
         saved.append(mem.total // PROBE_BATCH)
-        sizes.append(sum(p.numel() for p in probe.block_parameters(k)))
+        # every weight the block holds, a momentum head's followed copies too
+        sizes.append(sum(p.numel() for m in (probe.blocks[k], probe.head(k))
+                         for p in m.parameters()))
         h = out.detach()
     bp_flops, bp_saved = _backprop_probe(probe, x, y, params)
     return NetCost(flops, sizes, saved, bp_flops // PROBE_BATCH, bp_saved // PROBE_BATCH)

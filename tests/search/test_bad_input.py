@@ -183,6 +183,7 @@ def test_every_subcommand_refuses_bad_input(cli: Runner, existing: Path, files: 
     assert err.count("\n") == 1 and "Traceback" not in err
     assert hashlib.sha256(existing.read_bytes()).hexdigest() == before
     assert files["garbage.db"].read_bytes() == garbage
+    assert not (tmp_path / "runs").exists()  # no run folder made for a refused command
 
 
 def test_non_ascii_study_names_work(cli: Runner, tmp_path: Path) -> None:

@@ -99,3 +99,24 @@ def test_momentum_heads_train_in_one_process_only() -> None:
     with pytest.raises(ConfigError, match="not pipelined"):
         fit(build(decoupling(), 10, 3, 16, seed=0), data,
             TrainPlan(device="cpu", batch_size=16, schedule="pipelined"))
+
+
+def test_a_search_draws_momentum_depths_that_fit_after_the_block() -> None:
+    import optuna
+
+    from bwbpf.spaces import SearchSpace, get_backbone, sample
+
+    space = SearchSpace(backbones=("vgg8b",), heads=("momentum",), heads_tied="free",
+                        max_blocks=4)
+    n = get_backbone("vgg8b").num_units
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    clipped = 0
+    for _ in range(60):
+        trial = study.ask()
+        d = sample(trial, space)  # a depth past the net's end would be a ConfigError here
+        for i, (aux, cut) in enumerate(zip(d.aux, d.cuts)):
+            drawn = trial.params[f"aux_{i}_depth"]
+            assert aux.depth == min(drawn, n - cut)
+            clipped += drawn > n - cut
+        study.tell(trial, 0.0)
+    assert clipped > 0  # the rule was exercised
