@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from bwbpf.spaces.backbones import UnitInfo, get_backbone
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import MOMENTUM, AuxHead, HeadPlace, MomentumHead, make_aux_head
+from bwbpf.spaces.heads import AuxHead, HeadPlace, MomentumHead, make_aux_head
 from bwbpf.spaces.losses import final_head_loss
 
 
@@ -84,9 +84,10 @@ class DecoupledNet(nn.Module):
         return any(isinstance(h, AuxHead) and isinstance(h.logits, MomentumHead)
                    for h in self.aux_heads)
 
-    def track_momentum(self, momentum: float = MOMENTUM) -> None:
+    def track_momentum(self, momentum: float) -> None:
         """Moves every momentum head's copies one step toward the units they copy: after every
-        training step, when all blocks have stepped (``momentum`` 0: onto them, as built)."""
+        training step, when all blocks have stepped (``heads.momentum_for`` the training's
+        length; 0: onto them, as built)."""
         for h in self.aux_heads:
             if isinstance(h, AuxHead) and isinstance(h.logits, MomentumHead):
                 h.logits.track([self.unit(i) for i in h.logits.units], momentum)

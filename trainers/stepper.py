@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
+from bwbpf.spaces.heads import momentum_for
 from bwbpf.trainers.device import autocast
 from bwbpf.trainers.optim import make_optimizer, make_schedule
 from bwbpf.trainers.plan import NonFiniteLoss, TrainPlan
@@ -18,7 +19,8 @@ class Stepper:
 
     def __init__(self, net: DecoupledNet, plan: TrainPlan, total_steps: int) -> None:
         self.net, self.plan = net, plan
-        self.momentum = net.has_momentum_heads
+        # a momentum head's moving average, for this training's length (None: no such head)
+        self.momentum = momentum_for(total_steps) if net.has_momentum_heads else None
         self.device = self._place_blocks()  # before the optimisers: they hold the parameters
         self._optimisers(total_steps)
 
@@ -51,8 +53,8 @@ class Stepper:
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Trains on one batch; returns the (K,) detached losses of the blocks."""
         losses = self._blockwise(x, y) if self.plan.detach else self._deep_supervision(x, y)
-        if self.momentum:
-            self.net.track_momentum()
+        if self.momentum is not None:
+            self.net.track_momentum(self.momentum)
         return losses
 
     def run_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], limit: int, epoch: int,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bwbpf.spaces import AuxSpec, BlockOptim, ConfigError, Decoupling, build
-from bwbpf.spaces.heads import MOMENTUM, MomentumHead, check_schedule, momentum_units
+from bwbpf.spaces.heads import MomentumHead, check_schedule, momentum_for, momentum_units
 from bwbpf.spaces.transfer import transfer_depth
 from bwbpf.trainers import TrainPlan, fit, load_data
 from bwbpf.trainers.stepper import Stepper
@@ -52,14 +52,16 @@ def test_one_step_moves_the_copies_by_the_moving_average_and_trains_the_block_th
     torch.manual_seed(0)
     net = build(decoupling(), 10, 3, 16, seed=0)
     h = head(net)
-    step = Stepper(net, TrainPlan(device="cpu", batch_size=8), total_steps=4)
+    step = Stepper(net, TrainPlan(device="cpu", batch_size=8), total_steps=2000)
+    m = momentum_for(2000)
+    assert m == pytest.approx(1 - 1 / 40)  # a lag of 2% of the steps
     before = [c.detach().clone() for c, _ in pairs(net, h)]
     block0 = [p.detach().clone() for p in net.blocks[0].parameters()]
     step(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,)))
     after = pairs(net, h)
     moved = 0
     for old, (c, u) in zip(before, after):
-        torch.testing.assert_close(c, MOMENTUM * old + (1 - MOMENTUM) * u, rtol=0, atol=1e-6)
+        torch.testing.assert_close(c, m * old + (1 - m) * u, rtol=0, atol=1e-6)
         moved += int(not torch.equal(c, old))
     assert moved > 0  # the units it follows were trained, so the copies moved
     assert all(c.grad is None for c, _ in after)
@@ -120,3 +122,9 @@ def test_a_search_draws_momentum_depths_that_fit_after_the_block() -> None:
             clipped += drawn > n - cut
         study.tell(trial, 0.0)
     assert clipped > 0  # the rule was exercised
+
+
+def test_the_moving_average_lags_by_a_share_of_the_training() -> None:
+    assert momentum_for(100) == pytest.approx(0.9)  # at least a 10-step lag
+    assert momentum_for(50_000) == pytest.approx(1 - 1 / 1000)
+    assert momentum_for(240) < momentum_for(2400) < momentum_for(24_000) < 1
