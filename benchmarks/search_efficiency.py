@@ -168,8 +168,11 @@ class Rows:
             def run(seed: int = seed) -> dict[str, Any]:
                 net = build(d, self.data.num_classes, self.data.in_channels,
                             self.data.image_size, seed=seed)
+                # the Quality rows' and fidelity's recipe: the search's augmentation and
+                # schedule (a full training's defaults would judge other arithmetic)
                 plan = TrainPlan(epochs=epochs, batch_size=self.b.batch, seed=seed,
-                                 device="cpu")
+                                 device="cpu", augment=SearchSpace.augment,
+                                 lr_schedule=SearchSpace.lr_schedule)
                 fit(net, self.data, plan)
                 return {"test": evaluate(net, self.data.test, plan)[-1]}
 
