@@ -264,14 +264,18 @@ def main() -> int:
         sources = {"vgg8b": Decoupling.paper_default("vgg8b", width=b.width)}
     else:
         sources = source_winners(HERE / "quality.json")
-    results: dict[str, Any] = {"budget": asdict(b), "targets": {}}
+    # a run over some pairs keeps the others' rows already written at the same budget
+    path, budget = args.out / "transfer.json", json.loads(json.dumps(asdict(b)))
+    old = json.loads(path.read_text()) if path.exists() else {}
+    results: dict[str, Any] = {
+        "budget": budget, "targets": old.get("targets", {}) if old.get("budget") == budget else {}}
     for epochs in b.epochs:  # every pair at the short budget first
         for src, dst, width in pairs:
             rows = target(t, sources[src], dst, width, epochs)
             name = f"{src} -> {dst} x{width or sources[src].width:g}, {epochs} epochs"
             results["targets"][name] = rows
             results["written"] = time.strftime("%Y-%m-%d %H:%M %Z")
-            (args.out / "transfer.json").write_text(json.dumps(results, indent=1))
+            path.write_text(json.dumps(results, indent=1))
             print(name, flush=True)
             for r in rows:
                 if r["mean"] is None:

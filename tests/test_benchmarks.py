@@ -115,6 +115,16 @@ def test_transfer_tiny(tmp_path: Path) -> None:
     assert kept["feasible"] or "no placement" in kept["note"]  # kept, or refused saying why
     for row in rows:
         assert all(0.0 <= t <= 1.0 for t in row["test"])
+    # a second run (from the caches) over its pairs keeps another pair's rows written before
+    path = tmp_path / "transfer.json"
+    doc = json.loads(path.read_text())
+    doc["targets"]["resnet18 -> resnet34 x0.125, 2 epochs"] = rows
+    path.write_text(json.dumps(doc))
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--tiny",
+                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert set(json.loads(path.read_text())["targets"]) == {
+        name, "resnet18 -> resnet34 x0.125, 2 epochs"}
 
 
 @pytest.mark.integration
