@@ -203,10 +203,12 @@ class Objective:
         else:
             prune = epoch < self.s.epochs and self.curve_pruner.should_prune(
                 trial.study, trial.number, list(rec.curve))
-        # A --seed-from seed trains in full: the user's candidate, and a first epoch ranks
-        # decouplings poorly (benchmarks/fidelity.py); it still reports, so the pruner
-        # compares the others with it.
-        if prune and rec.seeded is None:
+        # A reference or a --seed-from seed trains in full: what the winner is compared with,
+        # or the user's candidate, and a first epoch ranks decouplings poorly
+        # (benchmarks/fidelity.py; Hyperband stopped the AugLocal reference at 0.64 after one
+        # epoch, which in full reached 0.82 and promoted was the best reference). They still
+        # report, so the pruner compares the others with them.
+        if prune and rec.seeded is None and not rec.baseline:
             save(trial, rec, replace(rec, pruned_at=epoch))
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {acc:.4f}")
 

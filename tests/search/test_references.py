@@ -74,3 +74,26 @@ def test_a_study_trains_every_reference_once_and_says_which_the_best_beats(
     again = [TrialRecord.of(t).baseline for t in optuna.load_study(
         study_name="refs", storage=db).trials]
     assert sorted(b for b in again if b) == sorted(refs)
+
+
+def test_references_train_in_full_where_the_pruner_stops_others(cli: Runner, db: str) -> None:
+    base = ["-q", "run", "--storage", db, "--study", "p", *FAST, "--epochs", "2",
+            "--train-subset", "128", "--val-size", "64", "--pruner", "median",
+            "--pruner-startup", "0", "--min-epochs", "1", "--references", "paper,uniform"]
+    rc, _, err = cli(*base, "--n-trials", "1")  # the references are queued; the first runs
+    assert rc == 0, err
+    # finished trials no other can match at epoch 1, more of them than the trials to come: the
+    # median stays 1.0, so the median pruner stops every later trial there, unless a reference
+    study = optuna.load_study(study_name="p", storage=db)
+    for _ in range(20):
+        study.add_trial(optuna.trial.create_trial(value=1.0,
+                                                  intermediate_values={1: 1.0, 2: 1.0}))
+    before = {t.number for t in study.get_trials()}
+    rc, _, err = cli(*base, "--n-trials", "24")
+    assert rc == 0, err
+    trials = optuna.load_study(study_name="p", storage=db).get_trials()
+    refs = [t for t in trials if TrialRecord.of(t).baseline]
+    others = [t for t in trials if t.number not in before and not TrialRecord.of(t).baseline]
+    assert len(refs) == 2 and all(t.state == TrialState.COMPLETE for t in refs)
+    assert all(len(TrialRecord.of(t).curve) == 2 for t in refs)
+    assert others and all(t.state == TrialState.PRUNED for t in others)
