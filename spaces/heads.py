@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bwbpf.spaces.backbones import get_backbone, scaled
+from bwbpf.spaces.backbones import BackboneSpec, UnitInfo, get_backbone, scaled
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.losses import (
     PREDSIM_BETA,
@@ -178,14 +178,20 @@ def downstream_units(unit: int, num_units: int, depth: int) -> list[int]:
     return [unit + math.floor(i * m / d + 0.5) for i in range(1, d + 1)]
 
 
+def _placed(a: HeadArgs, family: str) -> tuple[HeadPlace, BackboneSpec, list[UnitInfo]]:
+    """A head that copies the net's own units: its place, the backbone and the net's units."""
+    if a.place is None:
+        raise ConfigError(f"family: a {family} head needs its place in the net (HeadPlace)")
+    p = a.place
+    spec = get_backbone(p.backbone)
+    return p, spec, spec.describe(width=p.width, in_channels=p.in_channels,
+                                  image_size=p.image_size)
+
+
 def _downstream(a: HeadArgs) -> nn.Module:
     # AugLocal: fresh copies of later units of the backbone, then pool + FC. Each copy has the
     # copied unit's kind, output channels (times the head's width) and output size.
-    if a.place is None:
-        raise ConfigError("family: a downstream head needs its place in the net (HeadPlace)")
-    p = a.place
-    spec = get_backbone(p.backbone)
-    infos = spec.describe(width=p.width, in_channels=p.in_channels, image_size=p.image_size)
+    p, spec, infos = _placed(a, "downstream")
     layers, c, size = [], a.channels, a.size
     for i in downstream_units(p.unit, len(infos), a.depth):
         copy, c = spec.copy_unit(infos[i], c, size, a.width, a.min_channels)
@@ -247,11 +253,7 @@ def momentum_units(unit: int, num_units: int, depth: int) -> list[int]:
 
 
 def _momentum(a: HeadArgs) -> nn.Module:
-    if a.place is None:
-        raise ConfigError("family: a momentum head needs its place in the net (HeadPlace)")
-    p = a.place
-    spec = get_backbone(p.backbone)
-    infos = spec.describe(width=p.width, in_channels=p.in_channels, image_size=p.image_size)
+    p, spec, infos = _placed(a, "momentum")
     units = momentum_units(p.unit, len(infos), a.depth)
     if not units:
         raise ConfigError(f"family: a momentum head copies the units after unit {p.unit}, and "
