@@ -1,5 +1,7 @@
-"""Step time BP-free (sequential) / BP on the same net and batch (target <= 1.15), and
-images/s of our trainer / a plain PyTorch loop on the same net and data (target >= 1.0).
+"""Step time BP-free (sequential) / BP on the same net and batch (target <= 1.15), images/s
+of our trainer / a plain PyTorch loop on the same net and data (target >= 1.0), and a
+training step in the trainers' memory order (channels_last) / the default one (NCHW), for
+four backbones (target <= 1.0: the layout must pay on this device).
 
     .venv/bin/python benchmarks/step_cost.py
 """
@@ -16,17 +18,18 @@ from torch.utils.data import DataLoader, TensorDataset
 from bwbpf.spaces import Decoupling, build
 from bwbpf.trainers import TrainPlan, fit, load_data
 from bwbpf.trainers.blockwise import Stepper
+from bwbpf.trainers.device import nhwc, nhwc_module
 
 BACKBONE, WIDTH, BATCH = "vgg8b", 0.25, 128
 
 
 def step_ratio(data) -> Row:  # type: ignore[no-untyped-def]
-    x, y = data.train.x[:BATCH], data.train.y[:BATCH]
+    x, y = nhwc(data.train.x[:BATCH]), data.train.y[:BATCH]
     plan = TrainPlan(epochs=1, batch_size=BATCH, device="cpu")
     runs = {}
     for name, d in (("bpfree", Decoupling.paper_default(BACKBONE, width=WIDTH)),
                     ("bp", Decoupling.end_to_end(BACKBONE, width=WIDTH))):
-        net = build(d, 10, data.in_channels, data.image_size, seed=0).train()
+        net = nhwc_module(build(d, 10, data.in_channels, data.image_size, seed=0).train())
         step = Stepper(net, plan, total_steps=10_000)
 
         def run(step: Stepper = step) -> None:
@@ -68,9 +71,30 @@ def throughput_ratio(data) -> Row:  # type: ignore[no-untyped-def]
                ">= 1.0", f"{max(ours):.0f} vs {max(plain):.0f} img/s, no augmentation")
 
 
+def layout_ratio(data, backbone: str) -> Row:  # type: ignore[no-untyped-def]
+    """One BP training step with net and batch in channels_last, against the same in NCHW."""
+    x, y = data.train.x[:BATCH], data.train.y[:BATCH]
+    plan = TrainPlan(epochs=1, batch_size=BATCH, device="cpu")
+    runs = {}
+    for name, layout in (("nhwc", nhwc_module), ("nchw", lambda m: m)):
+        d = Decoupling.end_to_end(backbone, width=WIDTH)
+        net = layout(build(d, 10, data.in_channels, data.image_size, seed=0).train())
+        step, xb = Stepper(net, plan, total_steps=10_000), nhwc(x) if name == "nhwc" else x
+
+        def run(step: Stepper = step, xb: torch.Tensor = xb) -> None:
+            step(xb, y)
+
+        runs[name] = run
+    times = best_times(runs)
+    return Row(f"BP step channels_last / NCHW, {backbone} x{WIDTH}", times["nhwc"] / times["nchw"],
+               "<= 1.0", f"{times['nhwc'] * 1000:.0f} vs {times['nchw'] * 1000:.0f} ms, batch "
+               f"{BATCH}, {torch.get_num_threads()} threads")
+
+
 def run() -> list[Row]:
     data = load_data("fashion-mnist", train_subset=4096, val_size=512, download=False)
-    return [step_ratio(data), throughput_ratio(data)]
+    return [step_ratio(data), throughput_ratio(data),
+            *(layout_ratio(data, b) for b in ("vgg8b", "resnet18", "vgg16", "resnet50"))]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from bwbpf.spaces import DecoupledNet
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
-from bwbpf.trainers.device import autocast, resolve_device, synchronize
+from bwbpf.trainers.device import autocast, nhwc, nhwc_module, resolve_device, synchronize
 from bwbpf.trainers.pipeline import PipelinedStepper
 from bwbpf.trainers.plan import EpochMetrics, TrainPlan, TrainResult
 from bwbpf.trainers.stepper import Stepper, check_finite
@@ -24,11 +24,9 @@ EpochCallback = Callable[[int, EpochMetrics], None]
 
 
 def prepare(net: DecoupledNet, data: Data, plan: TrainPlan) -> tuple[DecoupledNet, Data]:
-    """Puts net and data on the plan's device (channels_last on CUDA)."""
+    """Puts net and data on the plan's device, the net in channels_last (``device.nhwc``)."""
     device = resolve_device(plan.device)
-    net = net.to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = nhwc_module(net.to(device))
     if plan.compile:
         for k in range(net.num_blocks):
             net.blocks[k].compile(dynamic=False)
@@ -78,9 +76,7 @@ def _train_epoch(net: DecoupledNet, data: Data, plan: TrainPlan, step: Stepper,
     device = data.device
     net.train()
     start = time.perf_counter()
-    batches = data.train_batches(plan.batch_size, gen, plan.augment)
-    if device.type == "cuda":
-        batches = ((x.contiguous(memory_format=torch.channels_last), y) for x, y in batches)
+    batches = ((nhwc(x), y) for x, y in data.train_batches(plan.batch_size, gen, plan.augment))
     sums, seen, n = step.run_epoch(batches, total - result.steps, epoch, result.steps)
     result.steps += n
     synchronize(device)
@@ -99,7 +95,7 @@ def evaluate(net: DecoupledNet, split: Split, plan: TrainPlan) -> list[float]:
     net.eval()
     correct = torch.zeros(net.num_blocks, device=device)
     for x, y in eval_batches(split, plan.eval_batch_size):
-        h = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+        h = nhwc(x)
         for k, block in enumerate(net.blocks):
             h, yk = h.to(places[k]), y.to(places[k])
             with autocast(places[k], plan.precision):

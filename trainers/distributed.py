@@ -22,7 +22,7 @@ from bwbpf.spaces import DecoupledNet
 from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
-from bwbpf.trainers.device import autocast, synchronize
+from bwbpf.trainers.device import autocast, nhwc, nhwc_module, synchronize
 from bwbpf.trainers.group import Group
 from bwbpf.trainers.plan import EpochMetrics, TrainPlan, TrainResult
 from bwbpf.trainers.shards import Shards
@@ -67,9 +67,7 @@ class RankStepper(Stepper):
         dev = self.group.device
         for k in self.group.blocks:
             for m in (self.net.blocks[k], self.net.head(k)):
-                m.to(dev)
-                if dev.type == "cuda":
-                    m.to(memory_format=torch.channels_last)
+                nhwc_module(m.to(dev))
         return dev
 
     def _signature(self) -> tuple[tuple[int, ...], torch.dtype]:
@@ -182,10 +180,7 @@ def fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPl
 
 def _batches(data: Data, plan: TrainPlan, gen: torch.Generator
              ) -> Iterator[tuple[Tensor, Tensor]]:
-    batches = data.train_batches(plan.batch_size, gen, plan.augment)
-    if data.device.type == "cuda":
-        return ((x.contiguous(memory_format=torch.channels_last), y) for x, y in batches)
-    return batches
+    return ((nhwc(x), y) for x, y in data.train_batches(plan.batch_size, gen, plan.augment))
 
 
 @torch.no_grad()
@@ -196,8 +191,7 @@ def evaluate_ranked(step: RankStepper, split: Split | None, size: int) -> list[f
     net.eval()
     correct = torch.zeros(net.num_blocks, device=g.device)
     sizes = [min(plan.eval_batch_size, size - i) for i in range(0, size, plan.eval_batch_size)]
-    source = (((x.contiguous(memory_format=torch.channels_last) if g.device.type == "cuda"
-                else x), y, None) for x, y in eval_batches(split, plan.eval_batch_size)
+    source = ((nhwc(x), y, None) for x, y in eval_batches(split, plan.eval_batch_size)
               ) if split is not None else step.inbox.stream(  # type: ignore[union-attr]
                   [step.in_shape(b) for b in sizes])
     for x, y, _ in source:

@@ -33,7 +33,7 @@ from bwbpf.spaces import AuxSpec, Decoupling, HeadPlace, UnitInfo, get_backbone,
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import final_head_loss
 from bwbpf.trainers.cost import AgainstBP, Ratios, against_bp, block_sums
-from bwbpf.trainers.device import autocast
+from bwbpf.trainers.device import autocast, nhwc, nhwc_module
 
 REPEATS, WARMUP = 5, 2
 
@@ -98,10 +98,8 @@ class StepTimer:
         return "|".join([self.context, *map(str, piece)])
 
     def _time(self, module: nn.Module, x: Tensor, loss: Callable[[Tensor], Tensor]) -> float:
-        module.to(self.device).train()
-        if self.device.type == "cuda":
-            module.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
+        nhwc_module(module.to(self.device).train())
+        x = nhwc(x)
 
         def step() -> None:
             with autocast(self.device, "auto"):
