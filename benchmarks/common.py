@@ -87,7 +87,10 @@ class Runs:
     def get(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.data:
             self.data[key] = make()
-            tmp = self.path.with_suffix(".tmp")
+            # Another process may share the file (two backbones at once): keep its entries.
+            if self.path.exists():
+                self.data = {**json.loads(self.path.read_text()), **self.data}
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.data))
             os.replace(tmp, self.path)
         return self.data[key]

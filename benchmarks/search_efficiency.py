@@ -237,6 +237,15 @@ def verdict(results: list[dict[str, Any]], b: Budget) -> list[Row]:
     return rows
 
 
+def kept(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results`` and the rows of other backbones and seeds already in ``path`` (another
+    run may have written them), ordered by backbone and seed."""
+    mine = {(r["backbone"], r["seed"]): r for r in results}
+    old = json.loads(path.read_text())["results"] if path.exists() else []
+    rows = {(r["backbone"], r["seed"]): r for r in old} | mine
+    return [rows[k] for k in sorted(rows)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true")
@@ -253,16 +262,16 @@ def main() -> int:
     (args.out / "out").mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{args.out / 'out' / 'search-efficiency.db'}"
     rows = Rows(b, args.out / "out")
-    results = []
+    results, path = [], args.out / "search_efficiency.json"
     for backbone in args.backbones.split(","):
         for seed in b.seeds:
             results.append(one(b, storage, rows, backbone, seed))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "winners"}),
                   flush=True)
-            (args.out / "search_efficiency.json").write_text(json.dumps(
-                {"budget": asdict(b), "results": results,
-                 "written": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
-    show(verdict(results, b))
+            path.write_text(json.dumps({"budget": asdict(b), "results": kept(path, results),
+                                        "written": time.strftime("%Y-%m-%d %H:%M %Z")},
+                                       indent=1))
+    show(verdict(kept(path, results), b))
     return 0
 
 

@@ -129,13 +129,20 @@ def test_transfer_tiny(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_search_efficiency_tiny(tmp_path: Path) -> None:
+    import json
+
+    # a row another run (another backbone) wrote before: kept, and counted in the verdict
+    other = {"backbone": "resnet18", "seed": 0, "reach": 0.25,
+             "test": {"default": 0.5, "random": 0.25, "reference": 0.125},
+             "spent": {"default": 10, "random": 20}}
+    (tmp_path / "search_efficiency.json").write_text(json.dumps({"results": [other]}))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
                         "--tiny", "--backbones", "vgg8b", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
-    import json
-
-    [result] = json.loads((tmp_path / "search_efficiency.json").read_text())["results"]
+    kept, result = json.loads((tmp_path / "search_efficiency.json").read_text())["results"]
+    assert kept == other
+    assert "resnet18: default search - random search" in r.stdout
     assert set(result["test"]) == {"default", "random", "reference"}
     assert all(0.0 <= v <= 1.0 for v in result["test"].values())
     # random search trained at least as much as the default search's search phase, not more
