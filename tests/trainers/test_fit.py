@@ -78,3 +78,18 @@ def test_plan_validation() -> None:
                     ({"warmup_fraction": 1.5}, "warmup_fraction"), ({"schedule": "x"}, "schedule")]:
         with pytest.raises(ConfigError, match=msg):
             TrainPlan(**kw)
+
+
+def test_cpu_training_runs_in_channels_last_with_the_same_values(synthetic: Data) -> None:
+    net = build(BPFREE, 10, 3, 16, seed=0)
+    fit(net, synthetic, TrainPlan(epochs=1, max_steps=2, batch_size=32, device="cpu"))
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)
+             and m.weight.shape[1] > 1 and m.weight.shape[2] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last)
+                         and not w.is_contiguous() for w in convs)
+    # the layout is memory order only: an NCHW copy of the net computes the same outputs
+    nchw = build(BPFREE, 10, 3, 16, seed=0)
+    nchw.load_state_dict(net.state_dict())
+    plan = TrainPlan(epochs=1, batch_size=32, device="cpu")
+    assert evaluate(nchw.to(memory_format=torch.contiguous_format), synthetic.val, plan) \
+        == pytest.approx(evaluate(net, synthetic.val, plan), abs=1.0 / len(synthetic.val))
