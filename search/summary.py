@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import optuna
 from optuna.trial import TrialState
@@ -20,7 +21,7 @@ from bwbpf.reports.record import (
     verdict,
 )
 from bwbpf.reports.record import summary as summary_rows
-from bwbpf.reports.study_attrs import confirmations
+from bwbpf.reports.study_attrs import Confirmation, confirmations
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 
@@ -137,4 +138,19 @@ def versus_references(rows: list[SummaryRow]) -> list[str]:
     gap = best.accuracy - (top.accuracy or 0.0)
     which = "feasible reference" if "infeasible" not in top.note else "reference"
     return [f"against the references: the best {'beats' if gap > 0 else 'does not beat'} the "
-            f"strongest {which}, {top.label} (trial {top.trial}), by {gap:+.4f}"]
+            f"strongest {which}, {top.label} (trial {top.trial}), by {gap:+.4f}"
+            f"{noise(gap, best.confirmed, top.confirmed)}"]
+
+
+def noise(gap: float, a: Confirmation | None, b: Confirmation | None) -> str:
+    """Whether ``gap`` (a's mean - b's) stands out of the seeds' noise: outside two standard
+    errors of the difference of the means, where both were confirmed over 2 or more seeds at
+    the same fidelity. A gap inside them says the search cannot tell the two apart."""
+    if (a is None or b is None or len(a.seeds) < 2 or len(b.seeds) < 2
+            or a.fidelity != b.fidelity):
+        return ""
+    two_se = 2 * math.sqrt(a.std ** 2 / len(a.seeds) + b.std ** 2 / len(b.seeds))
+    if abs(gap) > two_se:
+        return f" (outside the seeds' noise: 2 standard errors {two_se:.4f})"
+    return (f" (within the seeds' noise: 2 standard errors {two_se:.4f}; a longer budget or "
+            "more seeds would tell them apart)")

@@ -97,3 +97,29 @@ def test_references_train_in_full_where_the_pruner_stops_others(cli: Runner, db:
     assert len(refs) == 2 and all(t.state == TrialState.COMPLETE for t in refs)
     assert all(len(TrialRecord.of(t).curve) == 2 for t in refs)
     assert others and all(t.state == TrialState.PRUNED for t in others)
+
+
+def test_the_reference_line_says_whether_the_gap_is_outside_the_seeds_noise() -> None:
+    from bwbpf.reports.record import SummaryRow
+    from bwbpf.reports.study_attrs import Confirmation
+    from bwbpf.search.summary import noise, versus_references
+
+    def row(label: str, trial: int, accs: tuple[float, ...]) -> SummaryRow:
+        c = Confirmation(trial, tuple(range(len(accs))), accs, (6, 3000))
+        return SummaryRow(label, trial, c.mean, 2.0, "", accs[0], c)
+
+    tight = [row("best", 7, (0.870, 0.871)), row("paper", 1, (0.840, 0.841))]
+    [line] = versus_references(tight)
+    assert "beats the strongest feasible reference, paper (trial 1), by +0.0300" in line
+    assert "outside the seeds' noise" in line
+    loose = [row("best", 7, (0.880, 0.852)), row("paper", 1, (0.872, 0.850))]
+    [line] = versus_references(loose)
+    assert "by +0.0050" in line and "within the seeds' noise" in line
+    # two standard errors of the difference of two 2-seed means: sqrt(s1^2/2 + s2^2/2) * 2
+    two_se = float(line.split("2 standard errors ")[1].split(";")[0])
+    assert abs(two_se - 2 * ((0.028 ** 2 / 2 / 2 + 0.022 ** 2 / 2 / 2) ** 0.5)) < 1e-4
+    # one seed, or different fidelities: no claim either way
+    one = Confirmation(1, (0,), (0.84,), (6, 3000))
+    assert noise(0.03, tight[0].confirmed, one) == ""
+    other = Confirmation(1, (0, 1), (0.84, 0.85), None)
+    assert noise(0.03, tight[0].confirmed, other) == ""
