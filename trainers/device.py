@@ -48,7 +48,7 @@ M = TypeVar("M", bound=nn.Module)
 def nhwc(x: Tensor) -> Tensor:
     """A batch of images (or activations) in the trainers' memory order, channels_last, on
     every device: cuDNN's tensor cores want it on CUDA, and oneDNN's convolutions on CPU run
-    faster in it too (one thread, batch 128, 28x28: a training step takes 0.6-0.9 of the time,
+    faster in it too (batch 128, 28x28, x0.25 nets: a training step takes 0.5-0.9 of the time,
     ``benchmarks/step_cost.py``). The values, and so the results, are the same tensors."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
