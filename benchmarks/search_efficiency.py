@@ -237,11 +237,13 @@ def verdict(results: list[dict[str, Any]], b: Budget) -> list[Row]:
     return rows
 
 
-def kept(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``results`` and the rows of other backbones and seeds already in ``path`` (another
-    run may have written them), ordered by backbone and seed."""
+def kept(path: Path, results: list[dict[str, Any]], b: Budget) -> list[dict[str, Any]]:
+    """``results`` and the rows of other backbones and seeds already in ``path`` at the same
+    budget (another run may have written them), ordered by backbone and seed."""
     mine = {(r["backbone"], r["seed"]): r for r in results}
-    old = json.loads(path.read_text())["results"] if path.exists() else []
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    same = doc.get("budget") == json.loads(json.dumps(asdict(b)))
+    old = doc.get("results", []) if same else []
     rows = {(r["backbone"], r["seed"]): r for r in old} | mine
     return [rows[k] for k in sorted(rows)]
 
@@ -268,10 +270,10 @@ def main() -> int:
             results.append(one(b, storage, rows, backbone, seed))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "winners"}),
                   flush=True)
-            path.write_text(json.dumps({"budget": asdict(b), "results": kept(path, results),
+            path.write_text(json.dumps({"budget": asdict(b), "results": kept(path, results, b),
                                         "written": time.strftime("%Y-%m-%d %H:%M %Z")},
                                        indent=1))
-    show(verdict(kept(path, results), b))
+    show(verdict(kept(path, results, b), b))
     return 0
 
 

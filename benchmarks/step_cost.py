@@ -76,10 +76,10 @@ def layout_ratio(data, backbone: str) -> Row:  # type: ignore[no-untyped-def]
     x, y = data.train.x[:BATCH], data.train.y[:BATCH]
     plan = TrainPlan(epochs=1, batch_size=BATCH, device="cpu")
     runs = {}
-    for name, layout in (("nhwc", nhwc_module), ("nchw", lambda m: m)):
-        d = Decoupling.end_to_end(backbone, width=WIDTH)
-        net = layout(build(d, 10, data.in_channels, data.image_size, seed=0).train())
-        step, xb = Stepper(net, plan, total_steps=10_000), nhwc(x) if name == "nhwc" else x
+    d = Decoupling.end_to_end(backbone, width=WIDTH)
+    for name, module, xb in (("nhwc", nhwc_module, nhwc(x)), ("nchw", lambda m: m, x)):
+        net = module(build(d, 10, data.in_channels, data.image_size, seed=0).train())
+        step = Stepper(net, plan, total_steps=10_000)
 
         def run(step: Stepper = step, xb: torch.Tensor = xb) -> None:
             step(xb, y)

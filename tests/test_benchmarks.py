@@ -135,7 +135,13 @@ def test_search_efficiency_tiny(tmp_path: Path) -> None:
     other = {"backbone": "resnet18", "seed": 0, "reach": 0.25,
              "test": {"default": 0.5, "random": 0.25, "reference": 0.125},
              "spent": {"default": 10, "random": 20}}
-    (tmp_path / "search_efficiency.json").write_text(json.dumps({"results": [other]}))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dataclasses import asdict
+
+    from search_efficiency import TINY
+
+    (tmp_path / "search_efficiency.json").write_text(json.dumps(
+        {"budget": asdict(TINY), "results": [other]}))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
                         "--tiny", "--backbones", "vgg8b", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=900)
