@@ -19,7 +19,6 @@ OUT/budget_curve.json is rewritten after every point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -27,8 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from common import Runs, train_and_test
+from common import Runs, long_run_parser, long_run_start, train_and_test
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.trainers import load_data
@@ -87,17 +85,12 @@ def flops_ratios(d: Decoupling, data: Any) -> tuple[float, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true")
+    ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--out", type=Path, default=HERE)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cache = long_run_start(args)
     b = TINY if args.tiny else FULL
-    (args.out / "out").mkdir(parents=True, exist_ok=True)
-    runs = Runs(args.out / "out" / "budget-curve-runs.json")
+    runs = Runs(cache / "budget-curve-runs.json")
     data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size, seed=0,
                      download=False)
 

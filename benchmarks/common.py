@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -10,6 +11,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+
+def long_run_parser(doc: str | None, here: Path) -> argparse.ArgumentParser:
+    """The options every long benchmark takes: --tiny (synthetic data, seconds), --out (the
+    results folder; its caches go to OUT/out) and --threads (torch threads, one per job when
+    two jobs share the machine)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="synthetic data, a minute")
+    ap.add_argument("--out", type=Path, default=here, help="results folder (default %(default)s)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    return ap
+
+
+def long_run_start(args: argparse.Namespace) -> Path:
+    """Applies --threads and makes OUT/out, the caches' folder, which it returns."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cache = args.out / "out"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 @dataclass

@@ -24,7 +24,6 @@ is done, with each fidelity's agreement with itself across seeds (the ceiling no
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -32,8 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from common import Runs
+from common import Runs, long_run_parser, long_run_start
 
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer
@@ -213,19 +211,14 @@ def show(t: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true")
+    ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--backbones", default="vgg8b,resnet18")
-    ap.add_argument("--out", type=Path, default=HERE)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cache = long_run_start(args)
     b = TINY if args.tiny else FULL
     if args.tiny:
         b = replace(b, image_size=16)
-    (args.out / "out").mkdir(parents=True, exist_ok=True)
-    runs = Runs(args.out / "out" / "fidelity-runs.json")
+    runs = Runs(cache / "fidelity-runs.json")
     migrate(runs)
     probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
                       download=False, image_size=b.image_size)

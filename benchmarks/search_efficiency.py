@@ -30,7 +30,6 @@ stopped run continues where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -39,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
-from common import Row, Runs, show
+from common import Row, Runs, long_run_parser, long_run_start, show
 
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.study_attrs import (
@@ -249,21 +247,16 @@ def kept(path: Path, results: list[dict[str, Any]], b: Budget) -> list[dict[str,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true")
+    ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--backbones", default="vgg8b,resnet18")
     ap.add_argument("--seeds", default=None, help="search seeds (default 0,1,2)")
-    ap.add_argument("--out", type=Path, default=HERE)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cache = long_run_start(args)
     b = TINY if args.tiny else FULL
     if args.seeds:
         b = replace(b, seeds=tuple(int(x) for x in args.seeds.split(",")))
-    (args.out / "out").mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{args.out / 'out' / 'search-efficiency.db'}"
-    rows = Rows(b, args.out / "out")
+    storage = f"sqlite:///{cache / 'search-efficiency.db'}"
+    rows = Rows(b, cache)
     results, path = [], args.out / "search_efficiency.json"
     for backbone in args.backbones.split(","):
         for seed in b.seeds:

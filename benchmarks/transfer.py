@@ -27,7 +27,6 @@ rewritten into OUT/transfer.json after every row.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import optuna
 import torch
-from common import Runs, train_and_test
+from common import Runs, long_run_parser, long_run_start, train_and_test
 
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.search.cli import main as cli
@@ -94,7 +93,6 @@ PAIRS = [("vgg8b", "vgg11", None), ("vgg8b", "vgg16", None), ("vgg8b", "vgg8b", 
 class Transfer:
     def __init__(self, b: Budget, out: Path) -> None:
         self.b, self.out = b, out
-        (out / "out").mkdir(parents=True, exist_ok=True)
         self.runs = Runs(out / "out" / "transfer-runs.json")
         self.storage = f"sqlite:///{out / 'out' / 'transfer.db'}"
         self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
@@ -241,19 +239,15 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true")
+    ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--pairs", default=None, help="e.g. vgg8b:vgg16,vgg8b:vgg8b@0.5")
-    ap.add_argument("--out", type=Path, default=HERE)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--render", action="store_true",
                     help="only print OUT/transfer.json as a markdown table")
     args = ap.parse_args()
     if args.render:
         print(markdown(json.loads((args.out / "transfer.json").read_text())))
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    long_run_start(args)
     b = TINY if args.tiny else FULL
     pairs = PAIRS[:1] if args.tiny else PAIRS
     if args.pairs:
