@@ -235,12 +235,20 @@ def verdict(results: list[dict[str, Any]], b: Budget) -> list[Row]:
     return rows
 
 
+def budget_doc(b: Budget, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The budget as written: the search seeds are those of the rows kept, whichever run
+    trained them."""
+    return json.loads(json.dumps({**asdict(b), "seeds": sorted({r["seed"] for r in results})}))
+
+
 def kept(path: Path, results: list[dict[str, Any]], b: Budget) -> list[dict[str, Any]]:
     """``results`` and the rows of other backbones and seeds already in ``path`` at the same
-    budget (another run may have written them), ordered by backbone and seed."""
+    budget but for its search seeds (another run, e.g. one with other ``--seeds``, may have
+    written them), ordered by backbone and seed."""
     mine = {(r["backbone"], r["seed"]): r for r in results}
     doc = json.loads(path.read_text()) if path.exists() else {}
-    same = doc.get("budget") == json.loads(json.dumps(asdict(b)))
+    theirs = {k: v for k, v in doc.get("budget", {}).items() if k != "seeds"}
+    same = theirs == {k: v for k, v in budget_doc(b, results).items() if k != "seeds"}
     old = doc.get("results", []) if same else []
     rows = {(r["backbone"], r["seed"]): r for r in old} | mine
     return [rows[k] for k in sorted(rows)]
@@ -263,7 +271,8 @@ def main() -> int:
             results.append(one(b, storage, rows, backbone, seed))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "winners"}),
                   flush=True)
-            path.write_text(json.dumps({"budget": asdict(b), "results": kept(path, results, b),
+            every = kept(path, results, b)
+            path.write_text(json.dumps({"budget": budget_doc(b, every), "results": every,
                                         "written": time.strftime("%Y-%m-%d %H:%M %Z")},
                                        indent=1))
     show(verdict(kept(path, results, b), b))

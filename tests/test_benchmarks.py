@@ -131,7 +131,8 @@ def test_transfer_tiny(tmp_path: Path) -> None:
 def test_search_efficiency_tiny(tmp_path: Path) -> None:
     import json
 
-    # a row another run (another backbone) wrote before: kept, and counted in the verdict
+    # a row another run (another backbone, other --seeds) wrote before: kept, and counted in
+    # the verdict
     other = {"backbone": "resnet18", "seed": 0, "reach": 0.25,
              "test": {"default": 0.5, "random": 0.25, "reference": 0.125},
              "spent": {"default": 10, "random": 20}}
@@ -141,13 +142,15 @@ def test_search_efficiency_tiny(tmp_path: Path) -> None:
     from search_efficiency import TINY
 
     (tmp_path / "search_efficiency.json").write_text(json.dumps(
-        {"budget": asdict(TINY), "results": [other]}))
+        {"budget": {**asdict(TINY), "seeds": [5]}, "results": [other]}))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
                         "--tiny", "--backbones", "vgg8b", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
-    kept, result = json.loads((tmp_path / "search_efficiency.json").read_text())["results"]
+    written = json.loads((tmp_path / "search_efficiency.json").read_text())
+    kept, result = written["results"]
     assert kept == other
+    assert written["budget"]["seeds"] == [0]  # the seeds of the rows: this run's, resnet18's
     assert "resnet18: default search - random search" in r.stdout
     assert set(result["test"]) == {"default", "random", "reference"}
     assert all(0.0 <= v <= 1.0 for v in result["test"].values())
