@@ -14,8 +14,9 @@ accuracy, the reference trials and BP are trained at a higher fidelity (``--prom
 ``--promote-subset``: more epochs, more training images, the same validation split) from the
 study's seed, and stored per fidelity (reports.study_attrs.PROMOTED). They then rank first, by
 that accuracy (reports.record.ranked: a trial ranks by the highest fidelity it has), and the
-confirmation seeds run at that fidelity, on the ``confirm_top`` best promoted trials, the
-references and BP. A rerun trains only what is missing.
+confirmation seeds run at that fidelity, on the ``confirm_top`` best promoted trials by their
+mean, the references and BP; since a confirmed trial's mean moves, this repeats until the
+``confirm_top`` best all hold their seeds. A rerun trains only what is missing.
 
 These trainings do not count against ``--n-trials``; their count and time are reported apart.
 """
@@ -184,11 +185,18 @@ def confirm(study: optuna.Study, s: SearchSettings, data: Data, *,
         return 0
     data_hi = promoted_data()
     done = run_jobs(study, s, data_hi, jobs, "promote", deadline, fid)
-    if not more or (deadline is not None and time.monotonic() >= deadline):
-        return done
-    cands = candidates(study, s, top_trials(study, s, fidelity=fid), fid)
-    return done + run_jobs(study, s, data_hi, todo(study, s, cands, more, fid), "confirm",
-                           deadline, fid)
+    # The top by promoted mean moves as seeds are added (a lucky single seed regresses, and
+    # the next one up enters the top): confirm until the top N all hold their seeds, so the
+    # study a run leaves is the one a rerun finds (a rerun trains nothing). Each pass adds a
+    # seed to at least one promoted trial, or stops.
+    while more and (deadline is None or time.monotonic() < deadline):
+        cands = candidates(study, s, top_trials(study, s, fidelity=fid), fid)
+        jobs = todo(study, s, cands, more, fid)
+        trained = run_jobs(study, s, data_hi, jobs, "confirm", deadline, fid)
+        done += trained
+        if trained == 0:  # nothing left, or what is left cannot train (logged)
+            break
+    return done
 
 
 def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,

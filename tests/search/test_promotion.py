@@ -9,7 +9,14 @@ import optuna
 import pytest
 
 from bwbpf.reports.record import best_trial, ranked
-from bwbpf.reports.study_attrs import PROMOTED, bp_confirmation, confirmations, promoted
+from bwbpf.reports.study_attrs import (
+    PROMOTED,
+    Confirmation,
+    bp_confirmation,
+    confirmations,
+    promoted,
+    save_confirmation,
+)
 
 from .conftest import FAST, Runner
 
@@ -111,3 +118,30 @@ def test_bad_promotion_flags_are_one_line(cli: Runner, db: str, tmp_path: Path,
     rc, _, err = cli("run", "--storage", db, "--study", "p", *BASE, *flags)
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "study.db").exists()  # refused before the study is made
+
+
+def test_confirmation_follows_the_top_as_it_moves(cli: Runner, db: str) -> None:
+    """Two promoted trials stored with lucky single seeds (as an earlier process left them):
+    confirming the first pulls its mean down and the second becomes the top; one run confirms
+    it too, so the winner it leaves holds its seeds and a rerun has nothing to train."""
+    argv = ["run", "--storage", db, "--study", "p", "--n-trials", "4", *BASE,
+            "--promote-top", "2", *PROMOTE]
+    rc, _, err = cli(*argv, "--promote-top", "0", "--confirm-top", "0")  # the search alone
+    assert rc == 0, err
+    study = load(db)
+    top2 = sorted((t for t in study.trials if t.values and not t.user_attrs.get("baseline")),
+                  key=lambda t: (-t.values[0], t.number))[:2]
+    assert len(top2) == 2
+    for t, lucky in zip(top2, (1.0, 0.999)):
+        save_confirmation(study, Confirmation(t.number, (0,), (lucky,), FID))
+    rc, out, err = cli(*argv, "--confirm-top", "1", "--confirm-seeds", "1")
+    assert rc == 0, err
+    there = promoted(load(db), FID)
+    first, second = (there[str(t.number)] for t in top2)
+    assert len(first.seeds) == 2 and first.accuracy[1] < 0.998  # the regression happened
+    assert len(second.seeds) == 2  # ... and the new top was confirmed in the same run
+    best = best_trial(load(db))
+    assert best is not None and len(there[str(best.number)].seeds) == 2
+    rc, out, err = cli(*argv, "--confirm-top", "1", "--confirm-seeds", "1")
+    assert rc == 0, err
+    assert "promoting" not in out + err and "confirming" not in out + err
