@@ -8,8 +8,10 @@ run it in the background.
 
 N decouplings are drawn from the default space (random parameters, seed i for the i-th),
 feasible at >= 2x over BP and <= 0.6 of its memory by construction (search.placement, FLOPs
-cost model: the same figures whatever else the machine runs), distinct. Each is trained at
-every fidelity, over the seeds:
+cost model: the same figures whatever else the machine runs), distinct. A draw whose training
+diverges (a non-finite loss: a failed trial in a search) has no accuracy to rank; it is kept in
+the runs file as such, listed in the output, and the next draw takes its place. Each is
+trained at every fidelity, over the seeds:
 
 - the search's trial budget, 3 epochs on 3,000 images, validation accuracy (what a trial
   reports), and its neighbours: 1 and 6 epochs on 3,000; 3 epochs on 1,000 and on 10,000;
@@ -29,7 +31,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from common import Runs, long_run_parser, long_run_start
 
@@ -38,7 +40,7 @@ from bwbpf.search.placement import Placer
 from bwbpf.spaces import Decoupling, SearchSpace, build, from_document, to_document
 from bwbpf.spaces.encoding import draw
 from bwbpf.spaces.random_trial import RandomTrial
-from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
+from bwbpf.trainers import NonFiniteLoss, TrainPlan, evaluate, fit, load_data
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,21 +120,49 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
-def decouplings(backbone: str, b: Budget, shape: dict[str, Any]) -> list[Decoupling]:
+def draws(backbone: str, b: Budget, shape: dict[str, Any]) -> Iterator[Decoupling]:
+    """Distinct feasible decouplings drawn from the default space, in a fixed order (the
+    i-th draw from seed i, kept when it is feasible as drawn and new)."""
     space = replace(SPACE, backbones=(backbone,), width=b.width)
     placer = Placer(space, of_space(space), **shape)
-    out: list[Decoupling] = []
+    seen: list[Decoupling] = []
     seed = 0
-    while len(out) < b.n:
+    while True:
         trial = RandomTrial(seed)
         d, lighter = placer.place(draw(trial, space))
         r = placer.pieces(backbone).of(d)
         # heads as drawn (not lightened), and a new structure: cuts and heads, not only lrs
-        new = all((d.cuts, d.aux) != (o.cuts, o.aux) for o in out)
+        new = all((d.cuts, d.aux) != (o.cuts, o.aux) for o in seen)
         if not lighter and r.speedup >= 2.0 and r.memory_ratio <= 0.6 and new:
-            out.append(d)
+            seen.append(d)
+            yield d
         seed += 1
-    return out
+
+
+def decouplings(backbone: str, b: Budget, shape: dict[str, Any], runs: Runs
+                ) -> tuple[list[Decoupling], list[Decoupling]]:
+    """The first ``b.n`` draws whose training has not diverged at any fidelity so far, and the
+    diverged ones passed over on the way. A diverging decoupling (a non-finite loss, as a
+    search trial fails) has no accuracy to rank; the next draw takes its place."""
+    bad = diverged(runs)
+    out: list[Decoupling] = []
+    skipped: list[Decoupling] = []
+    for d in draws(backbone, b, shape):
+        if len(out) == b.n:
+            break
+        (skipped if json.dumps(d.to_dict(), sort_keys=True) in bad else out).append(d)
+    return out, skipped
+
+
+class Diverged(Exception):
+    """A training in the set stopped on a non-finite loss (stored as such): draw the set
+    again."""
+
+
+def diverged(runs: Runs) -> set[str]:
+    """The decouplings (their fields as JSON) with a training stored as diverged."""
+    return {json.dumps(json.loads(k)[0], sort_keys=True) for k, v in runs.data.items()
+            if isinstance(v, dict) and "diverged" in v}
 
 
 def run_key(b: Budget, d: Decoupling, f: Fidelity, seed: int) -> str:
@@ -161,12 +191,18 @@ def train(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float
         plan = TrainPlan(epochs=f.epochs, batch_size=b.batch, seed=seed, device="cpu",
                          augment=SPACE.augment, lr_schedule=SPACE.lr_schedule)
         start = time.perf_counter()
-        r = fit(net, data, plan)
+        try:
+            r = fit(net, data, plan)
+        except NonFiniteLoss as e:
+            return {"diverged": str(e).splitlines()[0]}
         test = evaluate(net, data.test, plan)
         return {"val": r.val_accuracy, "test": test[-1], "blocks": test,
                 "seconds": time.perf_counter() - start}
 
-    return float(runs.get(key, run)[f.split])
+    done = runs.get(key, run)
+    if "diverged" in done:
+        raise Diverged(done["diverged"])
+    return float(done[f.split])
 
 
 def score(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float | None:
@@ -210,6 +246,29 @@ def show(t: dict[str, Any]) -> None:
               f"{r['tau']:+.3f}  Spearman rho {r['rho']:+.3f}", flush=True)
 
 
+def measure(backbone: str, b: Budget, ds: list[Decoupling], skipped: list[Decoupling],
+            runs: Runs) -> None:
+    """Trains what is missing of ``ds`` at every fidelity, printing the table as it goes."""
+    print(f"{backbone}: {len(ds)} decouplings ({len(skipped)} diverged draws passed over)",
+          flush=True)
+    for i, d in enumerate(ds):
+        print(f"  {i:2d} K={d.num_blocks} cuts {d.cuts} heads "
+              f"{[f'{a.family}/{a.loss}' for a in d.aux]}", flush=True)
+    # the trial budget and the reference over every seed first (the question), then the
+    # neighbouring fidelities (where a better trial budget might lie)
+    for seed in b.seeds:
+        for d in ds:
+            train(runs, b, d, b.fidelities[0], seed)
+        for d in ds:
+            train(runs, b, d, b.reference, seed)
+            show(table(backbone, b, ds, runs))
+    for seed in b.seeds:
+        for f in b.fidelities[1:]:
+            for d in ds:
+                train(runs, b, d, f, seed)
+            show(table(backbone, b, ds, runs))
+
+
 def main() -> None:
     ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--backbones", default="vgg8b,resnet18")
@@ -226,26 +285,16 @@ def main() -> None:
              "num_classes": probe.num_classes}
     results = {}
     for backbone in args.backbones.split(","):
-        ds = decouplings(backbone, b, shape)
-        print(f"{backbone}: {len(ds)} decouplings", flush=True)
-        for i, d in enumerate(ds):
-            print(f"  {i:2d} K={d.num_blocks} cuts {d.cuts} heads "
-                  f"{[f'{a.family}/{a.loss}' for a in d.aux]}", flush=True)
-        # the trial budget and the reference over every seed first (the question), then the
-        # neighbouring fidelities (where a better trial budget might lie)
-        for seed in b.seeds:
-            for d in ds:
-                train(runs, b, d, b.fidelities[0], seed)
-            for d in ds:
-                train(runs, b, d, b.reference, seed)
-                show(table(backbone, b, ds, runs))
-        for seed in b.seeds:
-            for f in b.fidelities[1:]:
-                for d in ds:
-                    train(runs, b, d, f, seed)
-                show(table(backbone, b, ds, runs))
+        while True:
+            ds, skipped = decouplings(backbone, b, shape, runs)
+            try:
+                measure(backbone, b, ds, skipped, runs)
+                break
+            except Diverged as e:  # stored: the next pass draws the set without it
+                print(f"  diverged: {e}; the next draw takes its place", flush=True)
         results[backbone] = table(backbone, b, ds, runs)
         results[backbone]["decouplings"] = [to_document(d) for d in ds]
+        results[backbone]["diverged"] = [to_document(d) for d in skipped]
         show(results[backbone])
     (args.out / "fidelity.json").write_text(json.dumps(results, indent=1))
     assert all(from_document(doc) for r in results.values() for doc in r["decouplings"])

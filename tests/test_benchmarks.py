@@ -75,6 +75,39 @@ def test_setup_study_tiny() -> None:
         assert f"| ({key}) " in r.stdout
 
 
+def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> None:
+    """A decoupling whose loss turns non-finite has no accuracy to rank: the training is
+    stored as diverged, and the set is drawn again without that decoupling."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fidelity
+    from common import Runs
+
+    from bwbpf.trainers import load_data
+
+    b = replace(fidelity.TINY, image_size=16)
+    probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
+                      download=False, image_size=b.image_size)
+    shape = {"in_channels": probe.in_channels, "image_size": probe.image_size,
+             "num_classes": probe.num_classes}
+    runs = Runs(tmp_path / "runs.json")
+    first, *rest = (d for d, _ in zip(fidelity.draws("vgg8b", b, shape), range(b.n + 1)))
+    # the first draw at the largest learning rate allowed, 3 epochs: its loss blows up
+    longer = fidelity.Fidelity("longer", 3, 128, "val")
+    blown = replace(first, optim=tuple(replace(o, lr=10.0, momentum=0.99) for o in first.optim))
+    with pytest.raises(fidelity.Diverged, match="not finite"):
+        fidelity.train(runs, b, blown, longer, 0)
+    stored = runs.data[fidelity.run_key(b, blown, longer, 0)]
+    assert "diverged" in stored and "val" not in stored
+    with pytest.raises(fidelity.Diverged):  # from the file, without training again
+        fidelity.train(Runs(tmp_path / "runs.json"), b, blown, longer, 0)
+    assert fidelity.decouplings("vgg8b", b, shape, runs) == ([first, *rest[:-1]], [])
+    # the first draw's training diverged the same way: the next draw takes its place
+    runs.data[fidelity.run_key(b, first, longer, 0)] = stored
+    assert fidelity.decouplings("vgg8b", b, shape, runs) == (rest, [first])
+
+
 @pytest.mark.integration
 def test_fidelity_tiny(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--tiny",
