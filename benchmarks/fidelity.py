@@ -27,6 +27,7 @@ is done, with each fidelity's agreement with itself across seeds (the ceiling no
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -210,6 +211,21 @@ def score(runs: Runs, b: Budget, d: Decoupling, f: Fidelity, seed: int) -> float
     return runs.data[key][f.split] if key in runs.data else None
 
 
+PICK_OF = 8  # about the complete trials of a search's own (the proof's studies: 8-12)
+
+
+def picked(score: list[float], row: list[float], k: int) -> float:
+    """What a search gets at the row budget when it keeps the decoupling ``score`` ranks
+    first among k of these, drawn at random: the expectation over every k-subset, exactly.
+    Item i is a subset's pick when the subset holds i and k - 1 of the items ``score`` ranks
+    below it (ties go to the earlier item), which C(below_i, k - 1) of the C(n, k) subsets
+    do."""
+    n = len(score)
+    below = [sum(1 for j in range(n) if score[j] < score[i] or (score[j] == score[i] and j > i))
+             for i in range(n)]
+    return sum(math.comb(below[i], k - 1) * row[i] for i in range(n)) / math.comb(n, k)
+
+
 def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[str, Any]:
     """tau and rho of each fidelity against the reference (each the mean over the seeds done
     at both), and each fidelity's agreement with itself across seeds: the ceiling that noise
@@ -226,8 +242,12 @@ def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[st
         if len(pairs) < 3:
             continue
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        k = min(PICK_OF, len(pairs))
         out["rows"].append({"fidelity": f.name, "n": len(pairs), "tau": kendall(xs, ys),
-                            "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs)})
+                            "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs),
+                            "pick": picked(xs, ys, len(xs)), "k": k,
+                            "pick_of_k": picked(xs, ys, k), "best_of_k": picked(ys, ys, k),
+                            "mean": statistics.mean(ys)})
     for f in (b.fidelities[0], b.reference):
         a, c = b.seeds[0], b.seeds[-1]
         pairs = [(x, y) for d in ds if (x := score(runs, b, d, f, a)) is not None
@@ -244,6 +264,10 @@ def show(t: dict[str, Any]) -> None:
     for r in t["rows"]:
         print(f"  {r['fidelity']:36s} n={r['n']:2d} seeds={r['seeds']}  Kendall tau "
               f"{r['tau']:+.3f}  Spearman rho {r['rho']:+.3f}", flush=True)
+        if "pick" in r:
+            print(f"  {'':36s} its first at the row budget {r['pick']:.4f}; its first of "
+                  f"{r['k']} drawn {r['pick_of_k']:.4f} (the best of them {r['best_of_k']:.4f}, "
+                  f"any one {r['mean']:.4f})", flush=True)
 
 
 def measure(backbone: str, b: Budget, ds: list[Decoupling], skipped: list[Decoupling],

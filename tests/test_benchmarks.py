@@ -75,6 +75,26 @@ def test_setup_study_tiny() -> None:
         assert f"| ({key}) " in r.stdout
 
 
+def test_fidelity_pick_is_the_expected_row_accuracy_of_a_fidelitys_first() -> None:
+    """picked(score, row, k): a search that draws k decouplings and keeps the one ``score``
+    ranks first gets, on average over the draws, this row-budget accuracy."""
+    import itertools
+    import random
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fidelity import picked
+
+    rng = random.Random(1)
+    score = [rng.choice([0.1, 0.2, 0.3, 0.4]) for _ in range(7)]  # ties too
+    row = [rng.random() for _ in range(7)]
+    for k in range(1, 8):
+        firsts = [row[min(sub, key=lambda i: (-score[i], i))]
+                  for sub in itertools.combinations(range(7), k)]
+        assert picked(score, row, k) == pytest.approx(sum(firsts) / len(firsts))
+    assert picked(score, row, 1) == pytest.approx(sum(row) / 7)  # any one
+    assert picked(row, row, 7) == max(row)  # ranked by the row budget itself: its best
+
+
 def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> None:
     """A decoupling whose loss turns non-finite has no accuracy to rank: the training is
     stored as diverged, and the set is drawn again without that decoupling."""
@@ -122,6 +142,8 @@ def test_fidelity_tiny(tmp_path: Path) -> None:
     assert names == ["trial", "more data"]
     for row in result["rows"]:
         assert row["n"] == 4 and -1.0 <= row["tau"] <= 1.0 and -1.0 <= row["rho"] <= 1.0
+        # a fidelity's pick is one of the set at the row budget; no pick beats the best
+        assert 0.0 <= row["pick_of_k"] <= row["best_of_k"] <= 1.0
     # a second run reuses every finished training
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--tiny",
                             "--backbones", "vgg8b", "--out", str(tmp_path)],
