@@ -30,7 +30,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -319,8 +319,14 @@ def main() -> None:
         results[backbone] = table(backbone, b, ds, runs)
         results[backbone]["decouplings"] = [to_document(d) for d in ds]
         results[backbone]["diverged"] = [to_document(d) for d in skipped]
+        results[backbone]["budget"] = asdict(b)
         show(results[backbone])
-    (args.out / "fidelity.json").write_text(json.dumps(results, indent=1))
+    # a run over some backbones keeps the others' tables written at the same budget
+    path = args.out / "fidelity.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    budget = json.loads(json.dumps(asdict(b)))
+    kept = {k: v for k, v in old.items() if k not in results and v.get("budget") == budget}
+    path.write_text(json.dumps({**kept, **results}, indent=1))
     assert all(from_document(doc) for r in results.values() for doc in r["decouplings"])
 
 

@@ -130,13 +130,24 @@ def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> 
 
 @pytest.mark.integration
 def test_fidelity_tiny(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict, replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fidelity import TINY
+
+    # tables another run wrote: resnet18's at this budget is kept, vgg16's at another is not
+    budget = json.loads(json.dumps(asdict(replace(TINY, image_size=16))))
+    (tmp_path / "fidelity.json").write_text(json.dumps({
+        "resnet18": {"budget": budget, "rows": []},
+        "vgg16": {"budget": {**budget, "n": 99}, "rows": []}}))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--tiny",
                         "--backbones", "vgg8b", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    import json
-
-    result = json.loads((tmp_path / "fidelity.json").read_text())["vgg8b"]
+    written = json.loads((tmp_path / "fidelity.json").read_text())
+    assert set(written) == {"vgg8b", "resnet18"}
+    result = written["vgg8b"]
     assert len(result["decouplings"]) == 4  # distinct structures, feasible by construction
     names = [row["fidelity"] for row in result["rows"]]
     assert names == ["trial", "more data"]
