@@ -7,6 +7,7 @@ import torch
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
 from bwbpf.trainers import TrainPlan
+from bwbpf.trainers.device import nhwc, nhwc_module
 from bwbpf.trainers.stepper import Stepper
 from bwbpf.trainers.timing import StepTimer, time_call
 
@@ -59,13 +60,15 @@ def test_heavy_heads_lower_the_measured_speedup_below_bp() -> None:
 
 
 def test_the_model_orders_blocks_like_their_measured_steps() -> None:
-    # Blocks of clearly different cost: unit 0 alone, units 1-3, units 4-5 (vgg8b); the
-    # prediction must rank them as timed whole steps (forward, loss, backward, SGD) do.
+    # Blocks of different cost: unit 0 alone, units 1-3, units 4-5 (vgg8b); the prediction
+    # must rank them as timed whole steps (forward, loss, backward, SGD) do, wherever the
+    # steps differ clearly (blocks 0 and 2 are within a few tens of percent: noise orders them).
     d = Decoupling("vgg8b", (1, 4), (AuxSpec("linear"),) * 2, (BlockOptim(),) * 3, 0.25)
     predicted = timer(batch=32, repeats=3).predict(d).block_seconds
-    net = build(d, 10, 1, 28, seed=0)
+    # in the layout training uses (blockwise.prepare), as the timer does: channels_last
+    net = nhwc_module(build(d, 10, 1, 28, seed=0))
     stepper = Stepper(net, TrainPlan(batch_size=32, device="cpu"), total_steps=100)
-    h, y = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
+    h, y = nhwc(torch.randn(32, 1, 28, 28)), torch.arange(32) % 10
     inputs = []
     for k in range(3):
         inputs.append(h)
@@ -73,10 +76,9 @@ def test_the_model_orders_blocks_like_their_measured_steps() -> None:
     measured = [time_call(lambda k=k: stepper.train_block(k, inputs[k], y, CPU), CPU,
                           repeats=3) for k in range(3)]
 
-    def order(xs: tuple[float, ...] | list[float]) -> list[int]:
-        return sorted(range(len(xs)), key=xs.__getitem__)
-
-    assert order(predicted) == order(measured), (predicted, measured)
+    clear = [(i, j) for i in range(3) for j in range(3) if measured[j] > 1.5 * measured[i]]
+    assert (0, 1) in clear and (2, 1) in clear, measured  # units 1-3 are the heavy block
+    assert all(predicted[j] > predicted[i] for i, j in clear), (predicted, measured)
 
 
 def test_downstream_heads_are_timed_per_place_and_infopro_with_its_decoder() -> None:
