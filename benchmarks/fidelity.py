@@ -121,6 +121,14 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
+def data_shape(b: Budget) -> dict[str, Any]:
+    """The dataset's input channels, image size and classes, which the placement needs."""
+    probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
+                      download=False, image_size=b.image_size)
+    return {"in_channels": probe.in_channels, "image_size": probe.image_size,
+            "num_classes": probe.num_classes}
+
+
 def draws(backbone: str, b: Budget, shape: dict[str, Any]) -> Iterator[Decoupling]:
     """Distinct feasible decouplings drawn from the default space, in a fixed order (the
     i-th draw from seed i, kept when it is feasible as drawn and new)."""
@@ -303,10 +311,7 @@ def main() -> None:
         b = replace(b, image_size=16)
     runs = Runs(cache / "fidelity-runs.json")
     migrate(runs)
-    probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
-                      download=False, image_size=b.image_size)
-    shape = {"in_channels": probe.in_channels, "image_size": probe.image_size,
-             "num_classes": probe.num_classes}
+    shape = data_shape(b)
     results = {}
     for backbone in args.backbones.split(","):
         while True:

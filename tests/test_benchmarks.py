@@ -104,13 +104,8 @@ def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> 
     import fidelity
     from common import Runs
 
-    from bwbpf.trainers import load_data
-
     b = replace(fidelity.TINY, image_size=16)
-    probe = load_data(b.dataset, train_subset=b.batch * 2, val_size=b.val_size, seed=0,
-                      download=False, image_size=b.image_size)
-    shape = {"in_channels": probe.in_channels, "image_size": probe.image_size,
-             "num_classes": probe.num_classes}
+    shape = fidelity.data_shape(b)
     runs = Runs(tmp_path / "runs.json")
     first, *rest = (d for d, _ in zip(fidelity.draws("vgg8b", b, shape), range(b.n + 1)))
     # the first draw at the largest learning rate allowed, 3 epochs: its loss blows up
