@@ -5,6 +5,8 @@ hours: run it in the background.
     .venv/bin/python benchmarks/search_efficiency.py                       # both, 3 seeds
     .venv/bin/python benchmarks/search_efficiency.py --backbones vgg8b --seeds 0
     .venv/bin/python benchmarks/search_efficiency.py --tiny                # synthetic, minutes
+    .venv/bin/python benchmarks/search_efficiency.py --backbones vgg8b --promote 3,3,10000 \
+        --studies-from benchmarks --out benchmarks/promote-3x10000   # another promotion
 
 For each backbone (vgg8b and ResNet-18 at x0.25; >= 2x over BP and <= 0.6 of its activation
 memory, judged by FLOPs: other jobs share this machine and would move measured step times) and
@@ -26,11 +28,19 @@ share of random search's search-phase training the default search needed to reac
 least as good as random search's best trial (single seed, trial budget; target <= 0.5). Every
 study and training is kept in OUT/out/ (search-efficiency.db, search-efficiency-runs.json): a
 stopped run continues where it stopped.
+
+Another promotion, on the same searches: ``--promote TOP,EPOCHS,IMAGES`` with ``--studies-from
+DIR`` starts the run from copies of DIR's studies and trainings (DIR/out, left as they are), so
+the searches are not trained again and only promotion, confirmation and the rows are. A trial
+ranks by its highest fidelity, so the new promotion decides where it is the larger (epochs x
+images); the results go to OUT/search_efficiency.json under their own budget.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -254,15 +264,54 @@ def kept(path: Path, results: list[dict[str, Any]], b: Budget) -> list[dict[str,
     return [rows[k] for k in sorted(rows)]
 
 
+STORE = ("search-efficiency.db", "search-efficiency-runs.json")  # a run's studies, trainings
+
+
+def promotion(text: str) -> tuple[int, int, int]:
+    """``TOP,EPOCHS,IMAGES`` (all positive integers)."""
+    try:
+        top, epochs, images = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not TOP,EPOCHS,IMAGES") from None
+    if min(top, epochs, images) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: TOP, EPOCHS and IMAGES must be >= 1")
+    return top, epochs, images
+
+
+def copy_studies(source: Path, cache: Path) -> None:
+    """The studies and trainings of an earlier run (``source``/out) copied into ``cache``,
+    unless it has its own already (a resumed run keeps what it trained)."""
+    if any((cache / name).exists() for name in STORE):
+        return
+    if not (source / "out" / STORE[0]).is_file():
+        raise FileNotFoundError(f"--studies-from {source}: no {source / 'out' / STORE[0]}")
+    for name in STORE:
+        if (source / "out" / name).is_file():
+            shutil.copy2(source / "out" / name, cache / name)
+
+
 def main() -> int:
     ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--backbones", default="vgg8b,resnet18")
     ap.add_argument("--seeds", default=None, help="search seeds (default 0,1,2)")
+    ap.add_argument("--promote", type=promotion, default=None, metavar="TOP,EPOCHS,IMAGES",
+                    help="the promotion (default 3,6,3000; the tiny run's 1,2,256)")
+    ap.add_argument("--studies-from", type=Path, default=None, metavar="DIR",
+                    help="start from copies of DIR/out's studies and trainings")
     args = ap.parse_args()
+    if args.studies_from and args.studies_from.resolve() == args.out.resolve():
+        ap.error("--studies-from must name another folder than --out")
     cache = long_run_start(args)
+    if args.studies_from:
+        try:
+            copy_studies(args.studies_from, cache)
+        except FileNotFoundError as e:
+            ap.error(str(e))
     b = TINY if args.tiny else FULL
     if args.seeds:
         b = replace(b, seeds=tuple(int(x) for x in args.seeds.split(",")))
+    if args.promote:
+        b = replace(b, promote=args.promote)
     storage = f"sqlite:///{cache / 'search-efficiency.db'}"
     rows = Rows(b, cache)
     results, path = [], args.out / "search_efficiency.json"

@@ -221,6 +221,42 @@ def test_search_efficiency_tiny(tmp_path: Path) -> None:
     assert result["reach"] is None or 0 < result["reach"] <= 1.5
     assert "share of random search's training" in r.stdout
 
+    # another promotion on copies of these searches: nothing searched again, the source left
+    # as it was, every promoted trial ranked by the new (larger) fidelity
+    import optuna
+
+    from bwbpf.reports.record import ranked
+    from bwbpf.reports.study_attrs import confirmations
+
+    source = tmp_path / "out" / "search-efficiency.db"
+    before = source.read_bytes()
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
+                        "--tiny", "--backbones", "vgg8b", "--promote", "1,3,256",
+                        "--studies-from", str(tmp_path), "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert source.read_bytes() == before
+    for name in ("default-vgg8b-0", "random-vgg8b-0"):
+        old, new = (optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+                    for db in (source, tmp_path / "b" / "out" / "search-efficiency.db"))
+        assert [t.params for t in new.trials] == [t.params for t in old.trials]
+        assert confirmations(new)[ranked(new)[0].number].fidelity == (3, 256)
+        assert confirmations(old)[ranked(old)[0].number].fidelity == (2, 256)
+    again = json.loads((tmp_path / "b" / "search_efficiency.json").read_text())
+    assert again["budget"]["promote"] == [1, 3, 256]
+    assert [x["seed"] for x in again["results"]] == [0]  # its own budget: no other run's rows
+
+
+@pytest.mark.parametrize("argv", [["--promote", "1,0,256"], ["--promote", "3,x"],
+                                  ["--studies-from", "no-such-folder"]])
+def test_search_efficiency_refuses_bad_options(tmp_path: Path, argv: list[str]) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
+                        "--tiny", "--out", str(tmp_path), *argv],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stdout == "" and argv[0] in r.stderr.splitlines()[-1]
+    assert not (tmp_path / "search_efficiency.json").exists()
+
 
 @pytest.mark.integration
 def test_budget_curve_tiny(tmp_path: Path) -> None:
