@@ -26,13 +26,14 @@ is done, with each fidelity's agreement with itself across seeds (the ceiling no
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from common import Runs, long_run_parser, long_run_start
 
@@ -234,6 +235,26 @@ def picked(score: list[float], row: list[float], k: int) -> float:
     return sum(math.comb(below[i], k - 1) * row[i] for i in range(n)) / math.comb(n, k)
 
 
+PROMOTE_TOP = 3  # the trials a study promotes (search_efficiency's, README's advice)
+
+
+def promoted_pick(trial: list[float], promoted: list[float], row: list[float], k: int,
+                  top: int = PROMOTE_TOP) -> float:
+    """What a study gets at the row budget when it has drawn k of these, promotes the ``top``
+    best by the trial budget (``trial``) and keeps the best of those by the promoted fidelity
+    (``promoted``): the mean over every k-subset, enumerated (ties go to the earlier item)."""
+    subsets = list(itertools.combinations(range(len(row)), k))
+
+    def first(items: Sequence[int], by: list[float]) -> int:
+        return min(items, key=lambda i: (-by[i], i))
+
+    total = 0.0
+    for sub in subsets:
+        kept = sorted(sub, key=lambda i: (-trial[i], i))[:top]
+        total += row[first(kept, promoted)]
+    return total / len(subsets)
+
+
 def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[str, Any]:
     """tau and rho of each fidelity against the reference (each the mean over the seeds done
     at both), and each fidelity's agreement with itself across seeds: the ceiling that noise
@@ -246,16 +267,21 @@ def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[st
                     and (r := score(runs, b, d, b.reference, s)) is not None]
             if both:
                 pairs.append((statistics.mean(p[0] for p in both),
-                              statistics.mean(p[1] for p in both), len(both)))
+                              statistics.mean(p[1] for p in both), len(both),
+                              score(runs, b, d, b.fidelities[0], b.seeds[0])))
         if len(pairs) < 3:
             continue
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         k = min(PICK_OF, len(pairs))
-        out["rows"].append({"fidelity": f.name, "n": len(pairs), "tau": kendall(xs, ys),
-                            "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs),
-                            "pick": picked(xs, ys, len(xs)), "k": k,
-                            "pick_of_k": picked(xs, ys, k), "best_of_k": picked(ys, ys, k),
-                            "mean": statistics.mean(ys)})
+        row = {"fidelity": f.name, "n": len(pairs), "tau": kendall(xs, ys),
+               "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs),
+               "pick": picked(xs, ys, len(xs)), "k": k, "pick_of_k": picked(xs, ys, k),
+               "best_of_k": picked(ys, ys, k), "mean": statistics.mean(ys)}
+        trial = [p[3] for p in pairs]
+        if f is not b.fidelities[0] and None not in trial:
+            # as a study uses it: the trial budget's first seed picks the top, this one the pick
+            row["promoted_of_k"] = promoted_pick(trial, xs, ys, k)  # type: ignore[arg-type]
+        out["rows"].append(row)
     for f in (b.fidelities[0], b.reference):
         a, c = b.seeds[0], b.seeds[-1]
         pairs = [(x, y) for d in ds if (x := score(runs, b, d, f, a)) is not None
@@ -276,6 +302,9 @@ def show(t: dict[str, Any]) -> None:
             print(f"  {'':36s} its first at the row budget {r['pick']:.4f}; its first of "
                   f"{r['k']} drawn {r['pick_of_k']:.4f} (the best of them {r['best_of_k']:.4f}, "
                   f"any one {r['mean']:.4f})", flush=True)
+        if "promoted_of_k" in r:
+            print(f"  {'':36s} as a study's promotion (the top {PROMOTE_TOP} of {r['k']} drawn by "
+                  f"the trial budget, then its first): {r['promoted_of_k']:.4f}", flush=True)
 
 
 def measure(backbone: str, b: Budget, ds: list[Decoupling], skipped: list[Decoupling],

@@ -95,6 +95,28 @@ def test_fidelity_pick_is_the_expected_row_accuracy_of_a_fidelitys_first() -> No
     assert picked(row, row, 7) == max(row)  # ranked by the row budget itself: its best
 
 
+def test_fidelity_promoted_pick_is_what_a_study_keeps() -> None:
+    """promoted_pick: a study that draws k, promotes its top by the trial budget and keeps the
+    first of those by the promoted fidelity gets, on average over the draws, this accuracy."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fidelity import picked, promoted_pick
+
+    rng = random.Random(2)
+    trial = [rng.random() for _ in range(7)]
+    promoted = [rng.choice([0.1, 0.2, 0.3]) for _ in range(7)]  # ties too
+    row = [rng.random() for _ in range(7)]
+    for k in range(1, 8):
+        # promoting one is keeping the trial budget's first; promoting all, the promoted's
+        assert promoted_pick(trial, promoted, row, k, top=1) == pytest.approx(
+            picked(trial, row, k))
+        assert promoted_pick(trial, promoted, row, k, top=k) == pytest.approx(
+            picked(promoted, row, k))
+    # by hand: of all 3, the trial budget keeps items 0 and 1; item 1 is promoted's first
+    assert promoted_pick([0.9, 0.8, 0.1], [0.2, 0.5, 0.9], [0.3, 0.6, 0.95], 3, top=2) == 0.6
+
+
 def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> None:
     """A decoupling whose loss turns non-finite has no accuracy to rank: the training is
     stored as diverged, and the set is drawn again without that decoupling."""
