@@ -277,18 +277,18 @@ def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[st
                "rho": spearman(xs, ys), "seeds": min(p[2] for p in pairs),
                "pick": picked(xs, ys, len(xs)), "k": k, "pick_of_k": picked(xs, ys, k),
                "best_of_k": picked(ys, ys, k), "mean": statistics.mean(ys)}
-        trial = [p[3] for p in pairs]
-        if f is not b.fidelities[0] and None not in trial:
+        trial = [p[3] for p in pairs if p[3] is not None]
+        if f is not b.fidelities[0] and len(trial) == len(pairs):
             # as a study uses it: the trial budget's first seed picks the top, this one the pick
-            row["promoted_of_k"] = promoted_pick(trial, xs, ys, k)  # type: ignore[arg-type]
+            row["promoted_of_k"] = promoted_pick(trial, xs, ys, k)
         out["rows"].append(row)
     for f in (b.fidelities[0], b.reference):
         a, c = b.seeds[0], b.seeds[-1]
-        pairs = [(x, y) for d in ds if (x := score(runs, b, d, f, a)) is not None
-                 and (y := score(runs, b, d, f, c)) is not None]
-        if a != c and len(pairs) >= 3:
-            xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
-            out["rows"].append({"fidelity": f"{f.name}: seed {a} vs {c}", "n": len(pairs),
+        same = [(x, y) for d in ds if (x := score(runs, b, d, f, a)) is not None
+                and (y := score(runs, b, d, f, c)) is not None]
+        if a != c and len(same) >= 3:
+            xs, ys = [p[0] for p in same], [p[1] for p in same]
+            out["rows"].append({"fidelity": f"{f.name}: seed {a} vs {c}", "n": len(same),
                                 "tau": kendall(xs, ys), "rho": spearman(xs, ys), "seeds": 1})
     return out
 
