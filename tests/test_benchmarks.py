@@ -298,3 +298,24 @@ def test_budget_curve_tiny(tmp_path: Path) -> None:
         assert (lever in points[1]) == beat, lever
     assert points[0]["backprop"]["speedup_flops"] == 1.0
     assert points[0]["searched"]["speedup_flops"] > 1.0
+
+
+@pytest.mark.integration
+def test_reference_rows_tiny(tmp_path: Path) -> None:
+    import json
+    import re
+
+    script = str(ROOT / "benchmarks" / "reference_rows.py")
+    r = subprocess.run([sys.executable, script, "--tiny", "--backbones", "vgg8b", "--references",
+                        "predsim,auglocal", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["vgg8b predsim", "vgg8b auglocal"]
+    tests = [float(m.group(1)) for line in lines if (m := re.search(r"test (\S+) at", line))]
+    assert len(tests) == 2 and all(0.0 <= t <= 1.0 for t in tests)
+    runs = json.loads((tmp_path / "out" / "search-efficiency-runs.json").read_text())
+    assert len(runs) == 2  # one row seed each, kept for the next run
+    bad = subprocess.run([sys.executable, script, "--tiny", "--references", "predsim,nope",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nope" in bad.stderr.splitlines()[-1]

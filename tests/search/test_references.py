@@ -7,11 +7,12 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
+from bwbpf.search import baselines
 from bwbpf.search.baselines import PUBLISHED, published
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer, meets
 from bwbpf.search.reach import cut_sets
-from bwbpf.spaces import SearchSpace
+from bwbpf.spaces import SearchSpace, reference_decouplings
 
 from .conftest import FAST, Runner
 
@@ -27,7 +28,15 @@ def test_each_design_sits_at_its_best_feasible_cut_set() -> None:
     refs = published(space, placer)
     assert set(refs) == set(PUBLISHED)
     for name, d in refs.items():
-        family, loss, _, _ = PUBLISHED[name]
+        design = PUBLISHED[name]
+        family, loss = design.family, design.loss
+        if {a.loss for a in d.aux} == {design.lighter_loss}:
+            # the lighter loss only where the design's own fits no cut set, even at its
+            # lightest head (depth 1, the narrowest width)
+            own = baselines._design(space, reference_decouplings(space)["paper"], family,
+                                    design.loss, 1, min(space.head_widths), design.pyramid)
+            assert placer.best(own, range(space.min_blocks, space.max_blocks + 1)) is None
+            loss = design.lighter_loss
         assert {(a.family, a.loss) for a in d.aux} == {(family, loss)}
         r = p.of(d)
         # every other cut set of any K with the same design: none feasible is faster
@@ -47,6 +56,28 @@ def test_each_design_sits_at_its_best_feasible_cut_set() -> None:
     auglocal = refs["auglocal"]
     depths = [a.depth for a in auglocal.aux]
     assert depths == sorted(depths, reverse=True)  # AugLocal's pyramid
+
+
+def test_predsim_falls_back_to_its_prediction_loss_where_the_similarity_term_fits_nowhere(
+        ) -> None:
+    """vgg8b x0.25 on 28x28 grey images at >= 2x and <= 0.6: no cut set takes PredSim's
+    similarity loss, and its pooled linear head with the prediction loss alone fits; on
+    ResNet-18 the design as published fits and is kept."""
+    shape = {"in_channels": 1, "image_size": (28, 28), "num_classes": 10}
+    for backbone, loss in (("vgg8b", "pred"), ("resnet18", "predsim")):
+        space = SearchSpace(backbones=(backbone,), width=0.25, min_speedup=2.0,
+                            max_memory=0.6)
+        placer = Placer(space, of_space(space), **shape)  # type: ignore[arg-type]
+        d = published(space, placer, ["predsim"])["predsim"]
+        assert {(a.family, a.loss) for a in d.aux} == {("pool_linear", loss)}, backbone
+        assert meets(of_space(space), placer.pieces(backbone).of(d))
+    # a space without the lighter loss keeps the design as published, marked infeasible
+    space = SearchSpace(backbones=("vgg8b",), width=0.25, min_speedup=2.0, max_memory=0.6,
+                        losses=("predsim", "infopro"))
+    placer = Placer(space, of_space(space), **shape)  # type: ignore[arg-type]
+    d = published(space, placer, ["predsim"])["predsim"]
+    assert {a.loss for a in d.aux} == {"predsim"}
+    assert not meets(of_space(space), placer.pieces("vgg8b").of(d))
 
 
 def test_a_study_trains_every_reference_once_and_says_which_the_best_beats(
