@@ -33,7 +33,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from common import Runs, long_run_parser, long_run_start
 
@@ -243,16 +243,11 @@ def promoted_pick(trial: list[float], promoted: list[float], row: list[float], k
     """What a study gets at the row budget when it has drawn k of these, promotes the ``top``
     best by the trial budget (``trial``) and keeps the best of those by the promoted fidelity
     (``promoted``): the mean over every k-subset, enumerated (ties go to the earlier item)."""
-    subsets = list(itertools.combinations(range(len(row)), k))
-
-    def first(items: Sequence[int], by: list[float]) -> int:
-        return min(items, key=lambda i: (-by[i], i))
-
     total = 0.0
-    for sub in subsets:
+    for sub in itertools.combinations(range(len(row)), k):
         kept = sorted(sub, key=lambda i: (-trial[i], i))[:top]
-        total += row[first(kept, promoted)]
-    return total / len(subsets)
+        total += row[min(kept, key=lambda i: (-promoted[i], i))]
+    return total / math.comb(len(row), k)
 
 
 def table(backbone: str, b: Budget, ds: list[Decoupling], runs: Runs) -> dict[str, Any]:

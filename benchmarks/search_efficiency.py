@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -280,14 +281,16 @@ def promotion(text: str) -> tuple[int, int, int]:
 
 def copy_studies(source: Path, cache: Path) -> None:
     """The studies and trainings of an earlier run (``source``/out) copied into ``cache``,
-    unless it has its own already (a resumed run keeps what it trained)."""
-    if any((cache / name).exists() for name in STORE):
-        return
-    if not (source / "out" / STORE[0]).is_file():
+    each file only where ``cache`` has none (a resumed run keeps what it has), whole: to a
+    partial name first, so that a run stopped mid-copy leaves no half file to resume from."""
+    missing = [name for name in STORE if not (cache / name).exists()]
+    if STORE[0] in missing and not (source / "out" / STORE[0]).is_file():
         raise FileNotFoundError(f"--studies-from {source}: no {source / 'out' / STORE[0]}")
-    for name in STORE:
+    for name in missing:
         if (source / "out" / name).is_file():
-            shutil.copy2(source / "out" / name, cache / name)
+            part = cache / f"{name}.part"
+            shutil.copy2(source / "out" / name, part)
+            os.replace(part, cache / name)
 
 
 def main() -> int:

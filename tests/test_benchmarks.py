@@ -252,16 +252,25 @@ def test_search_efficiency_tiny(tmp_path: Path) -> None:
 
     source = tmp_path / "out" / "search-efficiency.db"
     before = source.read_bytes()
+    # trainings the new folder already holds (a run stopped after copying them) are kept
+    (tmp_path / "b" / "out").mkdir(parents=True)
+    mine = {"kept": {"test": 0.5}}
+    (tmp_path / "b" / "out" / "search-efficiency-runs.json").write_text(json.dumps(mine))
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
                         "--tiny", "--backbones", "vgg8b", "--promote", "1,3,256",
                         "--studies-from", str(tmp_path), "--out", str(tmp_path / "b")],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     assert source.read_bytes() == before
+    runs = json.loads((tmp_path / "b" / "out" / "search-efficiency-runs.json").read_text())
+    assert runs["kept"] == mine["kept"] and len(runs) > 1  # and the source's rows beside it
+    assert not list((tmp_path / "b" / "out").glob("*.part"))
     for name in ("default-vgg8b-0", "random-vgg8b-0"):
         old, new = (optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
                     for db in (source, tmp_path / "b" / "out" / "search-efficiency.db"))
         assert [t.params for t in new.trials] == [t.params for t in old.trials]
+        # the same trials, not trained again
+        assert [t.datetime_start for t in new.trials] == [t.datetime_start for t in old.trials]
         assert confirmations(new)[ranked(new)[0].number].fidelity == (3, 256)
         assert confirmations(old)[ranked(old)[0].number].fidelity == (2, 256)
     again = json.loads((tmp_path / "b" / "search_efficiency.json").read_text())
@@ -278,6 +287,18 @@ def test_search_efficiency_refuses_bad_options(tmp_path: Path, argv: list[str]) 
     assert r.returncode == 2
     assert r.stdout == "" and argv[0] in r.stderr.splitlines()[-1]
     assert not (tmp_path / "search_efficiency.json").exists()
+
+
+def test_search_efficiency_refuses_to_copy_a_folder_onto_itself(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    db = tmp_path / "out" / "search-efficiency.db"
+    db.write_bytes(b"stored")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
+                        "--tiny", "--out", str(tmp_path), "--studies-from",
+                        str(tmp_path / "." / "out" / "..")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--studies-from" in r.stderr.splitlines()[-1]
+    assert db.read_bytes() == b"stored"
 
 
 @pytest.mark.integration
