@@ -117,13 +117,14 @@ def main() -> int:
                            "mean": statistics.mean(g["test"] for g in got),
                            "blocks": [statistics.mean(g["blocks"][k] for g in got)
                                       for k in range(d.num_blocks)],
-                           "speedup_flops": ratios[name][0], "memory": ratios[name][1]}
+                           "speedup_flops": ratios[name][0], "memory": ratios[name][1],
+                           "diverged": [g["diverged"] for g in got if "diverged" in g]}
         points.append(point)
         bp = point["backprop"]["mean"]
         print(f"{args.backbone} {epochs:3d} epochs: BP {bp:.4f}  " + "  ".join(
             f"{n} {p['mean']:.4f} ({p['mean'] - bp:+.4f}; blocks "
             f"{'/'.join(f'{x:.3f}' for x in p['blocks'])}; {p['speedup_flops']:.2f}x, "
-            f"memory {p['memory']:.2f})"
+            f"memory {p['memory']:.2f}{''.join(f'; diverged: {w}' for w in p['diverged'])})"
             for n, p in point.items() if n not in ("epochs", "backprop")), flush=True)
         (args.out / "budget_curve.json").write_text(json.dumps(
             {"backbone": args.backbone, "budget": asdict(b), "points": points,

@@ -122,14 +122,25 @@ def train_and_test(data: Any, d: Any, *, epochs: int, seed: int, batch: int,
                    ) -> dict[str, Any]:
     """One decoupling trained on ``data`` (CPU) and tested: the last epoch's validation
     accuracy, the test accuracy of the net and of every block through its head, the training
-    seconds. What the long experiments keep for each training."""
+    seconds. What the long experiments keep for each training.
+
+    A training whose loss turns non-finite is a result, not a crash (a learning rate too large
+    for that decoupling; a search fails such a trial and goes on): its net is tested as the
+    divergence left it, and the record says where it diverged under ``"diverged"``."""
     from bwbpf.spaces import build
-    from bwbpf.trainers import TrainPlan, evaluate, fit
+    from bwbpf.trainers import NonFiniteLoss, TrainPlan, evaluate, fit
 
     net = build(d, data.num_classes, data.in_channels, data.image_size, seed=seed)
     plan = TrainPlan(epochs=epochs, batch_size=batch, seed=seed, device="cpu", augment=augment,
                      lr_schedule=lr_schedule, detach=detach)  # type: ignore[arg-type]
-    r = fit(net, data, plan)
+    started = time.perf_counter()
+    try:
+        r = fit(net, data, plan)
+    except NonFiniteLoss as e:
+        seconds = time.perf_counter() - started
+        blocks = evaluate(net, data.test, plan)
+        return {"val": evaluate(net, data.val, plan)[-1], "test": blocks[-1], "blocks": blocks,
+                "seconds": seconds, "diverged": str(e)}
     blocks = evaluate(net, data.test, plan)
     return {"val": r.val_accuracy, "test": blocks[-1], "blocks": blocks,
             "seconds": r.train_seconds}

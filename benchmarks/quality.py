@@ -156,9 +156,11 @@ class Quality:
              "std": statistics.stdev(tests) if len(tests) > 1 else 0.0, **costs,
              "feasible": d.num_blocks == 1 or (costs["speedup"] >= self.b.min_speedup
                                                and costs["memory"] <= self.b.max_memory),
-             "note": note, "decoupling": d.to_dict()}
+             "note": note, "diverged": [x["diverged"] for x in runs if "diverged" in x],
+             "decoupling": d.to_dict()}
         print(f"  {backbone:9s} {name:28s} test {r['mean']:.4f} +- {r['std']:.4f}  "
-              f"speed-up {costs['speedup']:.2f}x memory {costs['memory']:.2f}", flush=True)
+              f"speed-up {costs['speedup']:.2f}x memory {costs['memory']:.2f}"
+              + "".join(f"  diverged: {why}" for why in r["diverged"]), flush=True)
         self.rows.append(r)
         return r
 

@@ -137,6 +137,7 @@ class Transfer:
                 "mean": statistics.mean(tests),
                 "blocks": [statistics.mean(b) for b in zip(*(r["blocks"] for r in runs))],
                 **c, "feasible": feasible if d.num_blocks > 1 else True, "note": note,
+                "diverged": [r["diverged"] for r in runs if "diverged" in r],
                 "decoupling": d.to_dict()}
 
     def bp(self, backbone: str, width: float, epochs: int) -> tuple[Decoupling, float]:
@@ -228,7 +229,8 @@ def markdown(results: dict[str, Any]) -> str:
             if r["mean"] is None:
                 lines.append(f"| {name} | {r['row']} | refused | | | | | | {r['note']} |")
                 continue
-            tests = ", ".join(f"{x:.4f}" for x in r["test"])
+            tests = ", ".join(f"{x:.4f}" for x in r["test"]) + "".join(
+                f"; diverged: {why}" for why in r.get("diverged", ()))
             gap = "" if bp is None else f"{r['mean'] - bp:+.4f}"
             blocks = "/".join(f"{x:.3f}" for x in r["blocks"])
             lines.append(f"| {name} | {r['row']} | {r['mean']:.4f} ({tests}) | {gap} | "
@@ -277,7 +279,8 @@ def main() -> int:
                     continue
                 print(f"  {r['row']:32s} {r['mean']:.4f}  K={r['K']} cuts {r['cuts']}  "
                       f"{r['speedup']:.2f}x (FLOPs {r['speedup_flops']:.2f}x)  memory "
-                      f"{r['memory']:.2f}  {'' if r['feasible'] else 'INFEASIBLE'}", flush=True)
+                      f"{r['memory']:.2f}  {'' if r['feasible'] else 'INFEASIBLE'}"
+                      + "".join(f"  diverged: {why}" for why in r["diverged"]), flush=True)
     return 0
 
 

@@ -145,6 +145,29 @@ def test_fidelity_passes_over_a_draw_whose_training_diverges(tmp_path: Path) -> 
     assert fidelity.decouplings("vgg8b", b, shape, runs) == (rest, [first])
 
 
+def test_a_diverging_training_is_a_result_of_the_long_experiments() -> None:
+    """The transfer, Quality and budget-curve experiments keep a training whose loss turns
+    non-finite as a row (the net tested as the divergence left it, and where it diverged)
+    rather than stopping the whole experiment on it."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import train_and_test
+
+    from bwbpf.spaces import Decoupling
+    from bwbpf.trainers import load_data
+
+    data = load_data("synthetic", train_subset=128, val_size=32, seed=0, download=False,
+                     image_size=16)
+    d = Decoupling.paper_default("vgg8b", width=0.125)
+    blown = replace(d, optim=tuple(replace(o, lr=10.0, momentum=0.99) for o in d.optim))
+    got = train_and_test(data, blown, epochs=3, seed=0, batch=32)
+    assert "not finite" in got["diverged"]
+    assert len(got["blocks"]) == d.num_blocks and got["test"] == got["blocks"][-1]
+    assert all(0.0 <= x <= 1.0 for x in [got["val"], *got["blocks"]]) and got["seconds"] > 0
+    assert "diverged" not in train_and_test(data, d, epochs=1, seed=0, batch=32)
+
+
 @pytest.mark.integration
 def test_fidelity_tiny(tmp_path: Path) -> None:
     import json
