@@ -59,6 +59,7 @@ data:
 lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests benchmarks
 	$(VENV)/bin/mypy -p bwbpf.search -p bwbpf.spaces -p bwbpf.trainers -p bwbpf.reports
+	$(VENV)/bin/mypy benchmarks/*.py  # scripts that import each other by module name
 
 # Tests run on every core (pytest-xdist); TEST_JOBS=0 runs them in this process, one at a time.
 TEST_JOBS ?= auto

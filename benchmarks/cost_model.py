@@ -22,7 +22,8 @@ import torch
 from common import Row, show
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
-from bwbpf.trainers import TrainPlan, fit, load_data, measure_cost
+from bwbpf.trainers import Data, TrainPlan, fit, load_data, measure_cost
+from bwbpf.trainers.plan import Schedule
 from bwbpf.trainers.timing import StepTimer
 
 BATCH, STEPS, REPEATS, SIZE = 64, 20, 3, 28
@@ -36,11 +37,11 @@ CASES = [  # (backbone, width, cut, head)
 TOLERANCE = 0.15
 
 
-def seconds(d: Decoupling, data, schedule: str) -> float:  # type: ignore[no-untyped-def]
+def seconds(d: Decoupling, data: Data, schedule: Schedule) -> float:
     net = build(d, 10, data.in_channels, data.image_size, seed=0)
     plan = TrainPlan(epochs=1, max_steps=STEPS, batch_size=BATCH, device="cpu",
                      schedule=schedule, worker_threads=1 if schedule == "pipelined" else None,
-                     augment=False)  # type: ignore[arg-type]
+                     augment=False)
     return fit(net, data, plan).train_seconds / STEPS
 
 

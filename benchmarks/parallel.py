@@ -15,8 +15,9 @@ import torch
 from common import Row, show
 
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
-from bwbpf.trainers import TrainPlan, fit, load_data, measure_cost, unit_costs, unit_times
+from bwbpf.trainers import Data, TrainPlan, fit, load_data, measure_cost, unit_costs, unit_times
 from bwbpf.trainers.cost import against_bp, block_sums
+from bwbpf.trainers.plan import Schedule
 
 BACKBONE, WIDTH, BATCH, STEPS, REPEATS = "vgg11", 0.5, 128, 40, 4
 CORES = os.cpu_count() or 1
@@ -28,17 +29,18 @@ def decoupling(cuts: tuple[int, ...]) -> Decoupling:
                       (BlockOptim(lr=0.02),) * k, WIDTH)
 
 
-def train_seconds(d: Decoupling, data, schedule: str, threads: int) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
+def train_seconds(d: Decoupling, data: Data, schedule: Schedule, threads: int
+                  ) -> tuple[float, dict]:
     torch.set_num_threads(threads)
     net = build(d, 10, data.in_channels, data.image_size, seed=0)
     plan = TrainPlan(epochs=1, max_steps=STEPS, batch_size=BATCH, device="cpu",
                      schedule=schedule, worker_threads=1 if schedule == "pipelined" else None,
-                     augment=False)  # type: ignore[arg-type]
+                     augment=False)
     r = fit(net, data, plan)
     return r.train_seconds, net.state_dict()
 
 
-def fastest(d: Decoupling, data, setups: list[tuple[str, int]], repeats: int = REPEATS  # type: ignore[no-untyped-def]
+def fastest(d: Decoupling, data: Data, setups: list[tuple[Schedule, int]], repeats: int = REPEATS
             ) -> list[tuple[float, dict]]:
     """Per (schedule, threads) set-up: the fastest of ``repeats`` runs and its weights. The
     set-ups take turns in every round, so a slow spell on a shared machine hits all of them."""

@@ -10,6 +10,7 @@ test split; cached with the proof's rows (OUT/out/search-efficiency-runs.json).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from common import long_run_parser, long_run_start
 from search_efficiency import FULL, TINY, Rows
@@ -34,7 +35,7 @@ def main() -> int:
     b = TINY if args.tiny else FULL
     rows = Rows(b, cache)
     data = rows.data
-    shape = {"in_channels": data.in_channels, "image_size": data.image_size,
+    shape: dict[str, Any] = {"in_channels": data.in_channels, "image_size": data.image_size,
              "num_classes": data.num_classes}
     for backbone in args.backbones.split(","):
         space = SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,

@@ -111,7 +111,7 @@ def settings(b: Budget, storage: str, name: str, backbone: str, seed: int, *, ra
         cost_model="flops", references=b.references, bp_lrs=b.bp_lrs,
         promote_top=top if final else 0, promote_epochs=epochs, promote_subset=images,
         confirm_top=b.confirm[0] if final else 0, confirm_seeds=b.confirm[1]
-    )  # type: ignore[arg-type]
+    )
 
 
 def search_spent(study: optuna.Study, b: Budget) -> int:

@@ -73,11 +73,11 @@ def plain_momentum(on: bool) -> Iterator[None]:
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=False,
                                weight_decay=cfg.weight_decay)
 
-    stepper.make_optimizer = sgd  # type: ignore[assignment]
+    stepper.make_optimizer = sgd
     try:
         yield
     finally:
-        stepper.make_optimizer = original  # type: ignore[assignment]
+        stepper.make_optimizer = original
 
 
 def decouplings(backbone: str) -> dict[str, Decoupling]:

@@ -9,6 +9,7 @@ four backbones (target <= 1.0: the layout must pay on this device).
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +17,17 @@ from common import Row, best_times, show
 from torch.utils.data import DataLoader, TensorDataset
 
 from bwbpf.spaces import Decoupling, build
-from bwbpf.trainers import TrainPlan, fit, load_data
+from bwbpf.trainers import Data, TrainPlan, fit, load_data
 from bwbpf.trainers.blockwise import Stepper
 from bwbpf.trainers.device import nhwc, nhwc_module
 
 BACKBONE, WIDTH, BATCH = "vgg8b", 0.25, 128
 
 
-def step_ratio(data) -> Row:  # type: ignore[no-untyped-def]
+def step_ratio(data: Data) -> Row:
     x, y = nhwc(data.train.x[:BATCH]), data.train.y[:BATCH]
     plan = TrainPlan(epochs=1, batch_size=BATCH, device="cpu")
-    runs = {}
+    runs: dict[str, Callable[[], None]] = {}
     for name, d in (("bpfree", Decoupling.paper_default(BACKBONE, width=WIDTH)),
                     ("bp", Decoupling.end_to_end(BACKBONE, width=WIDTH))):
         net = nhwc_module(build(d, 10, data.in_channels, data.image_size, seed=0).train())
@@ -58,7 +59,7 @@ def plain_loop(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def throughput_ratio(data) -> Row:  # type: ignore[no-untyped-def]
+def throughput_ratio(data: Data) -> Row:
     d = Decoupling.end_to_end(BACKBONE, width=WIDTH)
     ours, plain = [], []
     for _ in range(3):  # interleaved, best of three each
@@ -71,11 +72,11 @@ def throughput_ratio(data) -> Row:  # type: ignore[no-untyped-def]
                ">= 1.0", f"{max(ours):.0f} vs {max(plain):.0f} img/s, no augmentation")
 
 
-def layout_ratio(data, backbone: str) -> Row:  # type: ignore[no-untyped-def]
+def layout_ratio(data: Data, backbone: str) -> Row:
     """One BP training step with net and batch in channels_last, against the same in NCHW."""
     x, y = data.train.x[:BATCH], data.train.y[:BATCH]
     plan = TrainPlan(epochs=1, batch_size=BATCH, device="cpu")
-    runs = {}
+    runs: dict[str, Callable[[], None]] = {}
     d = Decoupling.end_to_end(backbone, width=WIDTH)
     for name, module, xb in (("nhwc", nhwc_module, nhwc(x)), ("nchw", lambda m: m, x)):
         net = module(build(d, 10, data.in_channels, data.image_size, seed=0).train())

@@ -97,7 +97,7 @@ class Transfer:
         self.storage = f"sqlite:///{out / 'out' / 'transfer.db'}"
         self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
                               seed=0, download=False)
-        self.shape = {"in_channels": self.data.in_channels,
+        self.shape: dict[str, Any] = {"in_channels": self.data.in_channels,
                       "image_size": self.data.image_size,
                       "num_classes": self.data.num_classes}
         # measured step times for the rows (FLOPs beside); they judge only under "measured"

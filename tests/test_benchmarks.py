@@ -22,6 +22,18 @@ def test_gpu_check_smoke_on_cpu() -> None:
 
 
 @pytest.mark.integration
+def test_workers_tiny() -> None:
+    """`make bench`'s worker benchmark: one worker in process, then two on the same
+    PostgreSQL study, each training its trials to the end."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "workers.py"), "--tiny"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for line in ("trials/hour: 2 workers / 1 worker", "storage time per trial / trial time"):
+        assert line in r.stdout
+    assert "2 trials of 1 epochs on 64 images" in r.stdout
+
+
+@pytest.mark.integration
 def test_quality_experiment_tiny(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--tiny",
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
