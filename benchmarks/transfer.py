@@ -27,6 +27,8 @@ rewritten into OUT/transfer.json after every row.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
 import time
@@ -163,7 +165,12 @@ class Transfer:
                 "--confirm-top", "0"]
         if seed_from is not None:
             argv += ["--seed-from", str(seed_from)]
-        assert cli(argv) == 0, f"study {name} failed"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = cli(argv)
+        if rc == 2:  # refused (bad input: a seed that fits nowhere), one line
+            raise UserError(err.getvalue().strip().removeprefix("bwbpf-search: error: "))
+        assert rc == 0, f"study {name} failed: {err.getvalue()}"
         study = optuna.load_study(study_name=name, storage=self.storage)
         d = TrialRecord.of(ranked(study)[0]).decoupling()
         assert d is not None
@@ -191,11 +198,14 @@ def target(t: Transfer, src: Decoupling, dst: str, width: float | None, epochs: 
         kept = carry(src, t.limits, dst, width, shape=t.shape, timer=t.timer)
     except UserError as e:
         rows.append(refused("constraint-keeping transfer", str(e)))
-        rows.append(refused(f"seeded search ({t.b.seeded} trials)", str(e)))
     else:
         rows.append(t.row("constraint-keeping transfer", kept.decoupling, epochs, kept.line()))
-        rows.append(t.row(f"seeded search ({t.b.seeded} trials)",
-                          t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs))
+    # where the source's heads fit no placement, the seeding carries one family on every block
+    seeded = f"seeded search ({t.b.seeded} trials)"
+    try:
+        rows.append(t.row(seeded, t.search(f"seeded-{tag}", dst, w, t.b.seeded, doc), epochs))
+    except UserError as e:
+        rows.append(refused(seeded, str(e)))
     # The same winner with PredSim's pooled linear head on every block: whether the
     # accuracy a transfer loses is the placement's or the source's heads'.
     pooled = replace(src, aux=tuple(AuxSpec("pool_linear", loss=a.loss) for a in src.aux))

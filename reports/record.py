@@ -44,7 +44,8 @@ class TrialRecord:
 
     document: dict[str, Any] | None = None  # the versioned decoupling document ("decoupling")
     baseline: str | None = None  # "paper" / "uniform" for the reference trials
-    # queued by `run --seed-from` (search.seeding): "transferred", "neighbour i: what changed"
+    # queued by `run --seed-from` (search.seeding): "transferred" (or "transferred: every head
+    # F"), "neighbour i: what changed"
     seeded: str | None = None
     # Costs known before training.
     block_flops: tuple[int, ...] = ()

@@ -4,7 +4,12 @@ another member of the family.
 The file's decoupling is carried to the study's backbone and width under the *study's*
 constraints and cost model (search.transfer, restricted to the space's numbers of blocks and
 least block size; each head no deeper than the space draws it), and queued as the study's first
-trial, marked ``transferred``; one the space cannot express is refused in one line. Then up to
+trial, marked ``transferred``; one the space cannot express is refused in one line. Where the
+file's own heads fit no placement on the target (the transfer would refuse), its structure is
+carried with one head family on every block instead (of the families the constraints allow,
+the one whose placement stays nearest the file's cuts, then the cheapest), marked
+``transferred: every head F``, and up to ``TIED`` of the other families that fit, each placed
+on its own, come first among the neighbours; only when none fits is the seeding refused. Then up to
 ``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what changed``:
 one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``); one cut removed
 (two blocks merged, the merged block keeping the later one's head and optimiser; at most
@@ -24,7 +29,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -33,7 +38,7 @@ from bwbpf.reports.record import TrialRecord
 from bwbpf.search import budget
 from bwbpf.search.placement import Placer, meets
 from bwbpf.search.settings import SearchSettings
-from bwbpf.search.transfer import Carried, carry
+from bwbpf.search.transfer import Carried, carry, distance
 from bwbpf.spaces import (
     AuxSpec,
     ConfigError,
@@ -72,9 +77,23 @@ def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[s
     """(mark, decoupling) of the transferred decoupling and its neighbours, in queue order."""
     space = s.space
     limits = Limits(space.min_speedup, space.max_memory, s.cost_model)
-    carried = carry(source, limits, space.backbones[0], space.width, shape=placer.shape,
-                    timer=placer.timer, ks=range(space.min_blocks, space.max_blocks + 1),
-                    min_units=space.min_units)
+
+    def carried_to_target(d: Decoupling) -> Carried:
+        return carry(d, limits, space.backbones[0], space.width, shape=placer.shape,
+                     timer=placer.timer, ks=range(space.min_blocks, space.max_blocks + 1),
+                     min_units=space.min_units)
+
+    placed: list[tuple[str, Decoupling]] = []  # other families, each placed on its own
+    try:
+        carried, mark = carried_to_target(source), "transferred"
+    except UserError as refused:
+        tied = _tied_transfers(source, s, placer, carried_to_target, refused)
+        (family, carried), others = tied[0], tied[1:]
+        mark = f"transferred: every head {family}"
+        placed = [(f"every head {f}, placed anew", searched_depths(c.decoupling))
+                  for f, c in others]
+        log.info("seeding from %s: its own heads fit no placement here (%s); every head %s "
+                 "instead", s.seed_from, refused, family)
     log.info("seeding from %s: %s", s.seed_from, carried.line())
     t = searched_depths(carried.decoupling)
     try:
@@ -82,7 +101,32 @@ def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[s
     except ConfigError as e:
         raise UserError(f"--seed-from {s.seed_from}: the transferred decoupling lies outside "
                         f"the space ({e})") from None
-    return [("transferred", t), *neighbours(carried, s, placer)]
+    return [(mark, t), *neighbours(carried, s, placer, placed)]
+
+
+def _tied_transfers(source: Decoupling, s: SearchSettings, placer: Placer,
+                    carried_to_target: Callable[[Decoupling], Carried], refused: UserError
+                    ) -> list[tuple[str, Carried]]:
+    """``source`` with one head family on every block, carried to the target, for where its
+    own heads fit no placement there: (family, carried) for each family the constraints allow
+    that fits, the placement nearest the source's cuts first, then the cheapest (the least
+    compute of all blocks and heads). ``refused`` (the transfer's refusal, naming the best
+    the target reaches) when none fits either."""
+    found: list[tuple[float, float, str, Carried]] = []
+    for f in placer.viable:
+        tied = replace(source, aux=tuple(_head(f, a, s.space.head_min_channels)
+                                         for a in source.aux))
+        if tied == source:
+            continue
+        try:
+            c = carried_to_target(tied)
+        except UserError:
+            continue
+        cost = placer.pieces(c.decoupling.backbone).of(c.decoupling).compute_overhead
+        found.append((distance(c.decoupling, source), cost, f, c))
+    if not found:
+        raise refused
+    return [(f, c) for _, _, f, c in sorted(found, key=lambda x: x[:3])]
 
 
 def searched_depths(d: Decoupling) -> Decoupling:
@@ -94,10 +138,12 @@ def searched_depths(d: Decoupling) -> Decoupling:
     return replace(d, aux=aux)
 
 
-def neighbours(carried: Carried, s: SearchSettings, placer: Placer
-               ) -> list[tuple[str, Decoupling]]:
+def neighbours(carried: Carried, s: SearchSettings, placer: Placer,
+               placed: Sequence[tuple[str, Decoupling]] = ()) -> list[tuple[str, Decoupling]]:
     """Up to NEIGHBOURS feasible points of the space one edit from the transferred one, each
-    a different decoupling."""
+    a different decoupling; ``placed`` (the source with another head family on every block,
+    placed on its own, where the transferred one has one family for the source's heads) come
+    first, at most TIED of them."""
     t, space = searched_depths(carried.decoupling), s.space
     pieces = placer.pieces(t.backbone)
     moves, removals = _cut_moves(t, space.min_units, pieces.units), _cut_removals(t)
@@ -109,8 +155,8 @@ def neighbours(carried: Carried, s: SearchSettings, placer: Placer
     tied.sort(key=lambda m: (pieces.of(m[1]).compute_overhead, -pieces.of(m[1]).speedup))
     heads = _head_changes(t, placer.viable, space.head_min_channels)
     chosen: list[tuple[str, Decoupling]] = []
-    for group, most in ((moves, CUT_MOVES), (removals, CUT_REMOVALS), (tied, TIED),
-                        (heads + moves + removals + tied, NEIGHBOURS)):
+    for group, most in ((list(placed), TIED), (moves, CUT_MOVES), (removals, CUT_REMOVALS),
+                        (tied, TIED), (heads + moves + removals + tied, NEIGHBOURS)):
         taken = 0
         for what, d in group:
             if (taken < most and len(chosen) < NEIGHBOURS and d != t

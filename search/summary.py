@@ -108,18 +108,21 @@ def summary(study: optuna.Study) -> list[str]:
 
 def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
     """One line in a study seeded by `run --seed-from`: the best against the transferred
-    decoupling (each by its confirmed mean where it has one, else its single seed)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if TrialRecord.of(t).seeded == "transferred"]
+    decoupling (each by its confirmed mean where it has one, else its single seed); the mark
+    says when it was carried with one head family on every block."""
+    done = [(t, mark) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if (mark := TrialRecord.of(t).seeded or "").split(":")[0] == "transferred"]
     if not done or best.accuracy is None:
         return []
-    t = done[-1]
+    t, mark = done[-1]
+    what = "the transferred decoupling" + "".join(
+        f", {how.strip()}" for how in mark.split(":")[1:])
     if t.number == best.trial:
-        return [f"against the transferred decoupling: it is the best (trial {t.number})"]
+        return [f"against {what}: it is the best (trial {t.number})"]
     c = confirmations(study).get(t.number)
     acc, how = (c.mean, "confirmed") if c else (t.values[0], "single seed")
     gap = best.accuracy - acc
-    return [f"against the transferred decoupling (trial {t.number}, {how} {acc:.4f}): the "
+    return [f"against {what} (trial {t.number}, {how} {acc:.4f}): the "
             f"best {'beats' if gap > 0 else 'does not beat'} it by {gap:+.4f}"]
 
 

@@ -132,7 +132,7 @@ def carry(source: Decoupling, limits: Limits, backbone: str, width: float | None
         for d, r in _placements(source, stage, pieces, k, min_units):
             tried.append(r)
             if meets(cons, r):
-                key = (_distance(d, source), -r.speedup, r.memory_ratio)
+                key = (distance(d, source), -r.speedup, r.memory_ratio)
                 if best is None or key < best[0]:
                     best = (key, d, r)
         if best is not None:
@@ -153,7 +153,7 @@ def _placements(source: Decoupling, stage: Decoupling, pieces: Pieces, k: int,
         yield d, pieces.of(d)
 
 
-def _distance(d: Decoupling, source: Decoupling) -> float:
+def distance(d: Decoupling, source: Decoupling) -> float:
     """Between the cut sets, both ways: each cut to the nearest cut of the other set, in
     stage positions; then the cuts themselves, so equal distances go to the shallower."""
     ours, theirs = positions(d.backbone, d.cuts), positions(source.backbone, source.cuts)

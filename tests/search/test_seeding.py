@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,7 @@ from bwbpf.reports.note import markdown
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search.seeding import NEIGHBOURS
 from bwbpf.search.transfer import carry
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, to_document
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, UserError, to_document
 from bwbpf.spaces.limits import Limits
 
 from .conftest import FAST, Runner
@@ -81,6 +82,54 @@ def test_the_first_trials_are_the_transferred_winner_and_its_neighbours(
     rc, out, err = cli(*run, "--n-trials", "9")  # a rerun: nothing queued twice
     assert rc == 0, err
     assert [m for _, m, _ in seeded(db)] == [m for _, m, _ in seeds]
+
+
+# The shape of the vgg8b Quality winner: its heads fit no placement on another vgg8b width
+# at >= 2x and <= 0.6 (by FLOPs it is 1.95x at its own width, and stays there at others).
+HEAVY = Decoupling("vgg8b", (1, 2, 3), (
+    AuxSpec("linear"), AuxSpec("mlp_sr", depth=2, width=2.0, min_channels=32),
+    AuxSpec("downstream", depth=1, width=0.5, loss="predsim", min_channels=32)),
+    (BlockOptim(lr=0.05),) * 4, 0.25)
+
+
+def test_a_winner_whose_heads_fit_nowhere_seeds_with_one_head_family_on_every_block(
+        cli: Runner, db: str, tmp_path: Path) -> None:
+    path = tmp_path / "heavy.json"
+    path.write_text(json.dumps(to_document(HEAVY, constraints=Limits(2.0, 0.6).section())))
+    shape = {"in_channels": 3, "image_size": (16, 16), "num_classes": 10}
+    limits = Limits(2.0, 0.6, "flops")
+    with pytest.raises(UserError, match="no placement"):  # the transfer itself refuses
+        carry(HEAVY, limits, "vgg8b", 0.125, shape=shape, ks=range(2, 7))
+    def run(study: str, max_blocks: str) -> list[str]:
+        return ["run", "--storage", db, "--study", study, "--backbone", "vgg8b", "--width",
+                "0.125", "--min-speedup", "2", "--max-memory", "0.6", "--max-blocks", max_blocks,
+                "--seed-from", str(path), *SMALL, "--n-trials", "3", "--confirm-top", "0"]
+
+    rc, out, err = cli(*run("h", "6"))
+    assert rc == 0, err
+    seeds = seeded(db, "h")
+    (_, mark, t), (_, second, other) = seeds[0], seeds[1]
+    family = mark.removeprefix("transferred: every head ")
+    assert family != mark and {a.family for a in t.aux} == {family}
+    # it is the source's structure with that family, placed as the transfer places it
+    tied = replace(HEAVY, aux=tuple(AuxSpec(family, loss=a.loss) for a in HEAVY.aux))
+    want = carry(tied, limits, "vgg8b", 0.125, shape=shape, ks=range(2, 7))
+    assert t.cuts == want.decoupling.cuts and [a.loss for a in t.aux] == [
+        a.loss for a in want.decoupling.aux]
+    # then another family, placed on its own
+    assert second.startswith("neighbour 1: every head ") and second.endswith(", placed anew")
+    assert len({a.family for a in other.aux}) == 1 and other.aux[0].family != family
+    study = optuna.load_study(study_name="h", storage=db)
+    for n, _, _ in seeds:  # each meets the study's constraints, as trained
+        rec = TrialRecord.of(study.trials[n])
+        assert rec.speedup is not None and rec.speedup >= 2 and rec.memory_ratio is not None
+        assert rec.memory_ratio <= 0.6 and not rec.rejected
+    assert f"against the transferred decoupling, every head {family}" in out
+
+    # where no family fits either (at most 3 blocks), the seeding is refused with the
+    # transfer's own line
+    rc, _, err = cli(*run("h3", "3"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "no placement" in err, err
 
 
 def test_a_bad_seed_file_is_refused_before_the_study_is_touched(cli: Runner, db: str,
