@@ -36,7 +36,7 @@ def main() -> int:
     rows = Rows(b, cache)
     data = rows.data
     shape: dict[str, Any] = {"in_channels": data.in_channels, "image_size": data.image_size,
-             "num_classes": data.num_classes}
+                             "num_classes": data.num_classes}
     for backbone in args.backbones.split(","):
         space = SearchSpace(backbones=(backbone,), width=b.width, min_speedup=b.min_speedup,
                             max_memory=b.max_memory)

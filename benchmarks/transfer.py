@@ -100,8 +100,8 @@ class Transfer:
         self.data = load_data(b.dataset, train_subset=b.train_subset, val_size=b.val_size,
                               seed=0, download=False)
         self.shape: dict[str, Any] = {"in_channels": self.data.in_channels,
-                      "image_size": self.data.image_size,
-                      "num_classes": self.data.num_classes}
+                                      "image_size": self.data.image_size,
+                                      "num_classes": self.data.num_classes}
         # measured step times for the rows (FLOPs beside); they judge only under "measured"
         self.clock = StepTimer(torch.device("cpu"), b.batch, **self.shape)
         self.timer = self.clock if b.cost_model == "measured" else None

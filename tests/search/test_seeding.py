@@ -100,6 +100,7 @@ def test_a_winner_whose_heads_fit_nowhere_seeds_with_one_head_family_on_every_bl
     limits = Limits(2.0, 0.6, "flops")
     with pytest.raises(UserError, match="no placement"):  # the transfer itself refuses
         carry(HEAVY, limits, "vgg8b", 0.125, shape=shape, ks=range(2, 7))
+
     def run(study: str, max_blocks: str) -> list[str]:
         return ["run", "--storage", db, "--study", study, "--backbone", "vgg8b", "--width",
                 "0.125", "--min-speedup", "2", "--max-memory", "0.6", "--max-blocks", max_blocks,
