@@ -31,6 +31,7 @@ import contextlib
 import io
 import json
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -171,6 +172,7 @@ class Transfer:
         if rc == 2:  # refused (bad input: a seed that fits nowhere), one line
             raise UserError(err.getvalue().strip().removeprefix("bwbpf-search: error: "))
         assert rc == 0, f"study {name} failed: {err.getvalue()}"
+        sys.stderr.write(err.getvalue())  # the study's warnings, as before
         study = optuna.load_study(study_name=name, storage=self.storage)
         d = TrialRecord.of(ranked(study)[0]).decoupling()
         assert d is not None

@@ -102,6 +102,12 @@ class TrialRecord:
                 if getattr(self, f.name) != getattr(blank, f.name)}
 
     @property
+    def seed_kind(self) -> str | None:
+        """A seed's mark without what describes it ("transferred", "neighbour 3"): what a
+        rerun recognises and the summary looks for; None for a trial that is not a seed."""
+        return None if self.seeded is None else self.seeded.split(":")[0]
+
+    @property
     def feasible(self) -> bool:
         """Meets the study's constraints (always, in a study without any)."""
         return self.rejected is None and self.infeasible is None

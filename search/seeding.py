@@ -114,8 +114,7 @@ def _tied_transfers(source: Decoupling, s: SearchSettings, placer: Placer,
     the target reaches) when none fits either."""
     found: list[tuple[float, float, str, Carried]] = []
     for f in placer.viable:
-        tied = replace(source, aux=tuple(_head(f, a, s.space.head_min_channels)
-                                         for a in source.aux))
+        tied = _every_head(source, f, s.space.head_min_channels)
         if tied == source:
             continue
         try:
@@ -147,8 +146,7 @@ def neighbours(carried: Carried, s: SearchSettings, placer: Placer,
     t, space = searched_depths(carried.decoupling), s.space
     pieces = placer.pieces(t.backbone)
     moves, removals = _cut_moves(t, space.min_units, pieces.units), _cut_removals(t)
-    tied = [(f"every head {f}", replace(t, aux=tuple(_head(f, a, space.head_min_channels)
-                                                      for a in t.aux)))
+    tied = [(f"every head {f}", _every_head(t, f, space.head_min_channels))
             for f in placer.viable if any(a.family != f for a in t.aux)]
     # the cheapest design first (the least compute of all blocks and heads, then the best
     # speed-up): it leaves the most room under the constraints
@@ -206,6 +204,11 @@ def _with_cuts(t: Decoupling, cuts: tuple[int, ...]) -> Decoupling:
     return replace(t, cuts=cuts, aux=aux)
 
 
+def _every_head(d: Decoupling, family: str, min_channels: int) -> Decoupling:
+    """``d`` with a head of ``family`` on every block (PredSim's kind of hand design)."""
+    return replace(d, aux=tuple(_head(family, a, min_channels) for a in d.aux))
+
+
 def _head(family: str, like: AuxSpec, min_channels: int) -> AuxSpec:
     fam = AUX_HEADS.get(family)
     return AuxSpec(family, fam.depths[0], like.width if fam.has_width else 1.0, like.loss,
@@ -229,20 +232,15 @@ def enqueue_seeds(study: optuna.Study, s: SearchSettings, placer: Placer,
         return []
     trials = study.get_trials(deepcopy=False)
     spent = {t.number for t in budget.using(trials)}
-    have = {_key(r.seeded) for t in trials if (r := TrialRecord.of(t)).seeded and (
+    have = {r.seed_kind for t in trials if (r := TrialRecord.of(t)).seeded and (
         t.number in spent or t.state in (TrialState.WAITING, TrialState.RUNNING))}
     # no more than the budget has room for: a seed past it would wait in the queue for ever
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     room = s.n_trials - len(spent) - waiting
     queued: list[str] = []
     for mark, d in seeds(source, s, placer):
-        if _key(mark) not in have and len(queued) < room:
-            study.enqueue_trial(params_for(d, s.space),
-                                user_attrs=TrialRecord(seeded=mark).attrs())
+        record = TrialRecord(seeded=mark)
+        if record.seed_kind not in have and len(queued) < room:
+            study.enqueue_trial(params_for(d, s.space), user_attrs=record.attrs())
             queued.append(mark)
     return queued
-
-
-def _key(mark: str | None) -> str:
-    """"transferred" or "neighbour i": what a rerun recognises (the rest describes it)."""
-    return (mark or "").split(":")[0]

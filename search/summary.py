@@ -110,13 +110,13 @@ def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
     """One line in a study seeded by `run --seed-from`: the best against the transferred
     decoupling (each by its confirmed mean where it has one, else its single seed); the mark
     says when it was carried with one head family on every block."""
-    done = [(t, mark) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if (mark := TrialRecord.of(t).seeded or "").split(":")[0] == "transferred"]
+    done = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if (r := TrialRecord.of(t)).seed_kind == "transferred"]
     if not done or best.accuracy is None:
         return []
-    t, mark = done[-1]
+    t, rec = done[-1]
     what = "the transferred decoupling" + "".join(
-        f", {how.strip()}" for how in mark.split(":")[1:])
+        f", {how.strip()}" for how in (rec.seeded or "").split(":")[1:])
     if t.number == best.trial:
         return [f"against {what}: it is the best (trial {t.number})"]
     c = confirmations(study).get(t.number)
