@@ -61,8 +61,9 @@ def test_heavy_heads_lower_the_measured_speedup_below_bp() -> None:
 
 def test_the_model_orders_blocks_like_their_measured_steps() -> None:
     # Blocks of different cost: unit 0 alone, units 1-3, units 4-5 (vgg8b); the prediction
-    # must rank them as timed whole steps (forward, loss, backward, SGD) do, wherever the
-    # steps differ clearly (blocks 0 and 2 are within a few tens of percent: noise orders them).
+    # must find the heavy block as timed whole steps (forward, loss, backward, SGD) do. Blocks
+    # 0 and 2 are within a few tens of percent when the machine is quiet, and a busy machine
+    # (the suite runs two workers) has put them 2.6x apart either way: noise orders them.
     d = Decoupling("vgg8b", (1, 4), (AuxSpec("linear"),) * 2, (BlockOptim(),) * 3, 0.25)
     predicted = timer(batch=32, repeats=3).predict(d).block_seconds
     # in the layout training uses (blockwise.prepare), as the timer does: channels_last
@@ -76,9 +77,9 @@ def test_the_model_orders_blocks_like_their_measured_steps() -> None:
     measured = [time_call(lambda k=k: stepper.train_block(k, inputs[k], y, CPU), CPU,
                           repeats=3) for k in range(3)]
 
-    clear = [(i, j) for i in range(3) for j in range(3) if measured[j] > 1.5 * measured[i]]
-    assert (0, 1) in clear and (2, 1) in clear, measured  # units 1-3 are the heavy block
-    assert all(predicted[j] > predicted[i] for i, j in clear), (predicted, measured)
+    light = (0, 2)
+    assert all(measured[1] > 1.5 * measured[i] for i in light), measured  # units 1-3
+    assert all(predicted[1] > 1.5 * predicted[i] for i in light), (predicted, measured)
 
 
 def test_downstream_heads_are_timed_per_place_and_infopro_with_its_decoder() -> None:
