@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -252,6 +253,19 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def keep(path: Path, budget: dict[str, Any], name: str, rows: list[dict[str, Any]]) -> None:
+    """Write one target's rows into the table at ``path``, keeping the other targets' rows at
+    the same budget: those of an earlier run over other pairs, and those another run beside
+    this one wrote since it started (the file is read again at every write)."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    targets = old.get("targets", {}) if old.get("budget") == budget else {}
+    results = {"budget": budget, "targets": {**targets, name: rows},
+               "written": time.strftime("%Y-%m-%d %H:%M %Z")}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+
+
 def main() -> int:
     ap = long_run_parser(__doc__, HERE)
     ap.add_argument("--pairs", default=None, help="e.g. vgg8b:vgg16,vgg8b:vgg8b@0.5")
@@ -272,18 +286,12 @@ def main() -> int:
         sources = {"vgg8b": Decoupling.paper_default("vgg8b", width=b.width)}
     else:
         sources = source_winners(HERE / "quality.json")
-    # a run over some pairs keeps the others' rows already written at the same budget
     path, budget = args.out / "transfer.json", json.loads(json.dumps(asdict(b)))
-    old = json.loads(path.read_text()) if path.exists() else {}
-    results: dict[str, Any] = {
-        "budget": budget, "targets": old.get("targets", {}) if old.get("budget") == budget else {}}
     for epochs in b.epochs:  # every pair at the short budget first
         for src, dst, width in pairs:
             rows = target(t, sources[src], dst, width, epochs)
             name = f"{src} -> {dst} x{width or sources[src].width:g}, {epochs} epochs"
-            results["targets"][name] = rows
-            results["written"] = time.strftime("%Y-%m-%d %H:%M %Z")
-            path.write_text(json.dumps(results, indent=1))
+            keep(path, budget, name, rows)
             print(name, flush=True)
             for r in rows:
                 if r["mean"] is None:

@@ -245,6 +245,26 @@ def test_transfer_tiny(tmp_path: Path) -> None:
         name, "resnet18 -> resnet34 x0.125, 2 epochs"}
 
 
+def test_transfer_table_keeps_rows_another_run_wrote_since_this_one_started(
+        tmp_path: Path) -> None:
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from transfer import keep
+
+    path, budget = tmp_path / "transfer.json", {"epochs": [3, 10]}
+    keep(path, budget, "a, 3 epochs", [{"row": "a3"}])
+    keep(path, budget, "b, 3 epochs", [{"row": "b3"}])  # another process, same file
+    keep(path, budget, "a, 10 epochs", [{"row": "a10"}])
+    keep(path, budget, "a, 3 epochs", [{"row": "a3 again"}])  # a rerun replaces its own rows
+    targets = json.loads(path.read_text())["targets"]
+    assert targets == {"a, 3 epochs": [{"row": "a3 again"}], "b, 3 epochs": [{"row": "b3"}],
+                       "a, 10 epochs": [{"row": "a10"}]}
+    keep(path, {"epochs": [2]}, "c, 2 epochs", [])  # another budget starts the table anew
+    assert list(json.loads(path.read_text())["targets"]) == ["c, 2 epochs"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 @pytest.mark.integration
 def test_search_efficiency_tiny(tmp_path: Path) -> None:
     import json

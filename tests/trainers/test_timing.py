@@ -52,7 +52,7 @@ def test_each_piece_is_timed_once_and_the_cache_is_reused() -> None:
 
 
 def test_heavy_heads_lower_the_measured_speedup_below_bp() -> None:
-    t = timer(batch=32, repeats=1, warmup=1)
+    t = timer(batch=32, repeats=3, warmup=1)  # the fastest of three: one stall moves nothing
     linear = t.predict(paper_cuts(AuxSpec("linear")))
     heavy = t.predict(paper_cuts(AuxSpec("ir", depth=4, width=2.0)))
     assert heavy.speedup < 1.0 < linear.speedup  # each heavy step costs more than BP's
@@ -74,8 +74,13 @@ def test_the_model_orders_blocks_like_their_measured_steps() -> None:
     for k in range(3):
         inputs.append(h)
         h, _ = stepper.train_block(k, h, y, CPU)
-    measured = [time_call(lambda k=k: stepper.train_block(k, inputs[k], y, CPU), CPU,
-                          repeats=3) for k in range(3)]
+    # round-robin, the fastest of five rounds: a burst of load hits every block alike
+    measured = [float("inf")] * 3
+    for _ in range(5):
+        for k in range(3):
+            measured[k] = min(measured[k], time_call(
+                lambda k=k: stepper.train_block(k, inputs[k], y, CPU), CPU, repeats=1,
+                warmup=0))
 
     light = (0, 2)
     assert all(measured[1] > 1.5 * measured[i] for i in light), measured  # units 1-3
