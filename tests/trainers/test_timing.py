@@ -59,7 +59,7 @@ def test_heavy_heads_lower_the_measured_speedup_below_bp() -> None:
     assert heavy.compute_overhead > 2 * linear.compute_overhead
 
 
-def test_the_model_orders_blocks_like_their_measured_steps() -> None:
+def test_the_model_finds_the_heavy_block_as_measured_steps_do() -> None:
     # Blocks of different cost: unit 0 alone, units 1-3, units 4-5 (vgg8b); the prediction
     # must find the heavy block as timed whole steps (forward, loss, backward, SGD) do. Blocks
     # 0 and 2 are within a few tens of percent when the machine is quiet, and a busy machine
