@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from bwbpf.spaces.files import write_text_atomic
 
 
 def long_run_parser(doc: str | None, here: Path) -> argparse.ArgumentParser:
@@ -111,9 +112,7 @@ class Runs:
             # Another process may share the file (two backbones at once): keep its entries.
             if self.path.exists():
                 self.data = {**json.loads(self.path.read_text()), **self.data}
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(self.data))
         return self.data[key]
 
 

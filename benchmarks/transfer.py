@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from bwbpf.spaces import (
     build,
     to_document,
 )
+from bwbpf.spaces.files import write_text_atomic
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.trainers import load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -261,9 +261,7 @@ def keep(path: Path, budget: dict[str, Any], name: str, rows: list[dict[str, Any
     targets = old.get("targets", {}) if old.get("budget") == budget else {}
     results = {"budget": budget, "targets": {**targets, name: rows},
                "written": time.strftime("%Y-%m-%d %H:%M %Z")}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def main() -> int:

@@ -105,7 +105,13 @@ class TrialRecord:
     def seed_kind(self) -> str | None:
         """A seed's mark without what describes it ("transferred", "neighbour 3"): what a
         rerun recognises and the summary looks for; None for a trial that is not a seed."""
-        return None if self.seeded is None else self.seeded.split(":")[0]
+        return None if self.seeded is None else self.seeded.partition(":")[0]
+
+    @property
+    def seed_detail(self) -> str:
+        """What the mark says after the kind ("every head linear", "cut 2 moved to unit
+        13"); empty where it says nothing more."""
+        return (self.seeded or "").partition(":")[2].strip()
 
     @property
     def feasible(self) -> bool:

@@ -115,8 +115,7 @@ def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
     if not done or best.accuracy is None:
         return []
     t, rec = done[-1]
-    what = "the transferred decoupling" + "".join(
-        f", {how.strip()}" for how in (rec.seeded or "").split(":")[1:])
+    what = "the transferred decoupling" + (f", {rec.seed_detail}" if rec.seed_detail else "")
     if t.number == best.trial:
         return [f"against {what}: it is the best (trial {t.number})"]
     c = confirmations(study).get(t.number)

@@ -262,7 +262,7 @@ def test_transfer_table_keeps_rows_another_run_wrote_since_this_one_started(
                        "a, 10 epochs": [{"row": "a10"}]}
     keep(path, {"epochs": [2]}, "c, 2 epochs", [])  # another budget starts the table anew
     assert list(json.loads(path.read_text())["targets"]) == ["c, 2 epochs"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["transfer.json"]  # no temporary left
 
 
 @pytest.mark.integration
