@@ -54,7 +54,8 @@ class PostgresServer:
 
     def _run(self, *argv: str) -> None:
         cmd = ["runuser", "-u", "postgres", "--", *argv] if self.as_root else list(argv)
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        # cwd: the postgres user may not enter the caller's folder (a clone in a home folder)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=self.root)
 
     def start(self) -> None:
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"

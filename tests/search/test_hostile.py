@@ -21,7 +21,7 @@ import pytest
 from bwbpf.search.argtypes import JOBS_PER_CORE, cores
 
 from .conftest import FAST, Runner
-from .test_storage_safety import as_nobody
+from .test_storage_safety import as_unprivileged
 
 TINY_TRAIN = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "64",
               "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--width", "0.125"]
@@ -257,10 +257,8 @@ def read_only(journal: Path) -> Iterator[Path]:
                                   ["export", "--storage", "journal:{log}", "--study", "j",
                                    "-o", "{ro}/best.json"]], ids=["train", "report", "export"])
 def test_a_read_only_output_folder_is_one_line(read_only: Path, argv: list[str]) -> None:
-    import plotly.io._html  # noqa: F401  imported before the child drops to `nobody`
-
     ro = read_only / "ro"
-    rc, _, err = as_nobody([a.format(ro=ro, log=read_only / "study.log") for a in argv])
+    rc, _, err = as_unprivileged([a.format(ro=ro, log=read_only / "study.log") for a in argv])
     assert rc == 2 and one_line(err), err
     assert str(ro) in err and "Permission denied" in err
     assert list(ro.iterdir()) == []

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
-import optuna.storages.journal  # noqa: F401  imported before a child drops to `nobody`
 import pytest
 import sqlalchemy
 
-import bwbpf.search.commands  # noqa: F401  (as above: the child cannot read this interpreter)
-import bwbpf.search.runner  # noqa: F401
-from bwbpf.search.cli import main
 from bwbpf.search.study import check_storage_url, open_storage, redact
 from bwbpf.spaces import UserError
 
@@ -159,43 +153,38 @@ def test_a_name_of_only_spaces_is_refused(cli: Runner, tmp_path: Path,
 
 # --- storages this user may not write -------------------------------------------------------
 
-def as_nobody(argv: list[str]) -> tuple[int, str, str]:
-    """Runs the CLI without write rights to root's files. Tests run as root, who may write
-    anywhere, so as root the CLI runs in a forked child that drops to `nobody` (forked, not
-    started anew: this interpreter lives in a folder `nobody` may not read); as anyone else,
-    in a subprocess with that user's own rights."""
-    if os.geteuid() != 0:
-        r = subprocess.run([sys.executable, "-m", "bwbpf.search", *argv], capture_output=True,
-                           text=True, timeout=300)
-        return r.returncode, r.stdout, r.stderr
-    nobody = pwd.getpwnam("nobody")
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            rc = 99
-            try:
-                os.setgroups([])
-                os.setgid(nobody.pw_gid)
-                os.setuid(nobody.pw_uid)
-                os.chdir("/")
-                sys.stdout, sys.stderr = out, err
-                rc = main(argv)
-            except BaseException:
-                traceback.print_exc(file=err)
-            finally:
-                out.flush()
-                err.flush()
-                os._exit(rc)
-        _, status = os.waitpid(pid, 0)
-        out.seek(0)
-        err.seek(0)
-        return os.waitstatus_to_exitcode(status), out.read(), err.read()
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h
+PR_CAPBSET_DROP = 24  # linux/prctl.h
+
+
+def _drop_file_overrides() -> None:
+    """In the child, before exec: root keeps its uid but loses the two capabilities that let
+    it pass permission bits, so a folder of mode 555 refuses it as it refuses anyone. Its own
+    files stay readable (it owns them), so the clone and its .venv may sit in a folder no one
+    else may enter (a home folder of mode 700)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def as_unprivileged(argv: list[str]) -> tuple[int, str, str]:
+    """Runs the CLI in a new process that permission bits bind. Tests may run as root, who
+    writes anywhere; as root the child drops the capabilities that override permission bits
+    (its capability bounding set, so exec gives them back no more), as anyone else it has that
+    user's own rights already."""
+    drop = _drop_file_overrides if os.geteuid() == 0 else None
+    r = subprocess.run([sys.executable, "-m", "bwbpf.search", *argv], capture_output=True,
+                       text=True, timeout=300, preexec_fn=drop)
+    return r.returncode, r.stdout, r.stderr
 
 
 @pytest.fixture
 def locked() -> Iterator[Path]:
     """A folder anyone may enter, holding: ro/ (not writable, with an Optuna SQLite file
-    not writable either) and hidden/ (no one but its owner may enter)."""
+    not writable either) and hidden/ (mode 000: no one may enter)."""
     root = Path(tempfile.mkdtemp(prefix="bwbpf-locked-"))
     root.chmod(0o755)
     ro, hidden = root / "ro", root / "hidden"
@@ -204,7 +193,7 @@ def locked() -> Iterator[Path]:
     optuna.create_study(study_name="old", storage=f"sqlite:///{ro / 'study.db'}")
     (ro / "study.db").chmod(0o444)
     ro.chmod(0o555)
-    hidden.chmod(0o000 if os.geteuid() != 0 else 0o700)
+    hidden.chmod(0o000)  # root without its overrides may not enter it either
     try:
         yield root
     finally:
@@ -226,7 +215,7 @@ CASES = {  # storage below ``locked`` -> what the one line names
 def test_a_storage_one_may_not_write_is_one_line(locked: Path, case: str) -> None:
     url, named = (s.format(root=locked) for s in CASES[case])
     before = {p: p.read_bytes() for p in (locked / "ro").iterdir()}
-    rc, out, err = as_nobody(["-q", "run", "--storage", url, "--study", "new",
+    rc, out, err = as_unprivileged(["-q", "run", "--storage", url, "--study", "new",
                               "--n-trials", "1", "--no-baselines", *FAST])
     assert rc == 2, err
     assert err.startswith("bwbpf-search: error: --storage ") and err.count("\n") == 1, err
