@@ -38,8 +38,8 @@ def study_id(study: optuna.Study) -> int:
     return int(_get(study, "_study_id", "Study id"))
 
 
-def trial_id(trial: FrozenTrial) -> int:
-    return int(_get(trial, "_trial_id", "FrozenTrial storage id"))
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    return int(_get(trial, "_trial_id", "trial storage id"))
 
 
 def heartbeat_interval(storage: BaseStorage) -> int | None:

@@ -1,107 +1,90 @@
-"""The `bwbpf-search` command: parse (``search.parser``), run one subcommand
-(``search.commands``), and turn every way it can end into an exit status and at most one
-line."""
+"""The `bwbpf-search` entry point. It imports nothing heavy itself, so that what can go wrong
+before a command runs is still one line: standard output closed, the current folder deleted,
+torch failing to load (too little memory for its libraries), Ctrl-C while loading. Then
+``search.dispatch`` runs the command.
+
+Ctrl-C raises KeyboardInterrupt wherever Python is; where that is a finaliser or a weakref
+callback (SQLAlchemy's), Python prints "Exception ignored" and the command goes on. The
+handler here also remembers the signal, so such a command still ends "interrupted", 130.
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import re
+import signal
 import sys
-from contextlib import suppress
-from typing import Callable, Sequence
+from types import FrameType
+from typing import Any, Sequence
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from bwbpf.reports.optuna_api import OptunaChanged
-from bwbpf.search.parser import PROG, UsageError, parse
-from bwbpf.search.stopping import Terminated, stop_on_sigterm
-from bwbpf.search.study import StorageLost, storage_lost
-from bwbpf.spaces import UserError
-from bwbpf.trainers.group import RankStop, end_rank, joined
-
-log = logging.getLogger("bwbpf.search")
-Command = Callable[[argparse.Namespace], int]
+PROG = "bwbpf-search"
+INTERRUPTED = 130
 
 
-_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.$")
+class _Interrupts:
+    """SIGINT raises KeyboardInterrupt, as Python's own handler does, and is remembered."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
 
 
-def _drop_optuna_trial_traceback(record: logging.LogRecord) -> bool:
-    """Optuna logs a failed trial (NaN loss, Ctrl-C) with its full traceback, then "failed
-    with value None"; the trial line gives the reason (fail_reason), and Ctrl-C ends in our
-    one line, so both go. Other Optuna warnings stay."""
-    return not record.exc_info and not _FAILED_WITH_NONE.match(record.getMessage())
+def _refusal() -> str | None:
+    """What makes any command impossible before it starts, as its one line."""
+    if sys.stdout is None:  # fd 1 was closed (`>&-`): Python gives no stream at all
+        return "standard output is closed; redirect it to a file or to /dev/null"
+    try:
+        os.getcwd()
+    except OSError:
+        return "the current folder no longer exists; cd to a folder that does"
+    return None
 
 
-def _quiet_stdout() -> None:
-    """Python's advice for a closed pipe (`studies | head -1`): the rest of stdout goes to
-    devnull, so the flush at exit raises nothing more."""
-    with suppress(OSError, ValueError):  # no real file descriptor (captured in tests)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+def _load() -> Any:
+    """``search.dispatch``, which loads torch, Optuna and the project."""
+    from bwbpf.search import dispatch
+
+    return dispatch
+
+
+def _load_failure(e: BaseException) -> str:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    hint = ""
+    if "map segment" in first or "allocate" in first or isinstance(e, MemoryError):
+        hint = "; the process has too little memory for torch's libraries (see ulimit -v)"
+    return f"{PROG}: cannot load its libraries: {first}{hint}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures. A rank of a
-    distributed run ends its process here (trainers.group.end_rank says why)."""
-    code = _main(list(sys.argv[1:] if argv is None else argv))
-    if joined():
-        end_rank(code)
+    """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures, 130 Ctrl-C.
+    Called as the program (``argv`` None), a Ctrl-C after the command ended is ignored, so
+    interpreter shutdown prints nothing; called as a function, the caller's SIGINT handler
+    is given back."""
+    if (line := _refusal()) is not None:
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 2
+    interrupts = _Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts)
+    try:
+        code = _run(list(sys.argv[1:] if argv is None else argv), interrupts)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
     return code
 
 
-def _set_up(args: argparse.Namespace) -> None:
-    """Logging (our own lines say what happens), and SIGTERM's meaning for `run`."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:
-        handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
-    if args.command == "run":
-        stop_on_sigterm()
-
-
-def _main(argv: list[str]) -> int:
+def _run(argv: list[str], interrupts: _Interrupts) -> int:
     try:
-        args = parse(argv)
-        _set_up(args)
-        func: Command = args.func
-        code = func(args)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
-        return code
-    except BrokenPipeError:
-        _quiet_stdout()
-        return 1
-    except RankStop as e:  # one rank of a distributed run: the run's one line, or quiet
-        if e.line:
-            print(f"{PROG}: {'error: ' if e.code == 2 else ''}{e.line}", file=sys.stderr)
-        return e.code
-    except UserError as e:
-        if os.environ.get("RANK", "0") != "0" and "LOCAL_RANK" in os.environ:
-            return 2  # a launched rank > 0: rank 0 says the same line (the same argv)
-        prog = e.prog if isinstance(e, UsageError) else PROG
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except (StorageLost, SQLAlchemyError) as e:  # the storage went away mid-run
-        lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))
-        print(f"bwbpf-search: {lost}", file=sys.stderr)
-        return 1
-    except Terminated:
-        if getattr(args, "worker", None) is not None:
-            return 143  # a --jobs worker: its parent says it
-        print("bwbpf-search: stopped by SIGTERM; rerun the same command to resume",
-              file=sys.stderr)
-        return 143
-    except OptunaChanged as e:  # an Optuna release newer than pyproject allows
-        print(f"bwbpf-search: {e}", file=sys.stderr)
-        return 1
+        dispatch = _load()
     except KeyboardInterrupt:
-        print("bwbpf-search: interrupted", file=sys.stderr)
-        return 130
-    except SystemExit as e:  # --help and --version
-        return e.code if isinstance(e.code, int) else 0
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (ImportError, OSError, MemoryError) as e:
+        print(_load_failure(e), file=sys.stderr)
+        return 1
+    code: int = dispatch.main(argv)
+    if interrupts.seen and code == 0:  # swallowed by a finaliser: the command did not finish
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    return code

@@ -14,7 +14,7 @@ from bwbpf.search.settings import SearchSettings, checked_plan
 from bwbpf.spaces import Decoupling, SearchSpace, UserError
 from bwbpf.spaces.declared import before, declared
 from bwbpf.spaces.heads import check_schedule
-from bwbpf.trainers import Data, TrainPlan, load_data, resolve_device
+from bwbpf.trainers import Data, TrainPlan, load_data, memory_guard, resolve_device
 
 
 def load_data_from(args: argparse.Namespace) -> Data:
@@ -64,7 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, given in (("--nproc", args.nproc), ("--placement", args.placement)):
         if given:
             raise UserError(f"{flag} needs --schedule distributed")
-    return train_here(args, d, out, settings, plan, bp_lr, loaded[0] if loaded else None)
+    with memory_guard(f"building and training {d.backbone} x{d.width:g}"):
+        return train_here(args, d, out, settings, plan, bp_lr, loaded[0] if loaded else None)
 
 
 def run_settings(args: argparse.Namespace, d: Decoupling, bp_lr: float, augment: bool,
@@ -108,6 +109,8 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
         runs["backprop"] = bp_for(d, bp_lr)
     data = data or load_data_from(args)
     check_fits(list(runs.values()), data)
+    if note := data.batch_note(plan.batch_size):
+        print(f"bwbpf-search: {note}", file=sys.stderr)
     made_out = not out.exists()
     continuing = prepare_out(out, settings, resume=args.resume, force=args.force)
     results: dict[str, dict[str, Any] | None] = {}

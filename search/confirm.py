@@ -29,7 +29,6 @@ from dataclasses import replace
 from typing import Callable, NamedTuple
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.record import TrialRecord, feasible_trials
@@ -48,7 +47,7 @@ from bwbpf.search.exporting import nondominated
 from bwbpf.search.objective import trial_plan, write_note
 from bwbpf.search.settings import MAX_SEED, SearchSettings
 from bwbpf.spaces import Decoupling, build
-from bwbpf.trainers import Data, NonFiniteLoss, TrainPlan, fit
+from bwbpf.trainers import Data, NonFiniteLoss, OutOfMemory, TrainPlan, fit, memory_guard
 
 log = logging.getLogger("bwbpf.search")
 
@@ -142,9 +141,9 @@ def confirm_one(study: optuna.Study, s: SearchSettings, data: Data, c: Candidate
     """Trains ``c`` on ``seed`` and stores it (1), or says why it could not (0)."""
     began = time.monotonic()
     try:
-        acc = train(c, data, seed)
-    except (NonFiniteLoss, torch.OutOfMemoryError) as e:
-        torch.cuda.empty_cache()
+        with memory_guard(f"confirming {c.label} on seed {seed}"):
+            acc = train(c, data, seed)
+    except (NonFiniteLoss, OutOfMemory) as e:
         log.warning("%s, seed %d: not confirmed (%s); a rerun tries again", c.label, seed,
                     str(e).splitlines()[0])
         return 0

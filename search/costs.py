@@ -71,7 +71,8 @@ def step_timer(s: SearchSettings, data: Data) -> StepTimer | None:
     ``attach`` gives it the study's."""
     if s.cost_model != "measured":
         return None
-    return StepTimer(resolve_device(s.device), s.batch_size, in_channels=data.in_channels,
+    return StepTimer(resolve_device(s.device), data.batch_size_for(s.batch_size),
+                     in_channels=data.in_channels,
                      image_size=data.image_size, num_classes=data.num_classes)
 
 

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import optuna
-import torch
 
 from bwbpf.reports.note import save_note
 from bwbpf.reports.record import MB, TrialRecord, save
@@ -20,6 +19,7 @@ from bwbpf.search.placement import Placer
 from bwbpf.search.pruning import CurvePruner
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import package_version, redact
+from bwbpf.search.workers import mark_worker
 from bwbpf.spaces import DecoupledNet, Decoupling, build, to_document
 from bwbpf.spaces.document import Trained
 from bwbpf.spaces.encoding import draw
@@ -27,15 +27,17 @@ from bwbpf.trainers import (
     Data,
     EpochMetrics,
     NonFiniteLoss,
+    OutOfMemory,
     TrainPlan,
     TrainResult,
     fit,
     measure_cost,
+    memory_guard,
 )
 from bwbpf.trainers.timing import StepTimer
 
 log = logging.getLogger("bwbpf.search")
-FAILURES = (NonFiniteLoss, torch.OutOfMemoryError, SurplusTrial)  # the trial fails, study goes on
+FAILURES = (NonFiniteLoss, OutOfMemory, SurplusTrial)  # the trial fails, study goes on
 
 
 def write_note(study: optuna.Study, trial: optuna.trial.FrozenTrial,
@@ -83,6 +85,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         # An enqueued baseline or seed carries its mark; a re-queued trial carries its failed
         # predecessor's attributes, which are cleared.
+        mark_worker(trial)  # a journal file's stand-in for heartbeats (search.workers)
         stored = TrialRecord.of(trial)
         rec = save(trial, stored, TrialRecord(baseline=stored.baseline, seeded=stored.seeded))
         if used(trial.study, before=trial.number) >= self.s.n_trials:
@@ -90,21 +93,19 @@ class Objective:
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is past the study's {self.s.n_trials}")
         drawn = draw(trial, self.s.space)
-        decoupling, lighter = ((drawn.decoupling(), False) if rec.baseline
-                               else self.placer.place(drawn))
-        if decoupling.cuts != drawn.cuts or lighter:
-            rec = save(trial, rec, replace(rec, drawn_cuts=drawn.cuts, lighter_heads=lighter))
         try:
-            return self.train(trial, decoupling, rec)
+            with memory_guard(f"timing the pieces of trial {trial.number}"):
+                decoupling, lighter = ((drawn.decoupling(), False) if rec.baseline
+                                       else self.placer.place(drawn))
+            if decoupling.cuts != drawn.cuts or lighter:
+                rec = save(trial, rec, replace(rec, drawn_cuts=drawn.cuts,
+                                               lighter_heads=lighter))
+            with memory_guard(f"building and training trial {trial.number}"):
+                return self.train(trial, decoupling, rec)
         except KeyboardInterrupt:
             save(trial, rec, replace(rec, interrupted=True))
             raise
-        except torch.OutOfMemoryError as e:
-            torch.cuda.empty_cache()
-            reason = f"CUDA out of memory: {str(e).splitlines()[0]}"
-            save(trial, rec, replace(rec, fail_reason=reason))
-            raise
-        except NonFiniteLoss as e:
+        except (OutOfMemory, NonFiniteLoss) as e:
             save(trial, rec, replace(rec, fail_reason=str(e)))
             raise
 
@@ -145,7 +146,7 @@ class Objective:
         """The costs known before training, as recorded and as the document's metrics."""
         cost = measure_cost(net, self.data.in_channels, self.data.image_size)
         times = None if self.timer is None else self.timer.predict(d)
-        costs = cost_record(cost, times, self.s.batch_size)
+        costs = cost_record(cost, times, self.data.batch_size_for(self.s.batch_size))
         metrics = {"speedup": costs.speedup, "speedup_flops": costs.speedup_flops,
                    "compute_overhead": costs.compute_overhead,
                    "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),

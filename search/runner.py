@@ -34,7 +34,7 @@ from bwbpf.search.study import (
 from bwbpf.search.summary import Progress
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
-from bwbpf.trainers import Data, DataError, load_data, resolve_device
+from bwbpf.trainers import Data, DataError, load_data, memory_guard, resolve_device
 
 log = logging.getLogger("bwbpf.search")
 POLL_S = 5.0  # seconds between looks at the running trials that hold the rest of the budget
@@ -110,11 +110,14 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Progress says what happens
     resolve_device(s.device)
     data = load_search_data(s)
+    if note := data.batch_note(s.batch_size):
+        log.warning("%s", note)
     check_promoted_data(s)
     source = read_seed(s)  # a bad --seed-from file is refused before the study is touched
     timer = step_timer(s, data)
-    check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
-                    num_classes=data.num_classes, timer=timer)  # before the study is touched
+    with memory_guard("timing the pieces of the space"):  # before the study is touched
+        check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
+                        num_classes=data.num_classes, timer=timer)
     study = prepare_study(s)
     attach(timer, study)
     placer = study_placer(s, data, timer)
@@ -126,7 +129,8 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     enqueue_seeds(study, s, placer, source)  # first in the queue
     if s.baselines:
         enqueue_references(study, s, placer)
-        ensure_bp_baselines(study, s, data)
+        with memory_guard("training the BP baseline"):
+            ensure_bp_baselines(study, s, data)
     return study, data, True, placer
 
 

@@ -8,10 +8,15 @@ a stream, and one process replays its study from ``--seed``, trial by trial.
 A RUNNING trial uses budget (search.budget). Optuna fails a trial whose heartbeat lapsed only
 when a worker is about to start another trial, and never one without a heartbeat (its worker
 died between creating it and the first beat); ``reap`` does both, so a rerun finishes.
+A journal file keeps no heartbeats, so there each trial records its worker (host, process id
+and the process's start time, ``mark_worker``), and ``reap`` fails the RUNNING trials whose
+worker on this host is gone (a journal file is shared by the processes of one machine).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
@@ -20,9 +25,11 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports import optuna_api
+from bwbpf.search.study import HEARTBEAT_RETRIES
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -82,6 +89,7 @@ def reap(study: optuna.Study, adopted: set[int]) -> bool:
     storage = optuna_api.storage_of(study)
     beat = optuna_api.heartbeat_interval(storage)
     if beat is None:
+        _fail_orphans(study)
         return False
     interval = timedelta(seconds=beat)
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9
@@ -94,3 +102,57 @@ def reap(study: optuna.Study, adopted: set[int]) -> bool:
             adopted.add(optuna_api.trial_id(t))
             optuna_api.record_heartbeat(storage, t)
     return True
+
+
+# ---------------------------------------------------------------- journal files: no heartbeats
+# Trial system attribute: "host|pid|start|number" of the process running trial ``number``. A
+# re-queued trial inherits its predecessor's system attributes: the number tells them apart.
+WORKER = "bwbpf:worker"
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), telling a reused pid from
+    the process that held it; None where the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass  # alive, another user's
+        return "?"
+
+
+def mark_worker(trial: optuna.Trial) -> None:
+    """Records which process runs ``trial`` (journal files only: RDB storages beat)."""
+    storage = optuna_api.storage_of(trial.study)
+    if optuna_api.heartbeat_interval(storage) is None:
+        pid = os.getpid()
+        storage.set_trial_system_attr(optuna_api.trial_id(trial), WORKER,
+                                      f"{socket.gethostname()}|{pid}|{_started(pid)}|{trial.number}")
+
+
+def _gone(mark: object, number: int) -> bool:
+    if not isinstance(mark, str) or mark.count("|") != 3:
+        return False
+    host, pid, started, of = mark.split("|")
+    if host != socket.gethostname() or not pid.isdigit() or of != str(number):
+        return False  # another machine's worker, or the mark of the trial this one retries
+    now = _started(int(pid))
+    return now is None or (now != "?" and started != "?" and now != started)
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Fails each RUNNING trial whose worker on this host is gone, and re-queues it with its
+    parameters as the RDB storages' heartbeat callback does."""
+    storage = optuna_api.storage_of(study)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            gone = _gone(t.system_attrs.get(WORKER), t.number)
+            if gone and storage.set_trial_state_values(optuna_api.trial_id(t), TrialState.FAIL):
+                retry(study, storage.get_trial(optuna_api.trial_id(t)))

@@ -7,11 +7,19 @@ one, never a part. Written files get the mode of a plain file (0666 less the uma
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from bwbpf.spaces.errors import UserError
+
+
+def shown(path: Path | str) -> str:
+    """A path as a message shows it: as given, or quoted where it holds a newline or another
+    unprintable character, so the message stays one line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def refuse_stdout(path: Path, flag: str) -> None:
@@ -24,18 +32,42 @@ def refuse_stdout(path: Path, flag: str) -> None:
 
 
 def check_output(path: Path, flag: str, *, force: bool) -> None:
-    """The one overwrite rule for every output file: an existing file is replaced only with
-    --force; a folder never is; ``-`` is refused. Raises a UserError naming the flag and path."""
+    """The one overwrite rule for every output file: an existing regular file is replaced only
+    with --force; a folder, a link, a device or a FIFO never is; ``-`` is refused. Raises a
+    UserError naming the flag and path."""
     refuse_stdout(path, flag)
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file")
+        raise UserError(f"{flag} {shown(path)} is a folder; give a file")
+    refuse_special(path, flag)
     if os.path.lexists(path) and not force:
-        raise UserError(f"{flag} {path} exists; pass --force to overwrite it")
+        raise UserError(f"{flag} {shown(path)} exists; pass --force to overwrite it")
+
+
+def refuse_special(path: Path, flag: str = "") -> None:
+    """A rename would replace whatever ``path`` names: a symbolic link, a device (/dev/null)
+    or a FIFO is refused, with or without --force; only a regular file is ever replaced."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UserError(f"cannot write {shown(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        where = f"{flag} " if flag else ""
+        raise UserError(f"{where}{shown(path)} is {kind}; refusing to replace it "
+                        "(give the path of a regular file)")
+
+
+_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFDIR: "a folder"}
 
 
 def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """Calls ``write(tmp)`` on a temporary path beside ``path``, then renames it over ``path``.
     A path that cannot be written is a UserError naming it; nothing is left behind."""
+    refuse_special(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as e:

@@ -4,7 +4,7 @@ from bwbpf.trainers.blockwise import EpochCallback, evaluate, fit
 from bwbpf.trainers.cost import NetCost, measure_cost, unit_costs, unit_times
 from bwbpf.trainers.data import Data, Split
 from bwbpf.trainers.datasets import DataError, list_datasets, load_data
-from bwbpf.trainers.device import resolve_device
+from bwbpf.trainers.device import OutOfMemory, memory_guard, resolve_device
 from bwbpf.trainers.plan import EpochMetrics, NonFiniteLoss, TrainPlan, TrainResult
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "EpochMetrics",
     "NetCost",
     "NonFiniteLoss",
+    "OutOfMemory",
     "Split",
     "TrainPlan",
     "TrainResult",
@@ -22,6 +23,7 @@ __all__ = [
     "list_datasets",
     "load_data",
     "measure_cost",
+    "memory_guard",
     "resolve_device",
     "unit_costs",
     "unit_times",

@@ -59,7 +59,7 @@ class Data:
         of one breaks BatchNorm), unless the split is smaller than one batch."""
         n = len(self.train)
         perm = torch.randperm(n, generator=generator, device=generator.device)
-        bs = min(batch_size, n)
+        bs = self.batch_size_for(batch_size)
         for i in range(0, n - bs + 1, bs):
             idx = perm[i:i + bs].to(self.device)
             x, y = self.train.x[idx], self.train.y[idx]
@@ -68,7 +68,19 @@ class Data:
             yield x, y
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return max(1, len(self.train) // min(batch_size, len(self.train)))
+        return max(1, len(self.train) // self.batch_size_for(batch_size))
+
+    def batch_size_for(self, batch_size: int) -> int:
+        """The images a training batch holds: ``batch_size``, or the whole training split where
+        that is smaller. Step timing and activation sizes use this figure too."""
+        return min(batch_size, len(self.train))
+
+    def batch_note(self, batch_size: int) -> str | None:
+        """The line that says, once per command, that ``batch_size`` is cut to the split."""
+        if batch_size <= len(self.train):
+            return None
+        return (f"--batch-size {batch_size}: the training split holds {len(self.train)} "
+                f"images, so every batch holds those {len(self.train)}")
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -5,7 +5,10 @@ image folders and the synthetic set in trainers.sources."""
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,18 +18,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bwbpf.spaces.files import shown
 from bwbpf.spaces.registry import Registry
 from bwbpf.trainers.data import Data, Split
 from bwbpf.trainers.device import available_memory, is_out_of_memory
-from bwbpf.trainers.sources import FOLDER_LAYOUT, DataError, Raw, imagefolder, one_line, synthetic
+from bwbpf.trainers.sources import (
+    FOLDER_LAYOUT,
+    DataError,
+    Raw,
+    gib,
+    imagefolder,
+    one_line,
+    synthetic,
+)
 
 # Where Debian's dataset-fashion-mnist package puts the four IDX .gz files.
 SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_CLASSES = 10  # MNIST and Fashion-MNIST both
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    load: Callable[[Path | None, bool], Raw]  # (data_dir, download) -> raw tensors
+    # (data_dir, download, image_size) -> raw; only an image folder resizes (as it decodes)
+    load: Callable[[Path | None, bool, int | None], Raw]
     flip: bool  # horizontal flip keeps the label
     hint: str  # how to get the data, for error messages
 
@@ -56,8 +72,8 @@ def load_data(
     info = DATASETS.get(name)
     root = Path(data_dir).expanduser() if data_dir else None
     if root is not None and root.exists() and not root.is_dir():
-        raise DataError(f"--data-dir {root} is a file, not a directory")
-    tx, ty, sx, sy, classes = info.load(root, download)
+        raise DataError(f"--data-dir {shown(root)} is a file, not a directory")
+    tx, ty, sx, sy, classes = info.load(root, download, image_size)
     n = len(ty)
     val_n = n // 10 if val_size is None else val_size
     if not 1 <= val_n < n:
@@ -102,12 +118,8 @@ def check_memory(what: str, images: int, channels: int, size: tuple[int, ...],
     free = available_memory(device)
     if free is not None and need > free:
         raise DataError(f"{what}: {images:,} images of {channels}x{size[0]}x{size[1]} as "
-                        f"float32 need {_gib(need)}, but {device} has {_gib(free)} available; "
+                        f"float32 need {gib(need)}, but {device} has {gib(free)} available; "
                         "choose a smaller --image-size")
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
 
 
 def _converter(train_x: Tensor, image_size: int | None) -> Callable[[Tensor], Tensor]:
@@ -128,24 +140,52 @@ def _converter(train_x: Tensor, image_size: int | None) -> Callable[[Tensor], Te
 
 # ---------------------------------------------------------------- IDX (MNIST family)
 def read_idx(path: Path) -> Tensor:
-    """Reads an IDX file (optionally .gz) of unsigned bytes."""
+    """Reads an IDX file (optionally .gz) of unsigned bytes: no more than its header declares
+    plus one byte, so a small gzip that expands to gigabytes is refused, not expanded."""
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    ndim = data[3] if len(data) >= 4 else 0
-    if len(data) < 4 + 4 * ndim or data[:3] != b"\x00\x00\x08" or ndim == 0:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    body = data[4 + 4 * ndim:]
-    count = 1
-    for d in dims:
-        count *= d
-    if len(body) != count:
-        raise DataError(f"{path}: {len(body)} bytes of data, header says {count} (truncated?)")
-    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+            dims = _idx_dims(f, path)
+            count = math.prod(dims)
+            body = _read_at_most(f, count + 1)
+    except (OSError, EOFError, zlib.error) as e:  # a corrupt deflate stream is a zlib.error
+        raise DataError(f"cannot read {shown(path)}: {one_line(e)}") from None
+    shape = "x".join(map(str, dims))
+    if len(body) > count:
+        raise DataError(f"{shown(path)}: holds more data than the {count:,} bytes its header "
+                        f"declares ({shape}); not an IDX file of that shape")
+    if len(body) < count:
+        raise DataError(f"{shown(path)}: {len(body)} data bytes, header says {count} (truncated?)")
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
+
+
+def _idx_dims(f: io.BufferedIOBase, path: Path) -> list[int]:
+    """The dimensions in an IDX header, refused when empty or beyond the memory available."""
+    head = f.read(4)
+    ndim = head[3] if len(head) == 4 else 0
+    raw = f.read(4 * ndim)
+    if head[:3] != b"\x00\x00\x08" or ndim == 0 or len(raw) < 4 * ndim:
+        raise DataError(f"{shown(path)} is not an IDX file of unsigned bytes")
+    dims = [int.from_bytes(raw[4 * i:4 * i + 4], "big") for i in range(ndim)]
+    count, shape = math.prod(dims), "x".join(map(str, dims))
+    if count == 0:
+        raise DataError(f"{shown(path)}: its header declares no data ({shape})")
+    free = available_memory(torch.device("cpu"))
+    if free is not None and count > free:
+        raise DataError(f"{shown(path)}: its header declares {gib(count)} of data ({shape}), "
+                        f"but cpu has {gib(free)} available")
+    return dims
+
+
+def _read_at_most(f: io.BufferedIOBase, n: int) -> bytearray:
+    """Up to ``n`` bytes of ``f``, a chunk at a time: memory follows what is there, not ``n``."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(1 << 24, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def _find_idx(dirs: list[Path]) -> list[Path] | None:
@@ -164,19 +204,30 @@ def _idx_set(name: str, folder: str, tv_class: str, root: Path | None, download:
     looked, files = [], None
     if root is not None:
         files = _find_idx([root, root / folder / "raw", root / name])
-        looked.append(f"--data-dir {root}")
+        looked.append(f"--data-dir {shown(root)}")
     else:
         looked.append("no --data-dir given")
     for sys_dir in SYSTEM_DIRS.get(name, ()):
         if files is None:
             files = _find_idx([sys_dir])
-            looked.append(str(sys_dir))
+            looked.append(shown(sys_dir))
     if files is None:
         files = _download_idx(name, tv_class, folder, root, download, looked)
     tx, ty, sx, sy = (read_idx(p) for p in files)
-    if tx.ndim != 3 or len(tx) != len(ty) or sx.ndim != 3 or len(sx) != len(sy):
-        raise DataError(f"{name}: IDX files in {files[0].parent} do not match each other")
-    return tx[:, None], ty, sx[:, None], sy, 10
+    shapes = [(t.ndim, len(t)) for t in (tx, ty, sx, sy)]
+    if shapes != [(3, len(ty)), (1, len(tx)), (3, len(sy)), (1, len(sx))]:
+        raise DataError(f"{name}: IDX files in {shown(files[0].parent)} do not match each other")
+    _check_labels(name, [(ty, files[1]), (sy, files[3])])
+    return tx[:, None], ty, sx[:, None], sy, IDX_CLASSES
+
+
+def _check_labels(name: str, label_files: list[tuple[Tensor, Path]]) -> None:
+    """Refuses a label beyond the classes now, not as "Target 200 is out of bounds" mid-run."""
+    for labels, path in label_files:
+        top = int(labels.max())
+        if top >= IDX_CLASSES:
+            raise DataError(f"{shown(path)}: label {top} is not a class of {name} "
+                            f"({IDX_CLASSES} classes, labels 0..{IDX_CLASSES - 1})")
 
 
 def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, download: bool,
@@ -194,7 +245,7 @@ def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, down
             reason = "no IDX files after download"
         except Exception as e:  # any network or IO failure ends up in the one-line error
             reason = one_line(e)
-        looked.append(f"torchvision download into {target} failed ({reason})")
+        looked.append(f"torchvision download into {shown(target)} failed ({reason})")
     else:
         looked.append("download disabled")
     raise DataError(f"{name} not found: looked in " + "; ".join(looked)
@@ -202,7 +253,8 @@ def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, down
 
 
 # ---------------------------------------------------------------- torchvision sets
-def _torchvision_set(name: str, root: Path | None, download: bool) -> Raw:
+def _torchvision_set(name: str, root: Path | None, download: bool,
+                     image_size: int | None = None) -> Raw:
     """CIFAR-10/100 and SVHN through torchvision, from --data-dir or downloaded into it."""
     import numpy as np
     import torchvision.datasets as tvd
@@ -222,7 +274,7 @@ def _torchvision_set(name: str, root: Path | None, download: bool) -> Raw:
             classes = len(tr.classes)
     except Exception as e:  # missing files and failed downloads both land here
         how = "download failed" if download else "download disabled"
-        raise DataError(f"{name} not found in {target} ({how}: {one_line(e)}). "
+        raise DataError(f"{name} not found in {shown(target)} ({how}: {one_line(e)}). "
                         f"{DATASETS.get(name).hint}") from None
     return xs[0].contiguous(), ys[0], xs[1].contiguous(), ys[1], classes
 
@@ -230,10 +282,10 @@ def _torchvision_set(name: str, root: Path | None, download: bool) -> Raw:
 _HINT_FMNIST = ("Get it with `apt-get install dataset-fashion-mnist` (Debian), or put the four "
                 "IDX files in --data-dir")
 DATASETS.add("fashion-mnist", DatasetInfo(
-    lambda r, d: _idx_set("fashion-mnist", "FashionMNIST", "FashionMNIST", r, d), True,
+    lambda r, d, s: _idx_set("fashion-mnist", "FashionMNIST", "FashionMNIST", r, d), True,
     _HINT_FMNIST))
 DATASETS.add("mnist", DatasetInfo(
-    lambda r, d: _idx_set("mnist", "MNIST", "MNIST", r, d), False,
+    lambda r, d, s: _idx_set("mnist", "MNIST", "MNIST", r, d), False,
     "Put the four MNIST IDX files in --data-dir, or run once with network access"))
 for _name in ("cifar10", "cifar100", "svhn"):
     DATASETS.add(_name, DatasetInfo(

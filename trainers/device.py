@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import ContextManager, TypeVar
+from typing import ContextManager, Iterator, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,9 @@ def available_memory(device: torch.device) -> int | None:
         return None
 
 
+# ---------------------------------------------------------------- running out of memory
+# One line for the user: what was being built or trained, and what to lower. A search records
+# it as the trial's failure reason and goes on; a command prints it and exits 1.
 def is_out_of_memory(e: BaseException) -> bool:
     """A failed allocation: torch.OutOfMemoryError (CUDA), MemoryError, or the CPU allocator's
     RuntimeError ("DefaultCPUAllocator: can't allocate memory ...")."""
@@ -86,3 +89,37 @@ def is_out_of_memory(e: BaseException) -> bool:
         return True
     text = str(e).lower()
     return any(s in text for s in ("can't allocate memory", "out of memory"))
+
+
+ADVICE = "lower --batch-size, --width or --image-size"
+
+
+class OutOfMemory(RuntimeError):
+    """A computation ran out of memory; the message is one line for the user."""
+
+
+def oom_line(e: BaseException, what: str, advice: str = ADVICE) -> str:
+    """``e`` (an out-of-memory error) as one line; the allocator's own words are cut to the
+    size it asked for."""
+    text = " ".join(str(e).split())
+    asked = text[text.find("tried to allocate"):].split(".")[0] if "tried to allocate" in text \
+        else ""
+    where = "CUDA" if isinstance(e, torch.OutOfMemoryError) else "memory"
+    detail = f" ({asked})" if asked else ""
+    return f"out of {where} while {what}{detail}; {advice}"
+
+
+@contextmanager
+def memory_guard(what: str, advice: str = ADVICE) -> Iterator[None]:
+    """Raises ``OutOfMemory`` naming ``what`` (e.g. "training trial 3") for any out-of-memory
+    error inside; other errors pass unchanged."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(oom_line(e, what, advice)) from None

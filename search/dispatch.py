@@ -1,0 +1,142 @@
+"""One `bwbpf-search` command once its libraries are loaded (``search.cli`` loads them): parse
+(``search.parser``), run one subcommand (``search.commands``), and turn every way it can end
+into an exit status and at most one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import threading
+from contextlib import suppress
+from typing import Callable, Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bwbpf.reports.optuna_api import OptunaChanged
+from bwbpf.search.parser import PROG, UsageError, parse
+from bwbpf.search.stopping import Terminated, stop_on_sigterm
+from bwbpf.search.study import StorageLost, storage_lost
+from bwbpf.spaces import UserError
+from bwbpf.trainers.device import OutOfMemory, is_out_of_memory, oom_line
+from bwbpf.trainers.group import RankStop, end_rank, joined
+
+log = logging.getLogger("bwbpf.search")
+Command = Callable[[argparse.Namespace], int]
+
+
+_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.$")
+
+
+def _drop_optuna_trial_traceback(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial (NaN loss, Ctrl-C) with its full traceback, then "failed
+    with value None"; the trial line gives the reason (fail_reason), and Ctrl-C ends in our
+    one line, so both go. Other Optuna warnings stay."""
+    return not record.exc_info and not _FAILED_WITH_NONE.match(record.getMessage())
+
+
+def _heartbeat_hook(default: Callable[[threading.ExceptHookArgs], object]
+                    ) -> Callable[[threading.ExceptHookArgs], None]:
+    """Optuna's heartbeat thread dies with the storage (a PostgreSQL restart) and Python
+    prints its 100-line traceback; the trial's own thread then fails with the one line the
+    command prints. So the heartbeat's error is logged at DEBUG level, and others as before."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if "_record_heartbeat" in getattr(args.thread, "name", ""):
+            log.debug("the heartbeat thread stopped: %s", args.exc_value)
+            return
+        default(args)
+
+    return hook
+
+
+def _quiet_stdout() -> None:
+    """Python's advice for a closed pipe (`studies | head -1`): the rest of stdout goes to
+    devnull, so the flush at exit raises nothing more."""
+    with suppress(OSError, ValueError):  # no real file descriptor (captured in tests)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures. A rank of a
+    distributed run ends its process here (trainers.group.end_rank says why)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if joined():
+        end_rank(code)
+    return code
+
+
+def _set_up(args: argparse.Namespace) -> None:
+    """Logging (our own lines say what happens), and SIGTERM's meaning for `run`."""
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr, force=True)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
+    if args.command != "dashboard":  # the server ends on SIGTERM as it is
+        stop_on_sigterm()
+
+
+def _main(argv: list[str]) -> int:
+    default = threading.excepthook
+    threading.excepthook = _heartbeat_hook(default)
+    try:
+        return _outcome(argv)
+    finally:
+        threading.excepthook = default
+
+
+def _outcome(argv: list[str]) -> int:
+    try:
+        args = parse(argv)
+        _set_up(args)
+        func: Command = args.func
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except RankStop as e:  # one rank of a distributed run: the run's one line, or quiet
+        if e.line:
+            print(f"{PROG}: {'error: ' if e.code == 2 else ''}{e.line}", file=sys.stderr)
+        return e.code
+    except UserError as e:
+        if os.environ.get("RANK", "0") != "0" and "LOCAL_RANK" in os.environ:
+            return 2  # a launched rank > 0: rank 0 says the same line (the same argv)
+        prog = e.prog if isinstance(e, UsageError) else PROG
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (StorageLost, SQLAlchemyError) as e:  # the storage went away mid-run
+        lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))
+        print(f"bwbpf-search: {lost}", file=sys.stderr)
+        return 1
+    except Terminated:
+        if getattr(args, "worker", None) is not None:
+            return 143  # a --jobs worker: its parent says it
+        resumable = getattr(args, "command", "") in ("run", "train")
+        print("bwbpf-search: stopped by SIGTERM"
+              + ("; rerun the same command to resume" if resumable else ""), file=sys.stderr)
+        return 143
+    except OptunaChanged as e:  # an Optuna release newer than pyproject allows
+        print(f"bwbpf-search: {e}", file=sys.stderr)
+        return 1
+    except OutOfMemory as e:
+        print(f"bwbpf-search: {e}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as e:  # out of memory where no guard named the work
+        if not is_out_of_memory(e):
+            raise
+        print(f"bwbpf-search: {oom_line(e, 'running the command')}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bwbpf-search: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help and --version
+        return e.code if isinstance(e.code, int) else 0
