@@ -216,7 +216,7 @@ def test_a_storage_one_may_not_write_is_one_line(locked: Path, case: str) -> Non
     url, named = (s.format(root=locked) for s in CASES[case])
     before = {p: p.read_bytes() for p in (locked / "ro").iterdir()}
     rc, out, err = as_unprivileged(["-q", "run", "--storage", url, "--study", "new",
-                              "--n-trials", "1", "--no-baselines", *FAST])
+                                    "--n-trials", "1", "--no-baselines", *FAST])
     assert rc == 2, err
     assert err.startswith("bwbpf-search: error: --storage ") and err.count("\n") == 1, err
     assert named in err and ("not writable" in err or "Permission denied" in err), err
