@@ -8,7 +8,9 @@ import optuna
 import pandas as pd
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import Confirmation, confirmations, objective_names
+from bwbpf.reports.seed_record import Confirmation
+from bwbpf.reports.stored_run import objective_names
+from bwbpf.reports.study_attrs import confirmations
 
 
 def trial_row(t: optuna.trial.FrozenTrial, names: list[str],

@@ -15,7 +15,7 @@ from plotly.offline import get_plotlyjs
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.record import describe_counts, no_best, state_counts, summary
-from bwbpf.reports.study_attrs import StoredRun
+from bwbpf.reports.stored_run import StoredRun
 from bwbpf.spaces.files import write_text_atomic
 
 STYLE = """

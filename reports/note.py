@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports import optuna_api
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import Confirmation
+from bwbpf.reports.seed_record import Confirmation
 from bwbpf.spaces import AuxSpec, unused_params
 from bwbpf.spaces.heads import AUX_HEADS
 

@@ -21,14 +21,8 @@ from typing import Any, NamedTuple, Union
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.study_attrs import (
-    Confirmation,
-    bp_baselines,
-    bp_confirmation,
-    confirmations,
-    fidelity_level,
-    fidelity_shown,
-)
+from bwbpf.reports.seed_record import Confirmation, fidelity_level, fidelity_shown
+from bwbpf.reports.study_attrs import bp_baselines, bp_confirmation, confirmations
 from bwbpf.spaces import ConfigError, Decoupling, from_document
 from bwbpf.spaces.document import as_document, compact
 from bwbpf.spaces.heads import AUX_HEADS
@@ -277,7 +271,7 @@ def summary(study: optuna.Study) -> list[SummaryRow]:
     bp = bp_baselines(study).get(backbone)
     if bp:
         rows.append(_row("backprop", None, bp.val_accuracy, None,
-                         f"lr {bp.best_lr:g}, the best of {len(bp.sweep)} in a sweep",
+                         f"lr {bp.best_lr:g}, {bp.sweep_shown()}",
                          bp_confirmation(study, backbone)))
     return rows
 

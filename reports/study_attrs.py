@@ -1,21 +1,37 @@
 """Study attributes that `search` writes and `reports` reads: the run's settings, the BP
 baselines and the confirmations over seeds (a finished trial's own attributes are read-only,
 so they live with the study). The attribute names are stored in users' studies: they never
-change.
+change. Every value is read through a typed reader (``attr_readers``); the settings' record is
+``stored_run``'s, the record over seeds ``seed_record``'s.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import statistics
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import optuna
 
-# Study user attributes.
-SETTINGS = "settings"  # SearchSettings.record() of the run that created the study
+from bwbpf.reports import optuna_api
+from bwbpf.reports.attr_readers import (
+    Stored,
+    accuracies,
+    accuracy,
+    count,
+    items,
+    number,
+    obj,
+    optional,
+    positive,
+    step_times,
+    text,
+    user_attrs,
+)
+from bwbpf.reports.seed_record import Confirmation, Fidelity, fidelity_level
+from bwbpf.reports.stored_run import Reader, read_fields, study_settings
+
+# Study user attributes (SETTINGS: the run's settings, in reports.stored_run).
 BP_BASELINE = "bp_baseline"  # backbone -> the BP learning-rate sweep and its winner
 CONFIRMED = "confirmed:"  # + a trial number: that trial re-trained over seeds (Confirmation)
 BP_CONFIRMED = "confirmed"  # the same, inside a BP_BASELINE entry
@@ -23,77 +39,26 @@ BP_CONFIRMED = "confirmed"  # the same, inside a BP_BASELINE entry
 # the search's (promotion), over the seeds done so far
 PROMOTED = "promoted:"
 
-Fidelity = tuple[int, int]  # (epochs, training images; 0: all of them)
-
 
 def fidelity_key(f: Fidelity) -> str:
     return f"{PROMOTED}{f[0]}x{f[1]}:"
 
 
-def fidelity_level(f: Fidelity | None) -> tuple[float, ...]:
-    """How much training a fidelity is, as a total order: epochs x images first (all images
-    count as more than any subset), then epochs, then images; the search's own budget (None)
-    is the least."""
-    if f is None:
-        return (0.0,)
-    images = f[1] or math.inf
-    return (f[0] * images, float(f[0]), images)
-
-
-def fidelity_shown(f: Fidelity) -> str:
-    return f"{f[0]} epochs on {f[1] or 'all'} images"
-
-
-def study_settings(study: optuna.Study) -> dict[str, Any]:
-    return dict(study.user_attrs.get(SETTINGS) or {})
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """The run settings a study was created with (SearchSettings.record()), as the reports
-    read them: the one place their keys are spelled on this side. A study made before one was
-    stored reads it as None."""
-
-    dataset: str | None = None
-    epochs: int | None = None
-    train_subset: int | None = None
-    objectives: tuple[str, ...] | None = None
-    sampler: str | None = None
-    pruner: str | None = None
-    storage: str | None = None
-    min_speedup: float | None = None
-    max_memory: float | None = None
-    cost_model: str | None = None
-    batch_size: int | None = None
-
-    @classmethod
-    def of(cls, study: optuna.Study) -> StoredRun:
-        raw = study_settings(study)
-        stored = raw.get("space")
-        space: dict[str, Any] = stored if isinstance(stored, dict) else {}
-        objectives = raw.get("objectives")
-        return cls(raw.get("dataset"), raw.get("epochs"), raw.get("train_subset"),
-                   tuple(objectives) if objectives else None, raw.get("sampler"),
-                   raw.get("pruner"), raw.get("storage"), space.get("min_speedup"),
-                   space.get("max_memory"), raw.get("cost_model"), raw.get("batch_size"))
-
-    def shown(self) -> list[tuple[str, Any]]:
-        """(name, value) of the headline settings that are known, in the report's order."""
-        rows = [("dataset", self.dataset), ("epochs", self.epochs),
-                ("train_subset", self.train_subset),
-                ("objectives", list(self.objectives) if self.objectives else None),
-                ("sampler", self.sampler), ("pruner", self.pruner), ("storage", self.storage)]
-        return [(k, v) for k, v in rows if v is not None]
-
-    def constraints(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in (("min_speedup", self.min_speedup),
-                                     ("max_memory", self.max_memory)) if v]
+def check_study(study: optuna.Study) -> None:
+    """Reads every value this version stores in ``study`` through its reader, so a command
+    refuses a study it cannot read (attr_readers.BadStoredValue) before it uses or changes
+    it, not halfway through."""
+    study_settings(study)
+    bp_baselines(study)
+    confirmations(study)
+    step_times(optuna_api.storage_of(study), optuna_api.study_id(study))
 
 
 @dataclass(frozen=True)
 class BPBaseline:
     """End-to-end BP on one backbone at the trial budget: the learning-rate sweep (one entry
-    per rate: lr, val_accuracy, curve, train_seconds) and its winner, stored in the study's
+    per rate: lr, val_accuracy, curve, train_seconds; a rate that diverged has val_accuracy
+    None and ``diverged``, where) and its winner, stored in the study's
     BP_BASELINE attribute under the backbone's name. Fields a study made by an older version
     lacks read as None or empty; keys this version does not know are kept as they were."""
 
@@ -118,10 +83,26 @@ class BPBaseline:
             out[BP_CONFIRMED] = self.confirmed
         return out
 
+    def sweep_shown(self) -> str:
+        """"the best of 3 in a sweep", with ", 1 diverged" for points that diverged."""
+        diverged = sum(1 for p in self.sweep if "val_accuracy" in p
+                       and p["val_accuracy"] is None)
+        return f"the best of {len(self.sweep)} in a sweep" + (
+            f", {diverged} diverged" if diverged else "")
+
     @classmethod
-    def parse(cls, raw: Any) -> BPBaseline | None:
-        """The stored entry read back; None when it lacks the winner's rate or accuracy."""
-        if not isinstance(raw, dict) or "best_lr" not in raw or "val_accuracy" not in raw:
+    def parse(cls, raw: Any, at: Stored | None = None) -> BPBaseline | None:
+        """The stored entry read back, each field through its reader (refused where one is
+        not what it says); None when it is not an object or lacks the winner's rate or
+        accuracy (a sweep not finished)."""
+        if not isinstance(raw, dict):
+            return None
+        at = at or Stored(None, BP_BASELINE)
+        read_fields(at, raw, _BP_READERS)
+        if BP_CONFIRMED in raw:
+            Confirmation.parse(None, obj(at.at(BP_CONFIRMED), raw[BP_CONFIRMED],
+                                         "a confirmation"), at=at.at(BP_CONFIRMED))
+        if "best_lr" not in raw or "val_accuracy" not in raw:
             return None
         known: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
                                  for k, v in raw.items() if k in _BP_KEYS}
@@ -136,76 +117,90 @@ _BP_KEYS = ("backbone", "width", "epochs", "weight_decay", "best_lr", "val_accur
             "sweep")
 
 
+def sweep_point(at: Stored, raw: Any) -> dict[str, Any]:
+    """One point of a BP sweep as stored: lr, val_accuracy (None: diverged, and ``diverged``
+    says where), curve, train_seconds; each optional (an older study's may hold none)."""
+    point = obj(at, raw, "a point of the BP learning-rate sweep")
+    read_fields(at, point, _POINT_READERS)
+    return point
+
+
+def _sweep(at: Stored, raw: Any) -> list[dict[str, Any]]:
+    return [sweep_point(at.at(i), p) for i, p in enumerate(items(at, raw, "the sweep"))]
+
+
+def _seconds(at: Stored, value: Any) -> float:
+    return number(at, value, "seconds (a number >= 0)", lambda x: x >= 0)
+
+
+_POINT_READERS: dict[str, Reader] = {"lr": positive, "val_accuracy": optional(accuracy),
+                                     "curve": accuracies, "train_seconds": _seconds,
+                                     "diverged": text}
+_BP_READERS: dict[str, Reader] = {
+    "backbone": optional(text), "width": optional(positive), "epochs": optional(count),
+    "weight_decay": optional(lambda at, v: number(at, v, "a number >= 0", lambda x: x >= 0)),
+    "best_lr": positive, "val_accuracy": accuracy, "curve": accuracies, "sweep": _sweep}
+
+
+def _bp_entries(study: optuna.Study) -> dict[str, Any]:
+    """The BP_BASELINE attribute as stored: an object of objects, else refused."""
+    at = Stored(study.study_name, BP_BASELINE)
+    raw = user_attrs(study).get(BP_BASELINE)
+    entries = {} if raw is None else obj(at, raw, "backbone -> its BP baseline")
+    for backbone, entry in entries.items():
+        obj(at.at(backbone), entry, "a BP baseline")
+    return dict(entries)
+
+
 def bp_baselines(study: optuna.Study) -> dict[str, BPBaseline]:
-    """Backbone -> its BP baseline (entries that cannot be read are left out)."""
-    raw = study.user_attrs.get(BP_BASELINE) or {}
-    out = {b: BPBaseline.parse(v) for b, v in raw.items()} if isinstance(raw, dict) else {}
+    """Backbone -> its BP baseline (an entry without its winner, an unfinished sweep, is left
+    out)."""
+    at = Stored(study.study_name, BP_BASELINE)
+    out = {b: BPBaseline.parse(v, at.at(b)) for b, v in _bp_entries(study).items()}
     return {b: v for b, v in out.items() if v is not None}
 
 
 def save_bp_baseline(study: optuna.Study, backbone: str, bp: BPBaseline) -> None:
     """Stores ``bp`` under ``backbone``, keeping the other backbones' entries as stored."""
-    raw = dict(study.user_attrs.get(BP_BASELINE) or {})
+    raw = _bp_entries(study)
     raw[backbone] = bp.stored()
     study.set_user_attr(BP_BASELINE, raw)
 
 
-@dataclass(frozen=True)
-class Confirmation:
-    """A decoupling (or end-to-end BP: ``trial`` None) trained at the trial budget over several
-    seeds. The first seed is the search's own (the single-seed result), so the mean is over
-    every training of the same config, and a lucky seed is averaged rather than dropped."""
+def bp_sweep_points(study: optuna.Study, backbone: str, head: dict[str, Any]
+                    ) -> tuple[dict[str, Any], ...]:
+    """The points an unfinished sweep stored for ``backbone`` (as each ended: its entry
+    without a winner yet), when it swept under ``head`` (backbone, width, epochs, weight
+    decay); else none."""
+    entry = _bp_entries(study).get(backbone)
+    if entry is None:
+        return ()
+    BPBaseline.parse(entry, Stored(study.study_name, BP_BASELINE).at(backbone))  # read all
+    if any(entry.get(k) != v for k, v in head.items()):
+        return ()
+    return tuple(entry.get("sweep") or ())
 
-    trial: int | None
-    seeds: tuple[int, ...]
-    accuracy: tuple[float, ...]  # validation accuracy at the last epoch, one per seed
-    fidelity: Fidelity | None = None  # None: the trial budget; else promoted (PROMOTED)
 
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.accuracy)
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (n - 1: the seeds are a sample of all seeds); 0 for one."""
-        return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
-
-    def with_seed(self, seed: int, accuracy: float) -> Confirmation:
-        return replace(self, seeds=(*self.seeds, seed), accuracy=(*self.accuracy, accuracy))
-
-    def shown(self) -> str:
-        at = "" if self.fidelity is None else f" at {fidelity_shown(self.fidelity)}"
-        if len(self.seeds) == 1:
-            return f"{self.mean:.4f}{at} (1 seed)"
-        return f"{self.mean:.4f} ± {self.std:.4f} over {len(self.seeds)} seeds{at}"
-
-    def stored(self) -> dict[str, list[Any]]:
-        return {"seeds": list(self.seeds), "val_accuracy": list(self.accuracy)}
-
-    @classmethod
-    def parse(cls, trial: int | None, raw: Any, fidelity: Fidelity | None = None
-              ) -> Confirmation | None:
-        """The stored form read back; None for a malformed entry, or at the trial budget a
-        single seed (that is the search's result alone: nothing confirmed yet)."""
-        if not isinstance(raw, dict):
-            return None
-        seeds, acc = raw.get("seeds"), raw.get("val_accuracy")
-        least = 1 if fidelity is not None else 2
-        if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)
-                and len(seeds) >= least):
-            return None
-        return cls(trial, tuple(int(x) for x in seeds), tuple(float(x) for x in acc), fidelity)
+def save_bp_sweep_points(study: optuna.Study, backbone: str, head: dict[str, Any],
+                         points: list[dict[str, Any]]) -> None:
+    """Stores an unfinished sweep's points under ``backbone``: no winner yet, so every reader
+    but ``bp_sweep_points`` leaves the entry out until ``save_bp_baseline`` replaces it."""
+    raw = _bp_entries(study)
+    raw[backbone] = {**head, "sweep": list(points)}
+    study.set_user_attr(BP_BASELINE, raw)
 
 
 def _promoted(study: optuna.Study) -> Iterator[tuple[str, Confirmation]]:
     """(what: a trial number or "bp:<backbone>", its record) of every promoted entry."""
-    for key, raw in study.user_attrs.items():
+    for key, raw in user_attrs(study).items():
         m = re.fullmatch(re.escape(PROMOTED) + r"(\d+)x(\d+):(\d+|bp:.+)", key)
         if m is None:
             continue
         fid = (int(m.group(1)), int(m.group(2)))
         what = m.group(3)
-        c = Confirmation.parse(int(what) if what.isdigit() else None, raw, fid)
+        at = Stored(study.study_name, key)
+        c = Confirmation.parse(int(what) if what.isdigit() else None,
+                               obj(at, raw, "a promoted training's seeds"), fid, at)
         if c is not None:
             yield what, c
 
@@ -213,12 +208,14 @@ def _promoted(study: optuna.Study) -> Iterator[tuple[str, Confirmation]]:
 def budget_confirmations(study: optuna.Study) -> dict[int, Confirmation]:
     """Trial number -> its confirmation at the trial budget."""
     out: dict[int, Confirmation] = {}
-    for key, raw in study.user_attrs.items():
-        number = key[len(CONFIRMED):]
-        if key.startswith(CONFIRMED) and number.isdigit():
-            c = Confirmation.parse(int(number), raw)
+    for key, raw in user_attrs(study).items():
+        digits = key[len(CONFIRMED):]
+        if key.startswith(CONFIRMED) and digits.isdigit():
+            at = Stored(study.study_name, key)
+            c = Confirmation.parse(int(digits), obj(at, raw, "a confirmation's seeds"),
+                                   at=at)
             if c is not None:
-                out[int(number)] = c
+                out[int(digits)] = c
     return out
 
 
@@ -265,10 +262,3 @@ def save_confirmation(study: optuna.Study, c: Confirmation, *, backbone: str | N
         raise ValueError("a BP confirmation needs its backbone")
     save_bp_baseline(study, backbone, replace(bp_baselines(study)[backbone],
                                               confirmed=c.stored()))
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """The names of the study's objectives (accuracy, speedup, memory), from its settings."""
-    names = StoredRun.of(study).objectives
-    n = len(study.directions)
-    return list(names) if names and len(names) == n else [f"objective_{i}" for i in range(n)]

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.stored_run import study_settings
 from bwbpf.reports.study_attrs import (
     BPBaseline,
     bp_baselines,
+    bp_sweep_points,
     save_bp_baseline,
-    study_settings,
+    save_bp_sweep_points,
 )
 from bwbpf.search import budget
 from bwbpf.search.placement import Placer
@@ -24,6 +28,7 @@ from bwbpf.spaces import (
     ConfigError,
     Decoupling,
     SearchSpace,
+    UserError,
     build,
     params_for,
     reference_decouplings,
@@ -33,7 +38,7 @@ from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.spaces.encoding import Draw
 from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
 from bwbpf.spaces.losses import LocalLoss
-from bwbpf.trainers import Data, TrainPlan, fit
+from bwbpf.trainers import Data, NonFiniteLoss, TrainPlan, fit
 
 log = logging.getLogger("bwbpf.search")
 
@@ -154,38 +159,97 @@ def bp_plan(s: SearchSettings, seed: int) -> TrainPlan:
                      augment=s.space.augment, lr_schedule=s.space.lr_schedule)
 
 
-def bp_baseline(s: SearchSettings, data: Data, backbone: str) -> BPBaseline:
+def bp_baseline(s: SearchSettings, data: Data, backbone: str,
+                done: Sequence[dict[str, Any]] = (),
+                on_point: Callable[[list[dict[str, Any]]], None] | None = None) -> BPBaseline:
     """End-to-end BP on the same backbone, data and epochs; its learning rate is the best of a
     small sweep on the validation split, so the comparison is fair to BP. When an end of the
-    sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice."""
-    wd = s.space.middle_weight_decay
+    sweep wins, the sweep goes one step (x2 or /2) further that way, at most twice. A rate
+    whose training diverges is a point too (val_accuracy None), never the winner. The points
+    in ``done`` (an interrupted sweep's) are not trained again; ``on_point`` gets the sweep
+    after each point trained here."""
     plan = bp_plan(s, s.seed)
+    have = {p["lr"]: p for p in done if "lr" in p}
     sweep: list[dict[str, Any]] = []
     todo = sorted(set(s.bp_lrs))
     while todo:
         lr = todo.pop(0)
-        d = bp_decoupling(s, backbone, lr)
-        net = build(d, data.num_classes, data.in_channels, data.image_size, seed=s.seed)
+        if lr in have:
+            sweep.append(have[lr])
+            log.info("BP baseline %s lr %g: as an earlier run trained it", backbone, lr)
+        else:
+            sweep.append(sweep_point(s, data, backbone, lr, plan))
+            if on_point is not None:
+                on_point(sweep)
+        nxt = None if todo else further(s, sweep)
+        if nxt is not None:
+            todo.append(nxt)
+    return winner(s, backbone, sweep)
+
+
+def sweep_point(s: SearchSettings, data: Data, backbone: str, lr: float, plan: TrainPlan
+                ) -> dict[str, Any]:
+    """One BP training of the sweep, as stored; one that diverges says where (the step's
+    NonFiniteLoss) in ``diverged``, its val_accuracy None."""
+    net = build(bp_decoupling(s, backbone, lr), data.num_classes, data.in_channels,
+                data.image_size, seed=s.seed)
+    began = time.monotonic()
+    try:
         r = fit(net, data, plan)
-        curve = [round(m.val_accuracy, 5) for m in r.history]
-        sweep.append({"lr": lr, "val_accuracy": round(r.val_accuracy, 5), "curve": curve,
-                      "train_seconds": round(r.train_seconds, 2)})
-        log.info("BP baseline %s lr %g: val %.4f", backbone, lr, r.val_accuracy)
-        if not todo and len(sweep) > 1 and len(sweep) < len(s.bp_lrs) + MAX_EXTRA_LRS:
-            lrs = sorted(row["lr"] for row in sweep)
-            top = max(sweep, key=lambda row: row["val_accuracy"])["lr"]
-            if top == lrs[0] or top == lrs[-1]:
-                nxt = top / 2 if top == lrs[0] else top * 2
-                if 0 < nxt <= MAX_LR:
-                    todo.append(nxt)
-    best = max(sweep, key=lambda row: row["val_accuracy"])
+    except NonFiniteLoss as e:
+        # info, as every point: the summary counts it, and a sweep where all diverge ends
+        # in its one line
+        log.info("BP baseline %s lr %g diverged: %s", backbone, lr, e)
+        return {"lr": lr, "val_accuracy": None, "diverged": str(e),
+                "train_seconds": round(time.monotonic() - began, 2)}
+    log.info("BP baseline %s lr %g: val %.4f", backbone, lr, r.val_accuracy)
+    return {"lr": lr, "val_accuracy": round(r.val_accuracy, 5),
+            "curve": [round(m.val_accuracy, 5) for m in r.history],
+            "train_seconds": round(r.train_seconds, 2)}
+
+
+def further(s: SearchSettings, sweep: list[dict[str, Any]]) -> float | None:
+    """The next rate when an end of the sweep wins (the best that trained at the lowest or
+    highest rate tried), while the sweep has room for it; else None."""
+    trained = [p for p in sweep if p.get("val_accuracy") is not None]
+    if not trained or not 1 < len(sweep) < len(s.bp_lrs) + MAX_EXTRA_LRS:
+        return None
+    lrs = sorted(p["lr"] for p in sweep)
+    top = max(trained, key=lambda p: p["val_accuracy"])["lr"]
+    if top not in (lrs[0], lrs[-1]):
+        return None
+    nxt = top / 2 if top == lrs[0] else top * 2
+    return nxt if 0 < nxt <= MAX_LR else None
+
+
+class SweepDiverged(UserError):
+    """End-to-end BP diverged at every rate of its sweep: --bp-lrs asks too much."""
+
+
+def winner(s: SearchSettings, backbone: str, sweep: list[dict[str, Any]]) -> BPBaseline:
+    trained = [p for p in sweep if p.get("val_accuracy") is not None]
+    if not trained:
+        lrs = ",".join(f"{p['lr']:g}" for p in sweep)
+        why = sweep[0].get("diverged", "diverged")
+        raise SweepDiverged(f"--bp-lrs {lrs}: end-to-end BP on {backbone} diverged at every "
+                            f"rate (at lr {sweep[0]['lr']:g}: {why}); give smaller rates")
+    best = max(trained, key=lambda p: p["val_accuracy"])
     return BPBaseline(backbone=backbone, width=s.space.width, epochs=s.epochs,
-                      weight_decay=wd, best_lr=best["lr"], val_accuracy=best["val_accuracy"],
-                      curve=tuple(best["curve"]), sweep=tuple(sweep))
+                      weight_decay=s.space.middle_weight_decay, best_lr=best["lr"],
+                      val_accuracy=best["val_accuracy"], curve=tuple(best.get("curve", ())),
+                      sweep=tuple(sweep))
 
 
 def ensure_bp_baselines(study: optuna.Study, s: SearchSettings, data: Data) -> None:
+    """The BP baseline of every backbone the study lacks; each sweep point is stored as it
+    ends, so a rerun after an interruption trains only the points still missing."""
     stored = bp_baselines(study)
     for backbone in s.space.backbones:
-        if backbone not in stored:
-            save_bp_baseline(study, backbone, bp_baseline(s, data, backbone))
+        if backbone in stored:
+            continue
+        head = {"backbone": backbone, "width": s.space.width, "epochs": s.epochs,
+                "weight_decay": s.space.middle_weight_decay}
+        done = bp_sweep_points(study, backbone, head)
+        bp = bp_baseline(s, data, backbone, done,
+                         partial(save_bp_sweep_points, study, backbone, head))
+        save_bp_baseline(study, backbone, bp)

@@ -211,19 +211,16 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    import optuna
-
     from bwbpf.reports.record import best_trial, describe_counts, state_counts
     from bwbpf.reports.study_attrs import confirmations
-    from bwbpf.search.study import check_study_name, open_storage
+    from bwbpf.search.study import check_study_name, checked_studies, open_storage
 
     check_study_name(args.study)  # not used here, but a bad flag is still refused
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if not names:
+    studies = checked_studies(storage)  # all read (a bad value refused) before a line
+    if not studies:
         print("no studies")
-    for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
+    for study in studies:
         best = best_trial(study)
         where = "no result yet"
         if best:
@@ -231,7 +228,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
             where = f"best {c.shown() if c else f'{best.values[0]:.4f}'} (trial {best.number})"
         states = describe_counts(state_counts(study))
         dirs = ",".join(d.name.lower() for d in study.directions)
-        print(f"{name}: {states}; {dirs}; {where}")
+        print(f"{study.study_name}: {states}; {dirs}; {where}")
     return 0
 
 
@@ -266,10 +263,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from bwbpf.search.study import open_storage, redact
+    from bwbpf.search.study import checked_studies, open_storage, redact
 
     check_listen(args.host, args.port)
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
+    checked_studies(storage)  # the server answers HTTP 500 on a study it cannot read
     print(f"optuna-dashboard for {redact(args.storage)} on http://{args.host}:{args.port}/",
           flush=True)
     try:
@@ -287,8 +285,7 @@ def check_listen(host: str, port: int) -> None:
     import socket
 
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port,
-                                                          type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise UserError(f"--host {host}: cannot resolve it ({why})") from None

@@ -5,7 +5,7 @@ the study's budget is used, the ``confirm_top`` best feasible trials by single-s
 (on the feasible Pareto front, in a multi-objective study), the reference trials and end-to-end
 BP at its best learning rate are each trained ``confirm_seeds`` more times at the trial budget,
 on the same data and validation split, with seeds ``seed + 1``, ``seed + 2``, ... for both the
-initial weights and the data order. The results go to the study (reports.study_attrs.Confirmation)
+initial weights and the data order. The results go to the study (reports.seed_record.Confirmation)
 after every training, so Ctrl-C loses at most the one running, and a rerun trains only what is
 missing. The ranking then uses the mean (reports.record.ranked).
 
@@ -32,12 +32,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.record import TrialRecord, feasible_trials
+from bwbpf.reports.seed_record import Confirmation, Fidelity, fidelity_shown
 from bwbpf.reports.study_attrs import (
-    Confirmation,
-    Fidelity,
     bp_baselines,
     budget_confirmations,
-    fidelity_shown,
     promoted,
     save_confirmation,
 )

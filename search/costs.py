@@ -20,6 +20,7 @@ from typing import Iterator, MutableMapping
 import optuna
 
 from bwbpf.reports import optuna_api
+from bwbpf.reports.attr_readers import step_times
 from bwbpf.reports.record import MB, TrialRecord
 from bwbpf.search.settings import SearchSettings
 from bwbpf.trainers import Data, NetCost, resolve_device
@@ -43,9 +44,8 @@ class StudyTimes(MutableMapping[str, float]):
                 self[key] = value
 
     def _refresh(self) -> None:
-        attrs = self.storage.get_study_system_attrs(self.study_id)
-        self.local.update({k[len(PREFIX):]: float(v) for k, v in attrs.items()
-                           if k.startswith(PREFIX)})
+        # through the typed reader: a stored time that is not one is refused, never used
+        self.local.update(step_times(self.storage, self.study_id))
 
     def __getitem__(self, key: str) -> float:
         if key not in self.local:

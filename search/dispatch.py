@@ -19,7 +19,9 @@ from bwbpf.reports.optuna_api import OptunaChanged
 from bwbpf.search.parser import PROG, UsageError, parse
 from bwbpf.search.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study import StorageLost, storage_lost
+from bwbpf.search.training import Diverged
 from bwbpf.spaces import UserError
+from bwbpf.trainers import NonFiniteLoss
 from bwbpf.trainers.device import OutOfMemory, is_out_of_memory, oom_line
 from bwbpf.trainers.group import RankStop, end_rank, joined
 
@@ -127,8 +129,11 @@ def _outcome(argv: list[str]) -> int:
     except OptunaChanged as e:  # an Optuna release newer than pyproject allows
         print(f"bwbpf-search: {e}", file=sys.stderr)
         return 1
-    except OutOfMemory as e:
+    except (OutOfMemory, Diverged) as e:  # runtime faults whose message is the line
         print(f"bwbpf-search: {e}", file=sys.stderr)
+        return 1
+    except NonFiniteLoss as e:  # a schedule that did not say which run diverged
+        print(f"bwbpf-search: training diverged: {e}; try a lower --lr", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as e:  # out of memory where no guard named the work
         if not is_out_of_memory(e):

@@ -12,7 +12,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
-from bwbpf.reports.study_attrs import StoredRun, budget_confirmations
+from bwbpf.reports.stored_run import StoredRun
+from bwbpf.reports.study_attrs import budget_confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.document import upgrade

@@ -11,7 +11,8 @@ import optuna
 
 from bwbpf.reports.note import save_note
 from bwbpf.reports.record import MB, TrialRecord, save
-from bwbpf.reports.study_attrs import Confirmation, bp_baselines
+from bwbpf.reports.seed_record import Confirmation
+from bwbpf.reports.study_attrs import bp_baselines
 from bwbpf.search.budget import SurplusTrial, used
 from bwbpf.search.constraints import judge, of_space
 from bwbpf.search.costs import cost_record

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import optuna
 
-from bwbpf.reports.study_attrs import SETTINGS
+from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
 from bwbpf.search.confirm import confirm

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bwbpf.reports.attr_readers import Stored
+from bwbpf.reports.stored_run import SETTINGS, read_settings
 from bwbpf.search.samplers import Pruner, Sampler
 from bwbpf.search.study import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
@@ -243,10 +245,12 @@ class SearchSettings:
         out["storage"] = redact(self.storage)
         return out
 
-    def conflicts(self, stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    def conflicts(self, raw: Any) -> list[tuple[str, Any, Any]]:
         """(key, the study's value, this run's) of every setting that differs from those the
-        study was created with; space fields one by one ("space.min_speedup"). A space field
-        added since a study was created counts as its default there."""
+        study was created with (``raw``, as stored: refused when it is not settings); space
+        fields one by one ("space.min_speedup"). A space field added since a study was created
+        counts as its default there."""
+        stored = read_settings(Stored(self.study, SETTINGS), raw)
         mine = self.record()
         out = []
         old_meaning = before(SearchSettings)
@@ -263,12 +267,12 @@ class SearchSettings:
                 out.append((k, stored[k], mine[k]))
         return out
 
-    def adopt_space(self, stored: dict[str, Any]) -> SearchSettings:
+    def adopt_space(self, raw: Any) -> SearchSettings:
         """These settings with the stored study's value of every space field this run does
         not name: a rerun without flags resumes a study made under other defaults (older
         versions searched fewer heads and losses). A named field that differs is still a
         conflict (see ``conflicts``)."""
-        space = stored.get("space")
+        space = read_settings(Stored(self.study, SETTINGS), raw).get("space")
         if self.space_given is None or not isinstance(space, dict):
             return self
         old = stored_space(space)

@@ -217,7 +217,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def study_names(storage: BaseStorage) -> list[str]:
-    return [s.study_name for s in storage.get_all_studies()]
+    from bwbpf.reports.attr_readers import study_names as names  # a value not JSON: refused
+
+    return names(storage)
 
 
 def check_study_name(name: str, *, new: bool = False) -> None:
@@ -237,7 +239,22 @@ def load_existing(storage: BaseStorage, name: str) -> optuna.Study:
     if name not in names:
         raise UserError(f"no study named {name!r} in this storage; studies: "
                         f"{', '.join(names) or '(none)'}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return checked(optuna.load_study(study_name=name, storage=storage))
+
+
+def checked_studies(storage: BaseStorage) -> list[optuna.Study]:
+    """Every study of the storage, each ``checked``."""
+    return [checked(optuna.load_study(study_name=name, storage=storage))
+            for name in study_names(storage)]
+
+
+def checked(study: optuna.Study) -> optuna.Study:
+    """``study``, once every value this version reads of it was read: one it cannot read is
+    refused before a command uses or changes the study."""
+    from bwbpf.reports.study_attrs import check_study
+
+    check_study(study)
+    return study
 
 
 def open_study(storage: BaseStorage, name: str, directions: Sequence[str],
@@ -245,8 +262,8 @@ def open_study(storage: BaseStorage, name: str, directions: Sequence[str],
                ) -> optuna.Study:
     """Creates the study or loads it; an existing study with other directions is refused."""
     if name in study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
-                                  pruner=pruner)
+        study = checked(optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                          pruner=pruner))
         have = [d.name.lower() for d in study.directions]
         if have != list(directions):
             raise UserError(f"study {name!r} optimises {have}; this run asks for "

@@ -21,7 +21,8 @@ from bwbpf.reports.record import (
     verdict,
 )
 from bwbpf.reports.record import summary as summary_rows
-from bwbpf.reports.study_attrs import Confirmation, confirmations
+from bwbpf.reports.seed_record import Confirmation
+from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
 

@@ -29,6 +29,7 @@ from bwbpf.trainers import (
     Data,
     EpochMetrics,
     NetCost,
+    NonFiniteLoss,
     TrainPlan,
     TrainResult,
     evaluate,
@@ -47,6 +48,11 @@ RUN_FILES = ("metrics.json", "settings.json", "decoupling.json", "blockwise", "b
 
 class StopAfter(Exception):
     """Raised after the epoch --stop-after names: the run ends resumable."""
+
+
+class Diverged(RuntimeError):
+    """A run's loss became NaN or inf; the message is the one line `train` ends with (exit 1):
+    which run, block, epoch and step, and the flag to lower."""
 
 
 def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
@@ -175,6 +181,9 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
                      on_checkpoint=checkpoint)
     except StopAfter:
         return None
+    except NonFiniteLoss as e:  # its message names the block, the epoch and the step
+        flag = "--bp-lr" if label == "backprop" else "--lr"
+        raise Diverged(f"{label} training diverged: {e}; try a lower {flag}") from None
     return outcome(d, cost, result, evaluate(net, data.test, plan), plan)
 
 

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.note import save_note
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import BP_BASELINE, SETTINGS
+from bwbpf.reports.stored_run import SETTINGS
+from bwbpf.reports.study_attrs import BP_BASELINE
 from bwbpf.search.cli import main
 from bwbpf.spaces import SearchSpace, params_for, reference_decouplings, sample, to_document
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.note import markdown, save_note
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.study_attrs import Confirmation
+from bwbpf.reports.seed_record import Confirmation
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, params_for, sample
 from bwbpf.spaces import to_document as document
 

@@ -113,9 +113,9 @@ def test_the_one_line_description_names_heads_depths_and_losses() -> None:
 
 
 def test_the_bp_baseline_entry_round_trips_and_keeps_what_it_does_not_know() -> None:
+    from bwbpf.reports.seed_record import Confirmation
     from bwbpf.reports.study_attrs import (
         BPBaseline,
-        Confirmation,
         bp_baselines,
         bp_confirmation,
         save_confirmation,

@@ -13,14 +13,9 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord, ranked
-from bwbpf.reports.study_attrs import (
-    CONFIRMED,
-    SETTINGS,
-    Confirmation,
-    bp_confirmation,
-    confirmations,
-    save_confirmation,
-)
+from bwbpf.reports.seed_record import Confirmation
+from bwbpf.reports.stored_run import SETTINGS
+from bwbpf.reports.study_attrs import CONFIRMED, bp_confirmation, confirmations, save_confirmation
 from bwbpf.search.confirm import candidates, top_trials, train
 from bwbpf.search.runner import load_search_data
 from bwbpf.search.settings import SearchSettings

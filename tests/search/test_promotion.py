@@ -9,9 +9,9 @@ import optuna
 import pytest
 
 from bwbpf.reports.record import best_trial, ranked
+from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.study_attrs import (
     PROMOTED,
-    Confirmation,
     bp_confirmation,
     confirmations,
     promoted,
