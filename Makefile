@@ -9,7 +9,7 @@ PKGS := search spaces trainers reports
 SRC := pyproject.toml $(shell find $(PKGS) -name '*.py' -o -name '*.json' -o -name 'py.typed')
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data system test lint unit demo bench quality gpu-bundle clean
+.PHONY: install data system test lint unit docs reference demo bench quality gpu-bundle clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,7 @@ data:
 	fi
 
 lint: install
-	$(VENV)/bin/ruff check $(PKGS) tests benchmarks
+	$(VENV)/bin/ruff check $(PKGS) tests benchmarks docs
 	$(VENV)/bin/mypy -p bwbpf.search -p bwbpf.spaces -p bwbpf.trainers -p bwbpf.reports
 	$(VENV)/bin/mypy benchmarks/*.py  # scripts that import each other by module name
 
@@ -66,8 +66,17 @@ TEST_JOBS ?= auto
 unit: install
 	$(VENV)/bin/pytest -q -n $(TEST_JOBS) -m "not integration"
 
-test: install data system lint
+test: install data system lint docs
 	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --durations=15
+
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or a
+# page missing from the nav. `make reference` writes the command-line page from the parser
+# (a test fails while the committed page and the parser disagree).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+reference: install
+	$(PY) -m bwbpf.search.reference docs/reference/cli.md
 
 # The main job: the most accurate decoupling of the small backbone (vgg8b at 0.25 width) that
 # trains at least 2x faster than end-to-end BP with one device per block and keeps at most 0.6

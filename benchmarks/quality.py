@@ -15,8 +15,9 @@ confirmation over a second seed (search.confirm).
 
 Every finished training is kept in OUT/out/quality-runs.json and every study in
 OUT/out/quality.db, so a run that stops continues where it stopped when started again. The
-Quality section of RESULTS.md, quality.json and quality_budget.png (a headless Chromium draws the
-plotly figure) are rewritten after every stage, with what is done so far.
+tables (OUT/quality.md), quality.json and quality_budget.png (a headless Chromium draws the
+plotly figure) are rewritten after every stage, with what is done so far; docs/results.md
+quotes the figures.
 """
 
 from __future__ import annotations
@@ -382,17 +383,6 @@ def plot(q: Quality, path: Path) -> bool:
     return True
 
 
-def write_results(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if "## Quality" in text:
-        head, _, rest = text.partition("## Quality")
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true")
@@ -414,7 +404,7 @@ def main() -> int:
         drawn = plot(q, out / "quality_budget.png")
         if q.curve and not drawn:
             text += "\n(no Chromium here: quality_budget.png was not drawn)\n"
-        write_results(text, out / "RESULTS.md")
+        (out / "quality.md").write_text(text)
 
     if args.render:
         before = json.loads((out / "quality.json").read_text())
@@ -422,7 +412,7 @@ def main() -> int:
     else:
         q.experiment(write)
     write()
-    print((out / "RESULTS.md").read_text().partition("## Quality")[2].split("\n## ")[0])
+    print((out / "quality.md").read_text())
     return 0
 
 

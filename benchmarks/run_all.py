@@ -1,4 +1,5 @@
-"""`make bench`: runs every CPU benchmark here and writes benchmarks/RESULTS.md.
+"""`make bench`: runs every CPU benchmark here and writes their tables to benchmarks/out/bench.md
+(docs/results.md quotes the figures, with the date and machine this file records).
 
     .venv/bin/python benchmarks/run_all.py [--only memory,step_cost]
 """
@@ -26,7 +27,7 @@ BENCHMARKS = ["memory", "step_cost", "cost_model", "parallel", "distributed",
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(BENCHMARKS))
-    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "bench.md")
     args = ap.parse_args()
     sections: list[tuple[str, list[Row], float]] = []
     for name in args.only.split(","):
@@ -37,8 +38,7 @@ def main() -> int:
             print(r.line(), flush=True)
         sections.append((name, rows, time.perf_counter() - start))
     text = render(sections)
-    if args.out.exists() and "## Quality" in args.out.read_text():  # written by quality.py
-        text += "\n## Quality" + args.out.read_text().split("## Quality", 1)[1]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
@@ -54,8 +54,7 @@ def render(sections: list[tuple[str, list[Row], float]]) -> str:
         f"({torch.get_num_threads()} threads), CUDA {'yes' if torch.cuda.is_available() else 'no'}",
         "- command: `make bench` (each script also runs alone: "
         "`.venv/bin/python benchmarks/<name>.py`)",
-        "- every figure in the sections before Quality was measured by the script named in its "
-        "section, in this run; the Quality section comes from `make quality` and says when",
+        "- every figure here was measured by the script named in its section, in this run",
         "",
     ]
     for name, rows, seconds in sections:

@@ -6,10 +6,19 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from bwbpf.spaces import SearchSpace
-from bwbpf.spaces.declared import Kind, check
+from bwbpf.spaces.declared import VALUES, Kind, check
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def described(values: str, parse: F) -> F:
+    """``parse`` with the words for what it accepts (``values``: the command-line reference
+    shows them beside the flag)."""
+    setattr(parse, "values", values)
+    return parse
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -24,7 +33,7 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{v} must be <= {hi}")
         return v
 
-    return parse
+    return described(f"integer {lo}..{hi}", parse)
 
 
 def cores() -> int:
@@ -49,7 +58,9 @@ def per_core(n: int, most_is: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{v} is more than {most_is.format(most=most)}")
         return v
 
-    return parse
+    each = "per core" if n > 1 else "core"
+    return described(f"integer >= 1, at most {n if n > 1 else 'one'} {each} of the machine",
+                     parse)
 
 
 up_to_cores = per_core(1, "the {most} cores of this machine")
@@ -62,6 +73,9 @@ def path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is an empty path; give a file or folder")
     return Path(text)
+
+
+described(VALUES["path"], path)
 
 
 port = int_in(1, 65535)
@@ -90,7 +104,7 @@ def csv(kind: Callable[[str], object]) -> Callable[[str], tuple]:
             raise argparse.ArgumentTypeError(f"{text!r} has an empty item")
         return tuple(kind(t) for t in items)
 
-    return parse
+    return described(f"comma-separated: {getattr(kind, 'values', kind.__name__)}", parse)
 
 
 def of_kind(kind: Kind, allowed: tuple[object, ...] = ()) -> Callable[[str], object]:
@@ -117,7 +131,8 @@ def of_kind(kind: Kind, allowed: tuple[object, ...] = ()) -> Callable[[str], obj
             raise argparse.ArgumentTypeError(why)
         return value
 
-    return parse
+    of = f" of {', '.join(map(str, allowed))}" if allowed else ""
+    return described(VALUES[kind] + of, parse)
 
 
 # The flags of settings that are not declared fields (train's, export's) check as these kinds.

@@ -29,6 +29,13 @@ KEY = "bwbpf"
 Kind = Literal["int>=1", "int>=0", "number>0", "fraction", "seed", "names", "lrs", "choice",
                "bool", "text", "path"]
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
+# What each kind accepts, in words (the command-line reference shows it).
+VALUES: dict[str, str] = {
+    "int>=1": "integer >= 1", "int>=0": "integer >= 0", "number>0": "number > 0",
+    "fraction": "number in (0, 1]", "seed": f"integer 0..{MAX_SEED}",
+    "names": "comma-separated names", "lrs": f"comma-separated numbers in (0, {MAX_LR:g}]",
+    "choice": "one of the choices", "bool": "on or off", "text": "text",
+    "path": "a path (not empty)"}
 NOTHING: Any = object()  # ``before``: the setting has always existed
 
 

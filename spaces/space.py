@@ -68,8 +68,9 @@ class SearchSpace:
     # How every trial and BP are trained: random crop and flip of the training batches, and the
     # learning-rate schedule (cosine: warm-up + cosine; onecycle: torch's OneCycleLR). Short
     # trials do better without augmentation and with one-cycle, BP and block-wise alike
-    # (benchmarks/setup_study.py; RESULTS.md), and augmentation costs block-wise more. These
-    # differ from TrainPlan's full-training defaults on purpose (its docstring says why).
+    # (benchmarks/setup_study.py; docs/results.md "setup-study"), and augmentation costs
+    # block-wise more. These differ from TrainPlan's full-training defaults on purpose (its
+    # docstring says why).
     augment: bool = setting(False, flag="--augment", kind="bool", before=True, group=SPACE,
                             help="random crop and flip of training batches, for every trial "
                                  "and BP")

@@ -58,7 +58,7 @@ def test_quality_experiment_tiny(tmp_path: Path) -> None:
     assert [p["epochs"] for p in result["curve"]] == budget["curve"]
     for p in result["curve"]:
         assert len(p["bp"]) == len(p["best"]) == len(budget["curve_seeds"])
-    text = (tmp_path / "RESULTS.md").read_text()
+    text = (tmp_path / "quality.md").read_text()
     assert "## Quality" in text and "| vgg16 | searched on vgg8b, new space |" in text
     assert "Budget curve" in text and (tmp_path / "quality_budget.png").stat().st_size > 1000
     # each search's line says how its trials ended, counting every trial its study holds

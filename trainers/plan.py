@@ -22,7 +22,7 @@ class TrainPlan:
     """How one network is trained. Its defaults are those of a *full* training (`train`):
     augmentation on and warm-up + cosine, what keeps a long run from overfitting. A search's
     short trials use the space's instead (``SearchSpace.augment`` off, ``lr_schedule``
-    one-cycle: both do better at a few epochs, see RESULTS.md "setup_study"), and every plan
+    one-cycle: both do better at a few epochs, see docs/results.md "setup-study"), and every plan
     the search makes passes them explicitly. The difference is deliberate; this is where it
     is said."""
 
