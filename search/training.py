@@ -125,6 +125,8 @@ def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: boo
         raise UserError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     if continuing:
         return True
+    if resume:  # a script may pass --resume every time; the first run says what it did
+        log.warning("--resume: %s holds no earlier run; starting a new one", out)
     for f in RUN_FILES:  # only with --force: check_out refused an earlier run otherwise
         remove(out / f)
     write_json_atomic(out / "settings.json", settings)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable
@@ -301,3 +302,44 @@ def test_a_document_with_a_duplicate_key_is_refused(cli: Runner, tmp_path: Path)
     rc, _, err = cli("train", "--arch", str(arch), *TINY, "--out", str(tmp_path / "run"))
     assert rc == 2 and one_line(err) and "duplicate key 'schema'" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
+def test_a_sigkilled_journal_run_is_finished_by_its_rerun(tmp_path: Path) -> None:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    log = tmp_path / "s.log"
+    argv = [sys.executable, "-m", "bwbpf.search", "-q", "run", "--storage", f"journal:{log}",
+            "--study", "j", "--n-trials", "2", "--no-baselines", "--pruner", "none", *TINY,
+            "--train-subset", "1000", "--epochs", "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def running() -> list[optuna.trial.FrozenTrial]:
+        if not log.exists():
+            return []
+        storage = JournalStorage(JournalFileBackend(str(log)))
+        return [t for s in storage.get_all_studies() for t in storage.get_all_trials(s._study_id)
+                if t.state == TrialState.RUNNING and WORKER in t.system_attrs]
+
+    deadline = time.monotonic() + 120
+    while not running():  # wait on the condition: a trial marked by its worker
+        assert first.poll() is None and time.monotonic() < deadline, "no trial ran"
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="j",
+                              storage=JournalStorage(JournalFileBackend(str(log))))
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
+    assert TrialState.FAIL in states  # the killed worker's trial, failed and run again
+
+
+def test_resume_without_an_earlier_run_says_so(cli: Runner, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "--arch", "paper", *TINY, "--out", str(out), "--resume")
+    assert rc == 0, err
+    assert f"--resume: {out} holds no earlier run; starting a new one" in err
+    assert (out / "metrics.json").is_file()
