@@ -36,7 +36,7 @@ class BadStoredValue(UserError):
     """A stored value this version cannot read; the message is the whole line."""
 
 
-def shown(value: Any) -> str:
+def excerpt(value: Any) -> str:
     text = repr(value)  # one line: repr escapes newlines
     return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
 
@@ -62,7 +62,7 @@ class Stored:
         return f"{who}stored {kind} {self.key!r}{inside}"
 
     def refuse(self, value: Any, expected: str) -> NoReturn:
-        raise BadStoredValue(f"{self.where()} is {shown(value)}; expected {expected}; "
+        raise BadStoredValue(f"{self.where()} is {excerpt(value)}; expected {expected}; "
                              "nothing was changed")
 
 
@@ -87,10 +87,15 @@ def text(at: Stored, value: Any) -> str:
 def number(at: Stored, value: Any, expected: str = "a number",
            ok: Callable[[float], bool] = lambda x: True) -> float:
     """A finite JSON number (not true/false) that passes ``ok``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and ok(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         at.refuse(value, expected)
-    return float(value)
+    try:
+        f = float(value)  # an integer of 400 digits overflows here
+    except OverflowError:
+        at.refuse(value, expected)
+    if not (math.isfinite(f) and ok(f)):
+        at.refuse(value, expected)
+    return f
 
 
 def positive(at: Stored, value: Any) -> float:
@@ -164,7 +169,7 @@ def _refuse_not_json(storage: BaseStorage, study: str | None, e: ValueError) -> 
         at.refuse(value, "a JSON value")
     doc = getattr(e, "doc", None)  # the text that failed, without its key
     where = "a stored attribute" if study is None else f"study {study!r}: a stored attribute"
-    raise BadStoredValue(f"{where} is {shown(doc)}; expected a JSON value; nothing was "
+    raise BadStoredValue(f"{where} is {excerpt(doc)}; expected a JSON value; nothing was "
                          "changed") from None
 
 

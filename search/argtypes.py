@@ -58,9 +58,8 @@ def per_core(n: int, most_is: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{v} is more than {most_is.format(most=most)}")
         return v
 
-    each = "per core" if n > 1 else "core"
-    return described(f"integer >= 1, at most {n if n > 1 else 'one'} {each} of the machine",
-                     parse)
+    most = f"{n} per core of the machine" if n > 1 else "the machine's cores"
+    return described(f"integer >= 1, at most {most}", parse)
 
 
 up_to_cores = per_core(1, "the {most} cores of this machine")

@@ -23,20 +23,21 @@ from bwbpf.reports.study_attrs import (
 from bwbpf.search import budget
 from bwbpf.search.placement import Placer
 from bwbpf.search.settings import SearchSettings
+from bwbpf.search.training import Diverged
 from bwbpf.spaces import (
     BlockOptim,
     ConfigError,
     Decoupling,
     SearchSpace,
-    UserError,
     build,
     params_for,
     reference_decouplings,
 )
+from bwbpf.spaces.copied_heads import pyramidal_depth
 from bwbpf.spaces.declared import before
 from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.spaces.encoding import Draw
-from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
+from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LocalLoss
 from bwbpf.trainers import Data, NonFiniteLoss, TrainPlan, fit
 
@@ -222,8 +223,10 @@ def further(s: SearchSettings, sweep: list[dict[str, Any]]) -> float | None:
     return nxt if 0 < nxt <= MAX_LR else None
 
 
-class SweepDiverged(UserError):
-    """End-to-end BP diverged at every rate of its sweep: --bp-lrs asks too much."""
+class SweepDiverged(Diverged):
+    """End-to-end BP diverged at every rate of its sweep: --bp-lrs asks too much. A runtime
+    fault (exit 1), not refused input: the study and its diverged points are stored by then,
+    so a rerun with other rates trains only those."""
 
 
 def winner(s: SearchSettings, backbone: str, sweep: list[dict[str, Any]]) -> BPBaseline:

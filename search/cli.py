@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
     interrupts = _Interrupts()
-    previous = signal.signal(signal.SIGINT, interrupts)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:  # a background job started with Ctrl-C ignored keeps it
+        signal.signal(signal.SIGINT, interrupts)
     try:
         code = _run(list(sys.argv[1:] if argv is None else argv), interrupts)
     finally:
@@ -74,17 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def interrupted() -> int:
+    """Ctrl-C's one line and exit status, wherever the command was."""
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def _run(argv: list[str], interrupts: _Interrupts) -> int:
     try:
         dispatch = _load()
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return interrupted()
     except (ImportError, OSError, MemoryError) as e:
         print(_load_failure(e), file=sys.stderr)
         return 1
     code: int = dispatch.main(argv)
     if interrupts.seen and code == 0:  # swallowed by a finaliser: the command did not finish
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return interrupted()
     return code

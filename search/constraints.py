@@ -19,7 +19,7 @@ fraction of BP's) are known before training, so:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import optuna
 
@@ -98,58 +98,70 @@ def check_reachable(space: SearchSpace, *, in_channels: int, image_size: tuple[i
     (search.reach), by the rules measure_cost and the timer follow; the objective still
     judges each trial on measure_cost's and the timer's own figures.
     """
-    s, r = space.min_speedup, space.max_memory
-    if s is None and r is None:
+    if space.min_speedup is None and space.max_memory is None:
         return
+    reach = _Reach(space, {"in_channels": in_channels, "image_size": image_size,
+                           "num_classes": num_classes})
+    profiles = reach.profiles(timer)
+    if space.min_speedup is not None:
+        if reach.top_speedup(profiles)[0] < space.min_speedup and timer is not None:
+            timer.time_again()  # a busy moment may have slowed some pieces: the fastest of two
+            profiles = reach.profiles(timer)
+        reach.check_speedup(profiles, timer)
+    if space.max_memory is not None:
+        reach.check_memory(profiles)
 
-    def profiles_by(timer: StepTimer | None) -> list[Profile]:
-        return [profile(Pieces(b, space.width, in_channels=in_channels, image_size=image_size,
-                               num_classes=num_classes, timer=timer), space)
-                for b in space.backbones]
 
-    def where(backbone: str) -> str:
-        units = f", >= {space.min_units} units a block" if space.min_units > 1 else ""
-        return f"({backbone} x{space.width:g}, K<={space.max_blocks}{units})"
+@dataclass(frozen=True)
+class _Reach:
+    """What the space can reach, on one input shape."""
 
-    def top_speedup(profiles: list[Profile]) -> tuple[float, str]:
-        return max((best_speedup(p, space), p.backbone) for p in profiles)
+    space: SearchSpace
+    shape: dict[str, Any]
 
-    profiles = profiles_by(timer)
-    if s is not None and top_speedup(profiles)[0] < s and timer is not None:
-        timer.time_again()  # a busy moment may have slowed some pieces: the fastest of two
-        profiles = profiles_by(timer)
-    if s is not None:
-        top, b = top_speedup(profiles)
+    def profiles(self, timer: StepTimer | None) -> list[Profile]:
+        return [profile(Pieces(b, self.space.width, timer=timer, **self.shape), self.space)
+                for b in self.space.backbones]
+
+    def where(self, backbone: str) -> str:
+        sp = self.space
+        units = f", >= {sp.min_units} units a block" if sp.min_units > 1 else ""
+        return f"({backbone} x{sp.width:g}, K<={sp.max_blocks}{units})"
+
+    def top_speedup(self, profiles: list[Profile]) -> tuple[float, str]:
+        return max((best_speedup(p, self.space), p.backbone) for p in profiles)
+
+    def check_speedup(self, profiles: list[Profile], timer: StepTimer | None) -> None:
+        s = self.space.min_speedup
+        assert s is not None
+        top, b = self.top_speedup(profiles)
         if top < s:
-            flops = _by_flops(top_speedup, profiles_by, s, timer)
             raise UserError(f"--min-speedup {s:g}: the space reaches at most "
-                            f"{_pair(top, s)[0]}x {where(b)}{flops}")
-    if r is not None:
-        low, b = min((least_memory(p, space), p.backbone) for p in profiles)
+                            f"{_pair(top, s)[0]}x {self.where(b)}{self.by_flops(s, timer)}")
+
+    def by_flops(self, s: float, timer: StepTimer | None) -> str:
+        """Where measured step times refuse a speed-up that FLOPs allow, the refusal says so:
+        the times depend on this machine and what else runs on it."""
+        if timer is None or (flops := self.top_speedup(self.profiles(None))[0]) < s:
+            return ""
+        return (f" by measured step times on this machine (by FLOPs it reaches {flops:.2f}x; "
+                "times are slower while other work runs: rerun when the machine is idle, or "
+                "pass --cost-model flops)")
+
+    def check_memory(self, profiles: list[Profile]) -> None:
+        s, r = self.space.min_speedup, self.space.max_memory
+        assert r is not None
+        low, b = min((least_memory(p, self.space), p.backbone) for p in profiles)
         if low > r:
             raise UserError(f"--max-memory {r:g}: the space needs at least "
-                            f"{_pair(low, r)[0]} of BP's activation memory {where(b)}")
+                            f"{_pair(low, r)[0]} of BP's activation memory {self.where(b)}")
         if s is not None:
-            low, b = min((least_memory(p, space, s), p.backbone) for p in profiles)
+            low, b = min((least_memory(p, self.space, s), p.backbone) for p in profiles)
             if low > r:
                 raise UserError(f"--min-speedup {s:g} with --max-memory {r:g}: no decoupling "
                                 f"of the space meets both; at {s:g}x or more it needs at least "
-                                f"{_pair(low, r)[0]} of BP's activation memory {where(b)}")
-
-
-def _by_flops(top: Callable[[list[Profile]], tuple[float, str]],
-              profiles_by: Callable[[StepTimer | None], list[Profile]], s: float,
-              timer: StepTimer | None) -> str:
-    """Where measured step times refuse a speed-up that FLOPs allow, the refusal says so: the
-    times depend on this machine and what else runs on it."""
-    if timer is None:
-        return ""
-    flops = top(profiles_by(None))[0]
-    if flops < s:
-        return ""
-    return (f" by measured step times on this machine (by FLOPs it reaches {flops:.2f}x; "
-            "times are slower while other work runs: rerun when the machine is idle, or pass "
-            "--cost-model flops)")
+                                f"{_pair(low, r)[0]} of BP's activation memory "
+                                f"{self.where(b)}")
 
 
 # ---------------------------------------------------------------- a run that only rejects

@@ -20,13 +20,11 @@ from typing import Iterator, MutableMapping
 import optuna
 
 from bwbpf.reports import optuna_api
-from bwbpf.reports.attr_readers import step_times
+from bwbpf.reports.attr_readers import STEP_SECONDS, step_times
 from bwbpf.reports.record import MB, TrialRecord
 from bwbpf.search.settings import SearchSettings
 from bwbpf.trainers import Data, NetCost, resolve_device
 from bwbpf.trainers.timing import StepTimer, StepTimes
-
-PREFIX = "bwbpf:step_seconds|"  # study system attributes: hidden from the attribute tables
 
 
 class StudyTimes(MutableMapping[str, float]):
@@ -54,7 +52,7 @@ class StudyTimes(MutableMapping[str, float]):
 
     def __setitem__(self, key: str, value: float) -> None:
         self.local[key] = value
-        self.storage.set_study_system_attr(self.study_id, PREFIX + key, value)
+        self.storage.set_study_system_attr(self.study_id, STEP_SECONDS + key, value)
 
     def __delitem__(self, key: str) -> None:
         raise TypeError("measured step times are kept for the study's life")

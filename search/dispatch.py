@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
+from bwbpf.search.cli import interrupted
 from bwbpf.search.parser import PROG, UsageError, parse
 from bwbpf.search.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study import StorageLost, storage_lost
@@ -94,6 +95,17 @@ def _main(argv: list[str]) -> int:
         threading.excepthook = default
 
 
+def _fault_line(e: BaseException) -> str | None:
+    """The one line of a runtime fault (exit 1); None for anything else."""
+    if isinstance(e, (OptunaChanged, OutOfMemory, Diverged)):  # the message is the line
+        return str(e)
+    if isinstance(e, NonFiniteLoss):  # a schedule that did not say which run diverged
+        return f"training diverged: {e}; try a lower --lr"
+    if is_out_of_memory(e):  # where no guard named the work
+        return oom_line(e, "running the command")
+    return None
+
+
 def _outcome(argv: list[str]) -> int:
     try:
         args = parse(argv)
@@ -109,39 +121,27 @@ def _outcome(argv: list[str]) -> int:
         if e.line:
             print(f"{PROG}: {'error: ' if e.code == 2 else ''}{e.line}", file=sys.stderr)
         return e.code
-    except UserError as e:
-        if os.environ.get("RANK", "0") != "0" and "LOCAL_RANK" in os.environ:
-            return 2  # a launched rank > 0: rank 0 says the same line (the same argv)
-        prog = e.prog if isinstance(e, UsageError) else PROG
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except UserError as e:  # a launched rank > 0 is quiet: rank 0 says the same line
+        if os.environ.get("RANK", "0") == "0" or "LOCAL_RANK" not in os.environ:
+            print(f"{e.prog if isinstance(e, UsageError) else PROG}: error: {e}", file=sys.stderr)
         return 2
     except (StorageLost, SQLAlchemyError) as e:  # the storage went away mid-run
         lost = e if isinstance(e, StorageLost) else storage_lost(e, getattr(args, "storage", ""))
         print(f"bwbpf-search: {lost}", file=sys.stderr)
         return 1
     except Terminated:
-        if getattr(args, "worker", None) is not None:
-            return 143  # a --jobs worker: its parent says it
-        resumable = getattr(args, "command", "") in ("run", "train")
-        print("bwbpf-search: stopped by SIGTERM"
-              + ("; rerun the same command to resume" if resumable else ""), file=sys.stderr)
+        if getattr(args, "worker", None) is None:  # a --jobs worker: its parent says it
+            resumable = getattr(args, "command", "") in ("run", "train")
+            print("bwbpf-search: stopped by SIGTERM"
+                  + ("; rerun the same command to resume" if resumable else ""), file=sys.stderr)
         return 143
-    except OptunaChanged as e:  # an Optuna release newer than pyproject allows
-        print(f"bwbpf-search: {e}", file=sys.stderr)
-        return 1
-    except (OutOfMemory, Diverged) as e:  # runtime faults whose message is the line
-        print(f"bwbpf-search: {e}", file=sys.stderr)
-        return 1
-    except NonFiniteLoss as e:  # a schedule that did not say which run diverged
-        print(f"bwbpf-search: training diverged: {e}; try a lower --lr", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as e:  # out of memory where no guard named the work
-        if not is_out_of_memory(e):
+    except (MemoryError, RuntimeError) as e:  # OutOfMemory, Diverged, NonFiniteLoss among them
+        line = _fault_line(e)
+        if line is None:  # a programming error: its traceback is wanted
             raise
-        print(f"bwbpf-search: {oom_line(e, 'running the command')}", file=sys.stderr)
+        print(f"bwbpf-search: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bwbpf-search: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0

@@ -48,8 +48,11 @@ def _default(a: argparse.Action) -> str:
 
 
 def _help(a: argparse.Action, prog: str) -> str:
-    text = (a.help or "") % {"default": a.default, "prog": prog} if a.help else ""
-    return _cell(text)
+    if not a.help:
+        return ""
+    # Some Python releases add this to BooleanOptionalAction's help: the page is the same on all
+    text = a.help.removesuffix(" (default: %(default)s)")
+    return _cell(text % {"default": a.default, "prog": prog})
 
 
 def _rows(actions: list[argparse.Action], prog: str) -> list[str]:

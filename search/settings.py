@@ -60,7 +60,8 @@ class SearchSettings:
     image_size: int | None = setting(None, flag="--image-size", kind="int>=1", optional=True,
                                      identity=True, group=DATA,
                                      help="resize images once to this square size (default: "
-                                          "native)")
+                                          "the set's own; an image folder's most common size, "
+                                          "its longer side at most 256)")
     train_subset: int | None = setting(None, flag="--train-subset", kind="int>=1",
                                        optional=True, identity=True, group=DATA,
                                        help="train on this many images (after the validation "

@@ -19,11 +19,13 @@ import os
 import socket
 import warnings
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.samplers import BaseSampler
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -105,9 +107,23 @@ def reap(study: optuna.Study, adopted: set[int]) -> bool:
 
 
 # ---------------------------------------------------------------- journal files: no heartbeats
-# Trial system attribute: "host|pid|start|number" of the process running trial ``number``. A
-# re-queued trial inherits its predecessor's system attributes: the number tells them apart.
+# Trial system attribute: "machine|pid|start|number" of the process running trial ``number``,
+# the machine being its host name, boot and pid namespace (containers sharing a host name do
+# not see each other's processes). A re-queued trial inherits its predecessor's system
+# attributes: the number tells them apart.
 WORKER = "bwbpf:worker"
+
+
+def _machine() -> str:
+    """Where process ids mean the same process: this host, this boot, this pid namespace."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("ns/pid")
+                         else Path(path).read_text().strip())
+        except OSError:
+            parts.append("?")
+    return "/".join(parts).replace("|", "/")
 
 
 def _started(pid: int) -> str | None:
@@ -131,28 +147,36 @@ def mark_worker(trial: optuna.Trial) -> None:
     storage = optuna_api.storage_of(trial.study)
     if optuna_api.heartbeat_interval(storage) is None:
         pid = os.getpid()
-        storage.set_trial_system_attr(optuna_api.trial_id(trial), WORKER,
-                                      f"{socket.gethostname()}|{pid}|{_started(pid)}|{trial.number}")
+        mark = f"{_machine()}|{pid}|{_started(pid)}|{trial.number}"
+        storage.set_trial_system_attr(optuna_api.trial_id(trial), WORKER, mark)
 
 
 def _gone(mark: object, number: int) -> bool:
+    """Whether the worker that marked trial ``number`` is known to be dead. Unknown (another
+    machine, boot or pid namespace; another trial's mark) is not dead."""
     if not isinstance(mark, str) or mark.count("|") != 3:
         return False
-    host, pid, started, of = mark.split("|")
-    if host != socket.gethostname() or not pid.isdigit() or of != str(number):
-        return False  # another machine's worker, or the mark of the trial this one retries
+    machine, pid, started, of = mark.split("|")
+    if machine != _machine() or "?" in machine or not pid.isdigit() or of != str(number):
+        return False
     now = _started(int(pid))
     return now is None or (now != "?" and started != "?" and now != started)
 
 
 def _fail_orphans(study: optuna.Study) -> None:
-    """Fails each RUNNING trial whose worker on this host is gone, and re-queues it with its
-    parameters as the RDB storages' heartbeat callback does."""
+    """Fails each RUNNING trial whose worker on this machine is gone, and re-queues it with
+    its parameters as the RDB storages' heartbeat callback does. Another process may fail the
+    same trial first (two reruns at once): then it is theirs to re-queue."""
     storage = optuna_api.storage_of(study)
     with warnings.catch_warnings():  # "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            gone = _gone(t.system_attrs.get(WORKER), t.number)
-            if gone and storage.set_trial_state_values(optuna_api.trial_id(t), TrialState.FAIL):
+            if not _gone(t.system_attrs.get(WORKER), t.number):
+                continue
+            try:
+                failed = storage.set_trial_state_values(optuna_api.trial_id(t), TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue
+            if failed:
                 retry(study, storage.get_trial(optuna_api.trial_id(t)))

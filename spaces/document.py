@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError, UserError
 from bwbpf.spaces.transfer import relative_cuts
+from bwbpf.spaces.values import unique_keys
 
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import Decoupling
@@ -121,24 +122,10 @@ class _Constant:
     name: str
 
 
-def _unique(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """An object hook that refuses a key given twice (JSON keeps the last one silently)."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in items:
-            if key in out:
-                raise ConfigError(f"{where}: duplicate key {key!r}")
-            out[key] = value
-        return out
-
-    return pairs
-
-
 def parse_json(text: str, where: str) -> Any:
     """The parsed text; any failure is one ConfigError line naming ``where`` (e.g. the file)."""
     try:
-        doc = json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique(where))
+        doc = json.loads(text, parse_constant=_Constant, object_pairs_hook=unique_keys(where))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where}: not valid JSON (line {e.lineno} column {e.colno}: "
                           f"{e.msg})") from None

@@ -33,9 +33,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 from bwbpf.spaces.backbones import get_backbone
+from bwbpf.spaces.copied_heads import pyramidal_depth
 from bwbpf.spaces.decoupling import MAX_LR, AuxSpec, BlockOptim, Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
+from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LocalLoss
 from bwbpf.spaces.space import SearchSpace
 

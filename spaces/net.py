@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from bwbpf.spaces.backbones import UnitInfo, get_backbone
+from bwbpf.spaces.copied_heads import MomentumHead
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.heads import AuxHead, HeadPlace, MomentumHead, make_aux_head
+from bwbpf.spaces.heads import AuxHead, HeadPlace, make_aux_head
 from bwbpf.spaces.losses import final_head_loss
 
 
@@ -86,7 +87,7 @@ class DecoupledNet(nn.Module):
 
     def track_momentum(self, momentum: float) -> None:
         """Moves every momentum head's copies one step toward the units they copy: after every
-        training step, when all blocks have stepped (``heads.momentum_for`` the training's
+        training step, when all blocks have stepped (``copied_heads.momentum_for`` the training's
         length; 0: onto them, as built)."""
         for h in self.aux_heads:
             if isinstance(h, AuxHead) and isinstance(h.logits, MomentumHead):

@@ -20,7 +20,7 @@ import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Callable, Literal, Mapping, Union
 
 from bwbpf.spaces.errors import ConfigError
 
@@ -102,8 +102,9 @@ def read_small(path: Path, where: str) -> str:
         raise ConfigError(f"{where}: cannot read ({e.__class__.__name__})") from None
 
 
-def load_json(text: str, where: str) -> Any:
-    """``json.loads`` that refuses a key given twice in one object."""
+def unique_keys(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """``json.loads``' object hook that refuses a key given twice in one object (JSON itself
+    keeps the last silently): space files and decoupling documents alike."""
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -113,7 +114,12 @@ def load_json(text: str, where: str) -> Any:
             out[k] = v
         return out
 
-    return json.loads(text, object_pairs_hook=pairs)
+    return pairs
+
+
+def load_json(text: str, where: str) -> Any:
+    """``json.loads`` that refuses a key given twice in one object."""
+    return json.loads(text, object_pairs_hook=unique_keys(where))
 
 
 def load_yaml(text: str, where: str) -> Any:

@@ -21,7 +21,7 @@ from torch import Tensor
 from bwbpf.spaces.files import shown
 from bwbpf.spaces.registry import Registry
 from bwbpf.trainers.data import Data, Split
-from bwbpf.trainers.device import available_memory, is_out_of_memory
+from bwbpf.trainers.device import available_memory, is_out_of_memory, oom_line
 from bwbpf.trainers.sources import (
     FOLDER_LAYOUT,
     DataError,
@@ -107,8 +107,8 @@ def _float_splits(name: str, parts: list[tuple[Tensor, Tensor]], image_size: int
     except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
         if not is_out_of_memory(e):
             raise
-        raise DataError(f"{what}: out of memory while converting {name} to float32 for "
-                        f"{target}; choose a smaller --image-size") from None
+        raise DataError(f"{what}: " + oom_line(e, f"converting {name} to float32 for {target}",
+                                               "choose a smaller --image-size")) from None
 
 
 def check_memory(what: str, images: int, channels: int, size: tuple[int, ...],

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
-from bwbpf.spaces.heads import momentum_for
+from bwbpf.spaces.copied_heads import momentum_for
 from bwbpf.trainers.device import autocast
 from bwbpf.trainers.optim import make_optimizer, make_schedule
 from bwbpf.trainers.plan import NonFiniteLoss, TrainPlan

@@ -6,8 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bwbpf.reports.attr_readers import STEP_SECONDS
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.costs import PREFIX
 from bwbpf.search.settings import SearchSettings
 
 from .conftest import FAST, Runner
@@ -18,7 +18,7 @@ SMALL = [*FAST, "--train-subset", "200", "--val-size", "100", "--pruner", "none"
 def step_times(db: str, name: str) -> dict[str, float]:
     storage = optuna.storages.get_storage(db)
     attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(name))
-    return {k: v for k, v in attrs.items() if k.startswith(PREFIX)}
+    return {k: v for k, v in attrs.items() if k.startswith(STEP_SECONDS)}
 
 
 def test_trials_record_the_measured_speedup_and_flops_and_a_rerun_reuses_the_times(

@@ -154,20 +154,32 @@ def test_a_name_of_only_spaces_is_refused(cli: Runner, tmp_path: Path,
 # --- storages this user may not write -------------------------------------------------------
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h
-PR_CAPBSET_DROP = 24  # linux/prctl.h
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4  # linux/prctl.h
+CAP_V3 = 0x20080522  # _LINUX_CAPABILITY_VERSION_3
 
 
 def _drop_file_overrides() -> None:
     """In the child, before exec: root keeps its uid but loses the two capabilities that let
     it pass permission bits, so a folder of mode 555 refuses it as it refuses anyone. Its own
     files stay readable (it owns them), so the clone and its .venv may sit in a folder no one
-    else may enter (a home folder of mode 700)."""
+    else may enter (a home folder of mode 700). At exec root's capabilities become its
+    bounding set plus its inheritable and ambient ones: all three lose them."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            raise OSError(ctypes.get_errno(), what)
+
     for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
+    check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT)")
+    header = (ctypes.c_uint32 * 2)(CAP_V3, 0)
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words
+    check(libc.capget(header, data), "capget")
+    data[2] &= ~((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH))  # inheritable, word 0
+    check(libc.capset(header, data), "capset")
 
 
 def as_unprivileged(argv: list[str]) -> tuple[int, str, str]:

@@ -19,7 +19,6 @@ import optuna
 import pytest
 
 from bwbpf.reports.record import ranked
-from bwbpf.search import costs
 from bwbpf.search.cli import main
 
 from .conftest import FAST, Runner
@@ -138,12 +137,6 @@ def test_an_accuracy_outside_0_1_never_ranks(db: Path) -> None:
     user_attr("promoted:6x0:1", {"seeds": [0], "val_accuracy": [1e308]})(db)
     with pytest.raises(BadStoredValue, match="1e\\+308"):
         ranked(optuna.load_study(study_name="s", storage=f"sqlite:///{db}"))
-
-
-def test_the_step_times_are_read_under_the_key_search_writes() -> None:
-    from bwbpf.reports import attr_readers
-
-    assert costs.PREFIX == attr_readers.STEP_SECONDS == STEP_SECONDS
 
 
 @pytest.mark.parametrize("case", ["settings-not-json", "step-time"])

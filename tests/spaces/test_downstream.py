@@ -21,7 +21,7 @@ from bwbpf.spaces import (
     make_aux_head,
 )
 from bwbpf.spaces.backbones import scaled
-from bwbpf.spaces.heads import downstream_units, pyramidal_depth
+from bwbpf.spaces.copied_heads import downstream_units, pyramidal_depth
 from bwbpf.spaces.losses import INFOPRO_FIRST, INFOPRO_LAST, Decoder, infopro_weights
 
 WIDTH, SIZE = 0.125, (32, 32)

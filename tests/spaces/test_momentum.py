@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bwbpf.spaces import AuxSpec, BlockOptim, ConfigError, Decoupling, build
-from bwbpf.spaces.heads import MomentumHead, check_schedule, momentum_for, momentum_units
+from bwbpf.spaces.copied_heads import MomentumHead, momentum_for, momentum_units
+from bwbpf.spaces.heads import check_schedule
 from bwbpf.spaces.transfer import transfer_depth
 from bwbpf.trainers import TrainPlan, fit, load_data
 from bwbpf.trainers.stepper import Stepper

@@ -19,8 +19,9 @@ from bwbpf.spaces import (
     reference_decouplings,
     sample,
 )
+from bwbpf.spaces.copied_heads import pyramidal_depth
 from bwbpf.spaces.encoding import cuts_from_fractions
-from bwbpf.spaces.heads import AUX_HEADS, pyramidal_depth
+from bwbpf.spaces.heads import AUX_HEADS
 
 SPACES = [SearchSpace(), SearchSpace(backbones=("resnet18", "vgg11"), max_blocks=5, min_units=1),
           SearchSpace(backbones=("resnet50",), max_blocks=3, min_units=3,
