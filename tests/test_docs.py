@@ -121,3 +121,11 @@ def test_the_site_shows_its_pages_in_chromium(site: str, browser, tmp_path: Path
     if keep := os.environ.get("BWBPF_SCREENSHOTS"):  # to look at them: a folder to copy into
         shutil.copy(shot, Path(keep) / shot.name)
     assert [e for e in browser.errors() if "favicon" not in e] == []
+
+
+def test_every_repository_file_the_results_cite_exists() -> None:
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"`((?:benchmarks|docs|search|spaces|trainers|reports|tests)/"
+                           r"[\w./-]+\.\w+)`", text))
+    assert cited  # the page does cite its scripts and data
+    assert sorted(p for p in cited if not (ROOT / p).exists()) == []
