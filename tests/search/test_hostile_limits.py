@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 import pytest
@@ -248,9 +248,20 @@ def test_export_over_a_fifo_is_one_line(cli: Runner, tmp_path: Path) -> None:
 
 # --- 11. a Ctrl-C that a finaliser swallowed still ends the command ---------------------------
 
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Ctrl-C as at a terminal: a test run started in the background (`cmd &` in a script)
+    inherits SIGINT ignored, and the command rightly keeps it so."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
 def test_a_ctrl_c_swallowed_by_a_finaliser_ends_in_one_line(
-        cli: Runner, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        cli: Runner, db: str, monkeypatch: pytest.MonkeyPatch, ctrl_c: None) -> None:
     class Held:
         pass
 
@@ -267,6 +278,24 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_ends_in_one_line(
     rc, out, err = cli("studies", "--storage", db)
     assert rc == 130 and err.endswith("bwbpf-search: interrupted\n")
     assert "s" in out  # the command itself finished
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_it_ignored(
+        cli: Runner, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = dispatch.parse
+
+    def parse_under_ctrl_c(argv: list[str]) -> Any:
+        signal.raise_signal(signal.SIGINT)  # the script's Ctrl-C, meant for the script
+        return real(argv)
+
+    monkeypatch.setattr(dispatch, "parse", parse_under_ctrl_c)
+    optuna.create_study(study_name="s", storage=db)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a script
+    try:
+        rc, out, _ = cli("studies", "--storage", db)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert rc == 0 and out.startswith("s: ")
 
 
 # --- 13. a busy machine: the space is timed again, and the refusal names the FLOPs figure ----
@@ -335,7 +364,7 @@ def test_a_sigkilled_journal_run_is_finished_by_its_rerun(tmp_path: Path) -> Non
     log = tmp_path / "s.log"
     argv = [sys.executable, "-m", "bwbpf.search", "-q", "run", "--storage", f"journal:{log}",
             "--study", "j", "--n-trials", "2", "--no-baselines", "--pruner", "none", *TINY,
-            "--train-subset", "1000", "--epochs", "6"]
+            "--train-subset", "600", "--epochs", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
