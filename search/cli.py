@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any, Sequence
 
@@ -67,12 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     interrupts = _Interrupts()
     previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:  # a background job started with Ctrl-C ignored keeps it
+    # Only the main thread may set a handler; a background job started with Ctrl-C ignored
+    # keeps it ignored.
+    ours = threading.current_thread() is threading.main_thread() and previous is not signal.SIG_IGN
+    if ours:
         signal.signal(signal.SIGINT, interrupts)
     try:
         code = _run(list(sys.argv[1:] if argv is None else argv), interrupts)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
+        if ours:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None
+                          else previous if previous is not None else signal.SIG_DFL)
     return code
 
 

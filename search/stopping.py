@@ -13,6 +13,7 @@ import ctypes
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import suppress
 from types import FrameType
 from typing import Any
@@ -31,7 +32,10 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def stop_on_sigterm() -> None:
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """SIGTERM raises ``Terminated`` from now on (only the main thread may say so: a command
+    run from another thread leaves SIGTERM as it was)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec

@@ -396,3 +396,17 @@ def test_resume_without_an_earlier_run_says_so(cli: Runner, tmp_path: Path) -> N
     assert rc == 0, err
     assert f"--resume: {out} holds no earlier run; starting a new one" in err
     assert (out / "metrics.json").is_file()
+
+
+def test_a_command_run_from_another_thread_leaves_the_signals_alone(
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bwbpf.search.cli import main
+
+    optuna.create_study(study_name="s", storage=db)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    codes: list[int] = []
+    t = threading.Thread(target=lambda: codes.append(main(["studies", "--storage", db])))
+    t.start()
+    t.join()
+    assert codes == [0] and capsys.readouterr().out.startswith("s: ")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
