@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import optuna
 
+from bwbpf.reports.attr_readers import study_names
 from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.search import budget
 from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
@@ -29,7 +30,6 @@ from bwbpf.search.study import (
     open_study,
     storage_cause,
     storage_lost,
-    study_names,
 )
 from bwbpf.search.summary import Progress
 from bwbpf.search.workers import reap

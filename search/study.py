@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from bwbpf.reports.attr_readers import study_names  # a value that is not JSON is refused
+from bwbpf.reports.study_attrs import check_study
 from bwbpf.spaces import UserError
 
 log = logging.getLogger("bwbpf.search")
@@ -216,12 +218,6 @@ def _first_line(e: BaseException) -> str:
     return redact(text[0] if text else type(e).__name__)[:200]
 
 
-def study_names(storage: BaseStorage) -> list[str]:
-    from bwbpf.reports.attr_readers import study_names as names  # a value not JSON: refused
-
-    return names(storage)
-
-
 def check_study_name(name: str, *, new: bool = False) -> None:
     """Optuna takes any string; a name must still be visible, and a new study's name must fit
     Optuna's column and be printable (an existing one is looked up as given)."""
@@ -251,8 +247,6 @@ def checked_studies(storage: BaseStorage) -> list[optuna.Study]:
 def checked(study: optuna.Study) -> optuna.Study:
     """``study``, once every value this version reads of it was read: one it cannot read is
     refused before a command uses or changes the study."""
-    from bwbpf.reports.study_attrs import check_study
-
     check_study(study)
     return study
 
