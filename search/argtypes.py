@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from bwbpf.spaces import SearchSpace
+from bwbpf.spaces import ConfigError, SearchSpace, is_named, list_backbones
 from bwbpf.spaces.declared import VALUES, Kind, check
+from bwbpf.spaces.named_nets import parse_name
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -19,6 +20,24 @@ def described(values: str, parse: F) -> F:
     shows them beside the flag)."""
     setattr(parse, "values", values)
     return parse
+
+
+def _backbone(text: str) -> str:
+    if text in list_backbones():
+        return text
+    if not is_named(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown backbone {text!r}; valid: {', '.join(list_backbones())}, or a network "
+            "named torchvision:NAME or py:MODULE:FUNCTION")
+    try:
+        parse_name(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+backbone = described("a registered backbone, torchvision:NAME or py:MODULE:FUNCTION (with "
+                     "?key=value&... arguments)", _backbone)
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from bwbpf.search.settings import SearchSettings, checked_plan
-from bwbpf.spaces import Decoupling, SearchSpace, UserError
+from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
 from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers import Data, TrainPlan, load_data, memory_guard, resolve_device
@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else before(SearchSpace)["lr_schedule"])
     name = Path(args.arch).stem if args.arch not in ("paper", "uniform") else args.arch
     target = args.backbone or d.backbone
-    out = args.out or Path("runs") / f"train-{target}-{name}-seed{args.seed}"
+    out = args.out or Path("runs") / f"train-{file_stem(target)}-{name}-seed{args.seed}"
     loaded: list[Data] = []  # the data, when the transfer needed its shape
     transferred = None
     if doc is not None:
@@ -154,7 +154,7 @@ def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
             2 <= args.max_blocks < base.min_blocks):  # no silent change of the space's K range
         raise UserError(f"--max-blocks {args.max_blocks} is below the space's min_blocks "
                         f"{base.min_blocks}; pass --min-blocks")
-    fields = {**base.__dict__, **over}
+    fields = fit_to_networks({**base.__dict__, **over}, named | set(over))
     return SearchSpace.from_mapping(fields, where="search space"), frozenset(named | set(over))
 
 

@@ -11,10 +11,10 @@ import os
 from typing import Any, NoReturn
 
 from bwbpf.search import argtypes as at
-from bwbpf.search import commands
+from bwbpf.search import commands, listing
 from bwbpf.search.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
 from bwbpf.search.study import package_version
-from bwbpf.spaces import BlockOptim, SearchSpace, UserError, list_backbones
+from bwbpf.spaces import BlockOptim, SearchSpace, UserError
 from bwbpf.spaces.declared import choices, declared
 from bwbpf.spaces.space import CONSTRAINTS, LR_SCHEDULES, SPACE
 
@@ -80,7 +80,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="paper",
                    help="paper, uniform, or an exported JSON file (carried to --backbone and "
                         "--width when they differ from the file's, keeping its constraints)")
-    p.add_argument("--backbone", default=None, choices=list_backbones(),
+    p.add_argument("--backbone", default=None, type=at.backbone,
                    help=f"backbone (default {SearchSpace.backbones[0]} for paper/uniform; the "
                         "file's otherwise)")
     p.add_argument("--width", type=at.positive_float, default=None,
@@ -145,7 +145,7 @@ def add_transfer_flags(p: argparse.ArgumentParser, what: str, *, backbone: bool 
     g = p.add_argument_group("transfer to a deeper or wider net (keeping the constraints the "
                              "decoupling was found under)")
     if backbone:
-        g.add_argument("--backbone", default=None, choices=list_backbones(),
+        g.add_argument("--backbone", default=None, type=at.backbone,
                        help=f"carry {what} to this backbone (same family)")
         g.add_argument("--width", type=at.positive_float, default=None,
                        help=f"carry {what} to this channel multiplier")
@@ -206,6 +206,18 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.cmd_report)
 
 
+def add_backbones(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backbones", help="the units of a backbone: where the search may cut it")
+    p.add_argument("name", nargs="?", type=at.backbone, default=None,
+                   help="a registered backbone, torchvision:NAME or py:MODULE:FUNCTION (none: "
+                        "list the registered ones)")
+    p.add_argument("--image-size", type=at.int_in(8, 1024), default=32,
+                   help="side of the square input images (default %(default)s)")
+    p.add_argument("--channels", type=at.int_in(1, 64), default=3,
+                   help="input channels (default %(default)s)")
+    p.set_defaults(func=listing.cmd_backbones)
+
+
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="optuna-dashboard on a storage (localhost)")
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
@@ -223,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (add_run, add_export, add_train, add_report, add_dashboard, add_studies):
+    for add in (add_run, add_export, add_train, add_report, add_dashboard, add_studies,
+                add_backbones):
         add(sub)
     for p in sub.choices.values():  # -q after the subcommand too; SUPPRESS keeps a leading -q
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,

@@ -20,6 +20,7 @@ from bwbpf.spaces import (
     SearchSpace,
     UserError,
     build,
+    is_named,
     to_document,
 )
 from bwbpf.spaces.declared import before
@@ -63,7 +64,8 @@ def load_arch(arch: str, backbone: str | None, width: float | None, lr: float
     or width."""
     if arch in ("paper", "uniform"):
         # the search's default net (SearchSpace), so a trained baseline matches a default run
-        b, w = backbone or SearchSpace.backbones[0], width or SearchSpace.width
+        b = backbone or SearchSpace.backbones[0]
+        w = width or (1.0 if is_named(b) else SearchSpace.width)  # named: as built
         make = Decoupling.paper_default if arch == "paper" else Decoupling.uniform
         return make(b, width=w, optim=BlockOptim(lr=lr)), Trained(), None
     path = Path(arch)

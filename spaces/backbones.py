@@ -1,4 +1,5 @@
-"""Backbones as ordered lists of cuttable units plus a classifier.
+"""The tool's own backbones, VGG and ResNet, as ordered lists of cuttable units plus a
+classifier (``spaces.backbone_spec``), and ``get_backbone``, which also resolves named networks.
 
 A *unit* is the smallest piece a cut may go around: one conv+BN+ReLU (with the max-pool that
 follows it) for VGG, the stem or one residual block for ResNet. Every unit declares its output
@@ -8,84 +9,21 @@ from the place the layers come from.
 
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Literal
 
 from torch import Tensor, nn
 
+from bwbpf.spaces.backbone_spec import (
+    BackboneSpec,
+    Family,
+    UnitInfo,
+    UnitPlan,
+    scaled,
+)
+from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.registry import Registry
-
-Family = Literal["vgg", "resnet"]
-UnitPlan = list[tuple["UnitInfo", Callable[[], nn.Module]]]
-
-
-@dataclass(frozen=True)
-class UnitInfo:
-    index: int
-    stage: int  # VGG: pooling group (0-based); ResNet: 0 = stem, 1..4 residual stages
-    kind: str  # "conv", "stem", "basic", "bottleneck"
-    channels: int  # output channels
-    size: tuple[int, int]  # output spatial size (H, W)
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channels after the width multiplier (never below 4, so tiny widths still build)."""
-    return max(4, int(round(channels * width)))
-
-
-class BackboneSpec(abc.ABC):
-    """A registered backbone: architecture as data, plus how to turn it into units."""
-
-    name: str
-    family: Family
-
-    @property
-    @abc.abstractmethod
-    def num_units(self) -> int: ...
-
-    @abc.abstractmethod
-    def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan: ...
-
-    @abc.abstractmethod
-    def build_classifier(self, last: UnitInfo, num_classes: int, width: float) -> nn.Module: ...
-
-    def describe(
-        self, *, width: float = 1.0, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
-    ) -> list[UnitInfo]:
-        return [info for info, _ in self._plan(width, in_channels, image_size)]
-
-    def build_units(
-        self, *, width: float = 1.0, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
-    ) -> tuple[list[UnitInfo], list[nn.Module]]:
-        plan = self._plan(width, in_channels, image_size)
-        return [info for info, _ in plan], [make() for _, make in plan]
-
-    def build_some_units(
-        self, indices: list[int], *, width: float = 1.0, in_channels: int = 3,
-        image_size: tuple[int, int] = (32, 32)
-    ) -> list[nn.Module]:
-        """Fresh units ``indices`` of the net, each exactly like the net's own (same shapes, so
-        a copy can track the original's weights: a ``momentum`` aux head)."""
-        plan = self._plan(width, in_channels, image_size)
-        return [plan[i][1]() for i in indices]
-
-    @abc.abstractmethod
-    def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
-                  min_channels: int = 0) -> tuple[nn.Module, int]:
-        """A fresh unit like ``info`` (a ``downstream`` aux head's layer): same kind, its output
-        channels times ``width`` (at least ``min_channels``) and its output size, on an input
-        of ``c_in`` channels and ``in_size``. Returns (module, output channels)."""
-
-    def stage_of_units(self) -> list[int]:
-        """Stage index of each unit (independent of width and resolution)."""
-        return [u.stage for u in self.describe()]
-
-
-def stage_boundaries(stages: list[int]) -> list[int]:
-    """Unit indices that start a new stage: the cuts that sit at stage boundaries."""
-    return [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
 
 
 # ---------------------------------------------------------------- VGG
@@ -274,5 +212,20 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
+# Networks named by the user (torchvision:NAME, py:MODULE:FUNCTION) resolve through the
+# function spaces.graph_backbone registers for their prefixes.
+_RESOLVERS: dict[str, Callable[[str], BackboneSpec]] = {}
+
+
+def add_resolver(prefix: str, resolve: Callable[[str], BackboneSpec]) -> None:
+    _RESOLVERS[prefix] = resolve
+
+
 def get_backbone(name: str) -> BackboneSpec:
-    return BACKBONES.get(name)
+    for prefix, resolve in _RESOLVERS.items():
+        if isinstance(name, str) and name.startswith(prefix):
+            return resolve(name)
+    if name in BACKBONES:
+        return BACKBONES.get(name)
+    raise ConfigError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES.names())}, "
+                      "or a network named torchvision:NAME or py:MODULE:FUNCTION")

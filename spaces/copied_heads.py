@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from bwbpf.spaces.backbones import BackboneSpec, UnitInfo, get_backbone
+from bwbpf.spaces.backbone_spec import BackboneSpec, UnitInfo
+from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
 
 if TYPE_CHECKING:  # heads.py registers these builders: its types, not a runtime import

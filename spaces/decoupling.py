@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from itertools import combinations
 from typing import Any, Literal, Mapping, Sequence, get_args
 
-from bwbpf.spaces.backbones import get_backbone, stage_boundaries
+from bwbpf.spaces.backbone_spec import stage_boundaries
+from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
@@ -120,11 +121,16 @@ class Decoupling:
         for name, items, cls in (("aux", self.aux, AuxSpec), ("optim", self.optim, BlockOptim)):
             for i, item in enumerate(items):
                 _require(isinstance(item, cls), f"{name}[{i}]", f"expected {cls.__name__}")
-        n = get_backbone(self.backbone).num_units
+        spec = get_backbone(self.backbone)
+        spec.check_width(self.width)
+        n = spec.num_units
         for i, (aux, cut) in enumerate(zip(self.aux, self.cuts)):
             _require(not AUX_HEADS.get(aux.family).copies_units or aux.depth <= n - cut,
                      f"aux[{i}].depth", f"{aux.depth}: a {aux.family} head copies units that "
                      f"follow its block, and {n - cut} follow block {i + 1}")
+            why = spec.refusal(aux.family, aux.loss, cut - 1)
+            _require(why is None, f"aux[{i}]", f"{why}; not after unit {cut - 1} of "
+                     f"{self.backbone}")
 
     @property
     def num_blocks(self) -> int:
@@ -163,9 +169,12 @@ class Decoupling:
                       optim: BlockOptim | None = None) -> Decoupling:
         """The BWBPF paper's decoupling: cuts at stage boundaries, `linear` heads, K=4 where the
         backbone has enough stages. Of the stage boundaries, the K-1 that make the blocks'
-        unit counts most even are used (VGG-19: after conv 4, 8, 12; ResNet: at stages 2-4)."""
+        unit counts most even are used (VGG-19: after conv 4, 8, 12; ResNet: at stages 2-4).
+        A backbone of one stage (a vision transformer's tokens) gets K even blocks."""
         stages = get_backbone(backbone).stage_of_units()
         bounds = stage_boundaries(stages)
+        if not bounds:  # one stage (a vision transformer's tokens): even cuts
+            return cls.uniform(backbone, k=min(k, len(stages)), width=width, optim=optim)
         k = min(k, len(bounds) + 1)
         cuts = _most_even_subset(bounds, k - 1, len(stages))
         return cls._with(backbone, cuts, AuxSpec(), optim or BlockOptim(), width)

@@ -23,13 +23,16 @@ from bwbpf.spaces.values import unique_keys
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import Decoupling
 
-SCHEMA_ID = "bwbpf-search/decoupling/4"
+SCHEMA_ID = "bwbpf-search/decoupling/5"
+SCHEMA_V4 = "bwbpf-search/decoupling/4"
 SCHEMA_V3 = "bwbpf-search/decoupling/3"
 SCHEMA_V2 = "bwbpf-search/decoupling/2"
 # Version 1 named sum / max of the block costs "ideal_speedup"; version 2 measures speed-up
 # against end-to-end BP ("speedup") and keeps the old figure as "block_parallelism". Version 3
 # adds the downstream head and infopro loss, an aux head's "min_channels" and "training".
-# Version 4 adds "constraints" (the study's, kept by a transfer) and "transfer".
+# Version 4 adds "constraints" (the study's, kept by a transfer) and "transfer". Version 5
+# names any network (torchvision:NAME, py:MODULE:FUNCTION) with the node each cut follows
+# ("backbone.nodes") and what was adapted to the data ("backbone.adapted").
 SCHEMA_V1 = "bwbpf-search/decoupling/1"
 MAX_DEPTH = 32  # nesting levels; a document needs 5, its metrics a few more
 
@@ -79,16 +82,13 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "backbone": {"name": d.backbone, "family": spec.family, "width": d.width,
-                     "units": spec.num_units},
+                     "units": spec.num_units,
+                     **spec.network_record(d.cuts, (input or {}).get("classes"))},
     }
-    if input is not None:
-        doc["input"] = input
-    if training is not None:
-        doc["training"] = training
-    if constraints is not None:
-        doc["constraints"] = constraints
-    if transfer is not None:
-        doc["transfer"] = transfer
+    for key, value in (("input", input), ("training", training),
+                       ("constraints", constraints), ("transfer", transfer)):
+        if value is not None:
+            doc[key] = value
     doc["blocks"] = [{"units": list(r), "aux": asdict(d.aux[k]) if k < len(d.aux) else None,
                       "optim": asdict(d.optim[k])} for k, r in enumerate(ranges)]
     doc["cuts"] = {"units": list(d.cuts),
@@ -201,6 +201,7 @@ def from_document(doc: Any) -> Decoupling:
         raise ConfigError(f"$.cuts.units: {doc['cuts']['units']} does not match the blocks, "
                           f"which start at {list(cuts)}")
     _check_relative(doc["cuts"]["relative"], name, cuts)
+    get_backbone(name).check_nodes(doc["backbone"].get("nodes"), cuts)
     aux = tuple(_at(f"$.blocks[{k}].aux", lambda b=b: AuxSpec(**b["aux"]))
                 for k, b in enumerate(blocks[:-1]))
     optim = tuple(_at(f"$.blocks[{k}].optim", lambda b=b: BlockOptim(**b["optim"]))
@@ -223,11 +224,11 @@ def _check_backbone(backbone: dict[str, Any]) -> int:
 
 
 def upgrade(doc: Any) -> Any:
-    """An older document as the current version. Versions 2 and 3 read as they are (versions
-    3 and 4 only added fields and values). Version 1's "ideal_speedup" (sum / max of the block
+    """An older document as the current version. Versions 2 to 4 read as they are (versions
+    3 to 5 only added fields and values). Version 1's "ideal_speedup" (sum / max of the block
     costs, not a speed-up over BP) becomes "block_parallelism"; the speed-up over BP is not in
     a version-1 file: export the trial again to get it."""
-    if isinstance(doc, dict) and doc.get("schema") in (SCHEMA_V2, SCHEMA_V3):
+    if isinstance(doc, dict) and doc.get("schema") in (SCHEMA_V2, SCHEMA_V3, SCHEMA_V4):
         return {**doc, "schema": SCHEMA_ID}
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_V1:
         return doc

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bwbpf.spaces.backbones import scaled
+from bwbpf.spaces.backbone_spec import scaled
 from bwbpf.spaces.copied_heads import downstream_head, momentum_head
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.losses import (

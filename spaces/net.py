@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from bwbpf.spaces.backbones import UnitInfo, get_backbone
+from bwbpf.spaces.backbone_spec import UnitInfo
+from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.copied_heads import MomentumHead
 from bwbpf.spaces.decoupling import Decoupling
 from bwbpf.spaces.errors import ConfigError

@@ -5,6 +5,7 @@ made, and read from a space file. How a trial's parameters map to a decoupling i
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from bwbpf.spaces.decoupling import MAX_LR, AuxSpec, BlockOptim, Decoupling, Opt
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.named_nets import is_named
 from bwbpf.spaces.values import load_json, load_yaml, quote, read_small, typed
 
 LrSchedule = Literal["cosine", "onecycle"]  # how trainers.optim schedules a block's lr
@@ -25,6 +27,7 @@ Placement = Literal["feasible", "as-drawn"]
 
 
 SPACE, CONSTRAINTS = "search space", "constraints"
+log = logging.getLogger(__name__)
 
 
 def _fail(field: str, msg: str) -> None:
@@ -206,3 +209,28 @@ class SearchSpace:
         if not isinstance(raw, dict):
             raise ConfigError(f"--space {path}: expected a mapping of space fields")
         return raw
+
+
+def fit_to_networks(fields: dict[str, Any], given: frozenset[str] | set[str]
+                    ) -> dict[str, Any]:
+    """A space's fields fitted to the named networks among its backbones (``torchvision:``,
+    ``py:``): width 1 where none was given (a named network is built as its builder makes
+    it), and the head families and local losses that cannot sit on some unit of one dropped,
+    each with a line in the log saying why."""
+    nets = [b for b in fields["backbones"] if is_named(b)]
+    if not nets:
+        return fields
+    fields = dict(fields)
+    if "width" not in given:
+        fields["width"] = 1.0
+    for b in nets:
+        spec = get_backbone(b)
+        units = range(spec.num_units - 1)
+        for key, refuse in (("heads", lambda f, u: spec.refusal(f, "pred", u)),
+                            ("losses", lambda f, u: spec.refusal("linear", f, u))):
+            for item in fields[key]:
+                why = next(filter(None, (refuse(item, u) for u in units)), None)
+                if why is not None:
+                    fields[key] = tuple(x for x in fields[key] if x != item)
+                    log.info("%s: %s; not proposed", b, why)
+    return fields

@@ -56,7 +56,7 @@ BAD = [
     ("unknown head", lambda d: d["blocks"][1]["aux"].update(family="mlp"),
      r"^\$\.blocks\[1\]\.aux\.family: unknown aux head 'mlp'; valid: linear"),
     ("wrong schema id", lambda d: d.update(schema="bwbpf-search/decoupling/9"),
-     r"^\$\.schema: 'bwbpf-search/decoupling/9' is not 'bwbpf-search/decoupling/4'"),
+     r"^\$\.schema: 'bwbpf-search/decoupling/9' is not 'bwbpf-search/decoupling/5'"),
     ("absurd lr", lambda d: d["blocks"][0]["optim"].update(lr=1e300),
      r"^\$\.blocks\[0\]\.optim\.lr: 1e\+300 is greater than the maximum of 10"),
     ("absurd depth", lambda d: d["blocks"][0]["aux"].update(depth=10**9),

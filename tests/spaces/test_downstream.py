@@ -20,7 +20,7 @@ from bwbpf.spaces import (
     list_backbones,
     make_aux_head,
 )
-from bwbpf.spaces.backbones import scaled
+from bwbpf.spaces.backbone_spec import scaled
 from bwbpf.spaces.copied_heads import downstream_units, pyramidal_depth
 from bwbpf.spaces.losses import INFOPRO_FIRST, INFOPRO_LAST, Decoder, infopro_weights
 

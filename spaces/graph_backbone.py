@@ -1,0 +1,258 @@
+"""A named network (``spaces.named_nets``) as a backbone: its units are the pieces between the
+places it may be cut (``spaces.graph_cuts``), its classifier the last piece, from the global
+pooling on.
+
+Two rules make the pieces units. A piece with no layer of its own weights but normalisation
+(an activation, a pooling, a normalisation, a reshape) joins the unit before it, so a cut never
+parts a convolution from its BatchNorm. The classifier starts after the last cut before the
+first place the data is a vector (N, F), going back over the pooling and flattening that make
+it one. A unit whose output is a token sequence (N, L, D) hands it on as a map (N, D, L, 1)
+that the next unit turns back, so every aux head reads a map; pooling over the map is pooling
+over tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from bwbpf.spaces.backbone_spec import BackboneSpec, UnitInfo, UnitPlan
+from bwbpf.spaces.backbones import add_resolver
+from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.graph_cuts import (
+    classifier_start,
+    cut_points,
+    piece_module,
+    pieces_between,
+    propagate,
+    trace,
+    unit_ends,
+)
+from bwbpf.spaces.named_nets import PREFIXES, adapt, instantiate, parse_name
+
+# Head families that need what a named network cannot give: a copy of a unit at another width
+# (downstream), or a 2-D map (spatial kernels, the image decoder).
+NOT_ON_NETWORKS = {"downstream": "copies units at another width, which only the tool's own VGG "
+                                 "and ResNet can build"}
+NOT_ON_TOKENS = {"conv": "3x3 kernels need a feature map (N, C, H, W), not tokens (N, L, D)",
+                 "ir": "3x3 kernels need a feature map (N, C, H, W), not tokens (N, L, D)"}
+LOSSES_NOT_ON_TOKENS = {"infopro": "its decoder rebuilds the image from a feature map"}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A named network's units at one input: the node each ends at and its output shape, and
+    what was adapted to the data."""
+
+    ends: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    adapted: dict[str, Any] = field(hash=False, compare=False)
+
+
+def _traced(name: str, in_channels: int, image_size: tuple[int, int], classes: int = 10
+            ) -> tuple[fx.GraphModule, dict[str, Any]]:
+    model = instantiate(name)
+    adapted = adapt(model, in_channels, classes)
+    gm = trace(model, f"backbone {name}")
+    propagate(gm, torch.zeros(2, in_channels, *image_size), f"backbone {name}")
+    return gm, adapted
+
+
+@lru_cache(maxsize=32)
+def analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
+    gm, adapted = _traced(name, in_channels, image_size)
+    cuts = cut_points(gm)
+    stop = classifier_start(gm, cuts)
+    ends = unit_ends(gm, cuts, stop)
+    if len(ends) < 2:
+        raise ConfigError(f"backbone {name}: found {len(ends)} place(s) to cut between the "
+                          "input and the classifier; block-wise training needs at least 2 units")
+    shapes = tuple(tuple(e.meta["tensor_meta"].shape[1:]) for e in ends)
+    return Analysis(tuple(e.name for e in ends), shapes, adapted)
+
+
+class AsMap(nn.Module):
+    """A token sequence (N, L, D) or vector (N, F) as a map (N, D, L, 1) or (N, F, 1, 1)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            return x.transpose(1, 2).unsqueeze(-1)
+        return x.reshape(*x.shape[:2], *([1] * (4 - x.dim())))
+
+
+class FromMap(nn.Module):
+    """The inverse of ``AsMap`` for an original of ``rank`` dimensions."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rank == 3:
+            return x.squeeze(-1).transpose(1, 2)
+        return x.flatten(1) if self.rank == 2 else x
+
+
+def _info(k: int, shape: tuple[int, ...], stage: int) -> UnitInfo:
+    if len(shape) == 3:
+        return UnitInfo(k, stage, "map", shape[0], (shape[1], shape[2]))
+    if len(shape) == 2:
+        return UnitInfo(k, stage, "tokens", shape[1], (shape[0], 1))
+    return UnitInfo(k, stage, "vector", shape[0], (1, 1))
+
+
+def _stages(shapes: tuple[tuple[int, ...], ...]) -> list[int]:
+    """A stage ends where a map's spatial size falls (token units: one stage)."""
+    stages, stage = [], 0
+    for k, s in enumerate(shapes):
+        if k and len(s) == 3 and len(shapes[k - 1]) == 3 and s[1:] < shapes[k - 1][1:]:
+            stage += 1
+        stages.append(stage)
+    return stages
+
+
+# The input each named network was last analysed at: the data's, once a net was built for it.
+_LAST_INPUT: dict[str, tuple[int, tuple[int, int]]] = {}
+
+
+@dataclass(frozen=True)
+class GraphSpec(BackboneSpec):
+    """A named network as a backbone (``width`` must be 1: a narrower network is the builder's
+    own argument, e.g. ``?width_mult=0.5``)."""
+
+    name: str
+    family: str  # type: ignore[assignment]
+    probe_size: tuple[int, int] = (32, 32)
+
+    @classmethod
+    def named(cls, name: str) -> GraphSpec:
+        n = parse_name(name)
+        size = dict(n.args).get("image_size")
+        probe = (size, size) if isinstance(size, int) and 8 <= size <= 512 else (32, 32)
+        return cls(name, n.family, probe)
+
+    def analysis(self, in_channels: int | None = None, image_size: tuple[int, int] | None = None
+                 ) -> Analysis:
+        """The units at this input; without one, at the input it was last analysed at (the
+        data's), else at the first of a few common inputs its forward pass takes."""
+        if in_channels is not None and image_size is not None:
+            a = analyse(self.name, in_channels, (image_size[0], image_size[1]))
+            _LAST_INPUT[self.name] = (in_channels, (image_size[0], image_size[1]))
+            return a
+        tries = [_LAST_INPUT.get(self.name), (3, self.probe_size), (1, (28, 28)),
+                 (3, (64, 64)), (3, (224, 224))]
+        first: ConfigError | None = None
+        for probe in filter(None, tries):
+            try:
+                return analyse(self.name, *probe)
+            except ConfigError as e:
+                first = first or e
+        assert first is not None
+        raise first
+
+    @property
+    def num_units(self) -> int:
+        return len(self.analysis().ends)
+
+    def refusal(self, family: str, loss: str, unit: int) -> str | None:
+        if family in NOT_ON_NETWORKS:
+            return f"the {family} head {NOT_ON_NETWORKS[family]}"
+        infos = self.describe()
+        if 0 <= unit < len(infos) and infos[unit].kind != "map":
+            if family in NOT_ON_TOKENS:
+                return f"the {family} head: {NOT_ON_TOKENS[family]}"
+            if loss in LOSSES_NOT_ON_TOKENS:
+                return f"the {loss} loss: {LOSSES_NOT_ON_TOKENS[loss]}"
+        return None
+
+    def check_width(self, width: float) -> None:
+        if width != 1.0:
+            raise ConfigError(f"width: {self.name} is built as its builder makes it; width must "
+                              f"be 1, not {width:g} (pass the builder's own argument instead)")
+
+    def describe(self, *, width: float = 1.0, in_channels: int | None = None,
+                 image_size: tuple[int, int] | None = None) -> list[UnitInfo]:
+        shapes = self.analysis(in_channels, image_size).shapes
+        return [_info(k, s, st) for k, (s, st) in enumerate(zip(shapes, _stages(shapes)))]
+
+    def stage_of_units(self) -> list[int]:
+        return _stages(self.analysis().shapes)
+
+    def _pieces(self, width: float, in_channels: int, image_size: tuple[int, int],
+                classes: int = 10) -> list[nn.Module]:
+        """Every unit and, last, the classifier, cut from one fresh network."""
+        self.check_width(width)
+        a = self.analysis(in_channels, image_size)
+        gm, _ = _traced(self.name, in_channels, image_size, classes)
+        by_name = {n.name: n for n in gm.graph.nodes}
+        output = next(n for n in gm.graph.nodes if n.op == "output").all_input_nodes[0]
+        ends = [by_name[e] for e in a.ends] + [output]
+        starts = [next(iter(gm.graph.nodes)).name, *a.ends]
+        out: list[nn.Module] = []
+        for k, piece in enumerate(pieces_between(gm, ends)):
+            module = piece_module(gm, piece, starts[k])
+            rank = len(a.shapes[k - 1]) + 1 if k else 4
+            layers = [FromMap(rank)] if rank != 4 else []
+            layers.append(module)
+            if k < len(a.ends) and len(a.shapes[k]) != 3:
+                layers.append(AsMap())
+            out.append(layers[0] if len(layers) == 1 else nn.Sequential(*layers))
+        return out
+
+    def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan:
+        raise NotImplementedError("a named network is cut from one traced copy: build_units")
+
+    def build_units(self, *, width: float = 1.0, in_channels: int = 3,
+                    image_size: tuple[int, int] = (32, 32)
+                    ) -> tuple[list[UnitInfo], list[nn.Module]]:
+        infos = self.describe(width=width, in_channels=in_channels, image_size=image_size)
+        return infos, self._pieces(width, in_channels, image_size)[:-1]
+
+    def build_some_units(self, indices: list[int], *, width: float = 1.0, in_channels: int = 3,
+                         image_size: tuple[int, int] = (32, 32)) -> list[nn.Module]:
+        units = self._pieces(width, in_channels, image_size)
+        return [units[i] for i in indices]
+
+    def build_classifier(self, last: UnitInfo, num_classes: int, width: float) -> nn.Module:
+        channels, size = _LAST_INPUT.get(self.name, (3, self.probe_size))
+        return self._pieces(width, channels, size, num_classes)[-1]
+
+    def copy_unit(self, info: UnitInfo, c_in: int, in_size: tuple[int, int], width: float,
+                  min_channels: int = 0) -> tuple[nn.Module, int]:
+        raise ConfigError(f"family: a downstream head {NOT_ON_NETWORKS['downstream']}; "
+                          f"not on {self.name}")
+
+    def unit_nodes(self) -> tuple[str, ...]:
+        """The node each unit ends at (a cut after unit k follows node k)."""
+        return self.analysis().ends
+
+    def network_record(self, cuts: tuple[int, ...], classes: int | None) -> dict[str, Any]:
+        ends, adapted = self.unit_nodes(), dict(self.analysis().adapted)
+        if classes is not None and "last_linear" in adapted:
+            name, old, _ = adapted["last_linear"]
+            adapted["last_linear"] = [name, old, classes]
+        return {"nodes": [ends[c - 1] for c in cuts], "adapted": adapted}
+
+    def check_nodes(self, nodes: list[str] | None, cuts: tuple[int, ...]) -> None:
+        if nodes is None:
+            return
+        ends = self.unit_nodes()
+        for k, (node, cut) in enumerate(zip(nodes, cuts, strict=True)):
+            if ends[cut - 1] != node:
+                where = f"unit {cut - 1} ends at {ends[cut - 1]!r}" if node not in ends else (
+                    f"it ends unit {ends.index(node)}, not {cut - 1}")
+                raise ConfigError(f"$.backbone.nodes[{k}]: {self.name} no longer has the cut "
+                                  f"after node {node!r} ({where})")
+
+
+@lru_cache(maxsize=64)
+def named_spec(name: str) -> GraphSpec:
+    return GraphSpec.named(name)
+
+
+for _prefix in PREFIXES:
+    add_resolver(_prefix, named_spec)
