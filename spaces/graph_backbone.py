@@ -24,6 +24,7 @@ from bwbpf.spaces.backbone_spec import BackboneSpec, UnitInfo, UnitPlan
 from bwbpf.spaces.backbones import add_resolver
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.spaces.graph_cuts import (
+    child_units,
     classifier_start,
     cut_points,
     piece_module,
@@ -45,18 +46,23 @@ LOSSES_NOT_ON_TOKENS = {"infopro": "its decoder rebuilds the image from a featur
 
 @dataclass(frozen=True)
 class Analysis:
-    """A named network's units at one input: the node each ends at and its output shape, and
-    what was adapted to the data."""
+    """A named network's units at one input: the node each ends at (a child's index for an
+    ``nn.Sequential`` that fx cannot trace) and its output shape, and what was adapted."""
 
     ends: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     adapted: dict[str, Any] = field(hash=False, compare=False)
+    children: bool = False  # cut between an nn.Sequential's children, not in a traced graph
+
+
+def _built(name: str, in_channels: int, classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    model = instantiate(name)
+    return model, adapt(model, in_channels, classes)
 
 
 def _traced(name: str, in_channels: int, image_size: tuple[int, int], classes: int = 10
             ) -> tuple[fx.GraphModule, dict[str, Any]]:
-    model = instantiate(name)
-    adapted = adapt(model, in_channels, classes)
+    model, adapted = _built(name, in_channels, classes)
     gm = trace(model, f"backbone {name}")
     propagate(gm, torch.zeros(2, in_channels, *image_size), f"backbone {name}")
     return gm, adapted
@@ -64,15 +70,32 @@ def _traced(name: str, in_channels: int, image_size: tuple[int, int], classes: i
 
 @lru_cache(maxsize=32)
 def analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
-    gm, adapted = _traced(name, in_channels, image_size)
-    cuts = cut_points(gm)
-    stop = classifier_start(gm, cuts)
-    ends = unit_ends(gm, cuts, stop)
-    if len(ends) < 2:
-        raise ConfigError(f"backbone {name}: found {len(ends)} place(s) to cut between the "
-                          "input and the classifier; block-wise training needs at least 2 units")
-    shapes = tuple(tuple(e.meta["tensor_meta"].shape[1:]) for e in ends)
-    return Analysis(tuple(e.name for e in ends), shapes, adapted)
+    # Its own random stream: whether it ran before must not change the weights a seeded
+    # build draws next.
+    with torch.random.fork_rng(devices=[]):
+        return _analyse(name, in_channels, image_size)
+
+
+def _analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
+    model, adapted = _built(name, in_channels, 10)
+    where, sample = f"backbone {name}", torch.zeros(2, in_channels, *image_size)
+    try:
+        gm = trace(model, where)
+    except ConfigError:
+        if not isinstance(model, nn.Sequential):
+            raise
+        ends, shapes = child_units(model, sample, where)
+        a = Analysis(tuple(str(e) for e in ends), tuple(shapes), adapted, children=True)
+    else:
+        propagate(gm, sample, where)
+        cuts = cut_points(gm)
+        found = unit_ends(gm, cuts, classifier_start(gm, cuts))
+        a = Analysis(tuple(e.name for e in found),
+                     tuple(tuple(e.meta["tensor_meta"].shape[1:]) for e in found), adapted)
+    if len(a.ends) < 2:
+        raise ConfigError(f"{where}: found {len(a.ends)} place(s) to cut between the input "
+                          "and the classifier; block-wise training needs at least 2 units")
+    return a
 
 
 class AsMap(nn.Module):
@@ -113,6 +136,17 @@ def _stages(shapes: tuple[tuple[int, ...], ...]) -> list[int]:
             stage += 1
         stages.append(stage)
     return stages
+
+
+def _as_maps(module: nn.Module, k: int, shapes: tuple[tuple[int, ...], ...]) -> nn.Module:
+    """Piece ``k`` taking and giving maps: a token sequence or vector in (the piece before it
+    gave one) is turned back; one out (but the classifier's) is handed on as a map."""
+    rank = len(shapes[k - 1]) + 1 if k else 4
+    layers = [FromMap(rank)] if rank != 4 else []
+    layers.append(module)
+    if k < len(shapes) and len(shapes[k]) != 3:
+        layers.append(AsMap())
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
 # The input each named network was last analysed at: the data's, once a net was built for it.
@@ -187,21 +221,21 @@ class GraphSpec(BackboneSpec):
         """Every unit and, last, the classifier, cut from one fresh network."""
         self.check_width(width)
         a = self.analysis(in_channels, image_size)
-        gm, _ = _traced(self.name, in_channels, image_size, classes)
-        by_name = {n.name: n for n in gm.graph.nodes}
-        output = next(n for n in gm.graph.nodes if n.op == "output").all_input_nodes[0]
-        ends = [by_name[e] for e in a.ends] + [output]
-        starts = [next(iter(gm.graph.nodes)).name, *a.ends]
-        out: list[nn.Module] = []
-        for k, piece in enumerate(pieces_between(gm, ends)):
-            module = piece_module(gm, piece, starts[k])
-            rank = len(a.shapes[k - 1]) + 1 if k else 4
-            layers = [FromMap(rank)] if rank != 4 else []
-            layers.append(module)
-            if k < len(a.ends) and len(a.shapes[k]) != 3:
-                layers.append(AsMap())
-            out.append(layers[0] if len(layers) == 1 else nn.Sequential(*layers))
-        return out
+        if a.children:
+            model, _ = _built(self.name, in_channels, classes)
+            kids, edges = list(model.children()), [-1, *(int(e) for e in a.ends)]
+            raw: list[nn.Module] = [nn.Sequential(*kids[i + 1:j + 1])
+                                    for i, j in zip(edges, edges[1:])]
+            raw.append(nn.Sequential(*kids[edges[-1] + 1:]))
+        else:
+            gm, _ = _traced(self.name, in_channels, image_size, classes)
+            by_name = {n.name: n for n in gm.graph.nodes}
+            output = next(n for n in gm.graph.nodes if n.op == "output").all_input_nodes[0]
+            ends = [by_name[e] for e in a.ends] + [output]
+            starts = [next(iter(gm.graph.nodes)).name, *a.ends]
+            raw = [piece_module(gm, piece, starts[k])
+                   for k, piece in enumerate(pieces_between(gm, ends))]
+        return [_as_maps(module, k, a.shapes) for k, module in enumerate(raw)]
 
     def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan:
         raise NotImplementedError("a named network is cut from one traced copy: build_units")

@@ -147,23 +147,6 @@ def piece_module(gm: fx.GraphModule, piece: Piece, first: str) -> fx.GraphModule
     return fx.GraphModule(gm, graph, class_name="Unit")
 
 
-def sequential_pieces(model: nn.Sequential, sample: Tensor, where: str
-                      ) -> list[tuple[str, tuple[int, ...]]]:
-    """An ``nn.Sequential`` that fx cannot trace, cut between its children: each child's name
-    and output shape."""
-    out, h = [], sample
-    try:
-        with torch.no_grad():
-            for name, child in model.eval().named_children():
-                h = child(h)
-                if not isinstance(h, Tensor):
-                    raise TypeError(f"child {name} returns {type(h).__name__}, not a tensor")
-                out.append((name, tuple(h.shape)))
-    except Exception as e:  # noqa: BLE001 - the user's forward; one line
-        raise ConfigError(f"{where}: its forward pass failed ({_first_line(e)})") from None
-    return out
-
-
 # ------------------------------------------------ which cut points end units
 _LIGHT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d,
           nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
@@ -217,3 +200,40 @@ def unit_ends(gm: fx.GraphModule, cuts: list[fx.Node], stop: int) -> list[fx.Nod
         else:
             ends[-1] = end
     return ends
+
+
+# ------------------------------------------------ an nn.Sequential that fx cannot trace
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
+
+
+def _light_child(m: nn.Module) -> bool:
+    """No weights but normalisation's (an activation, a pooling, a reshape)."""
+    return all(isinstance(x, _NORMS) or not any(True for _ in x.parameters(recurse=False))
+               for x in m.modules())
+
+
+def child_units(model: nn.Sequential, sample: Tensor, where: str
+                ) -> tuple[list[int], list[tuple[int, ...]]]:
+    """An ``nn.Sequential`` cut between its children by the same rules as a traced graph:
+    the index of the child each unit ends at, and the unit's output shape (batch left out)."""
+    children, shapes, h = list(model.children()), [], sample
+    try:
+        with torch.no_grad():
+            for k, child in enumerate(children):
+                h = child.eval()(h)
+                if not isinstance(h, Tensor):
+                    raise TypeError(f"child {k} returns {type(h).__name__}, not one tensor")
+                shapes.append(tuple(h.shape[1:]))
+    except Exception as e:  # noqa: BLE001 - the user's forward; one line
+        raise ConfigError(f"{where}: its forward pass failed ({_first_line(e)})") from None
+    flat = [k for k, s in enumerate(shapes) if len(s) <= 1]
+    stop = (flat[0] if flat else len(children)) - 1
+    while stop > 0 and isinstance(children[stop], _POOLS):
+        stop -= 1
+    ends: list[int] = []
+    for k in range(stop + 1):
+        if ends and _light_child(children[k]):
+            ends[-1] = k
+        else:
+            ends.append(k)
+    return ends, [shapes[k] for k in ends]

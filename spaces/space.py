@@ -225,6 +225,7 @@ def fit_to_networks(fields: dict[str, Any], given: frozenset[str] | set[str]
         fields["width"] = 1.0
     for b in nets:
         spec = get_backbone(b)
+        spec.check_width(fields["width"])
         units = range(spec.num_units - 1)
         for key, refuse in (("heads", lambda f, u: spec.refusal(f, "pred", u)),
                             ("losses", lambda f, u: spec.refusal("linear", f, u))):
