@@ -80,9 +80,11 @@ class BackboneSpec(abc.ABC):
         """A ConfigError where the backbone cannot be built at ``width`` (every width builds
         the tool's own backbones)."""
 
-    def network_record(self, cuts: tuple[int, ...], classes: int | None) -> dict[str, Any]:
+    def network_record(self, cuts: tuple[int, ...], input: dict[str, Any] | None
+                       ) -> dict[str, Any]:
         """What a document's ``backbone`` section says of the network beyond its name (a
-        named network: the node each cut follows and what was adapted to the data)."""
+        named network: the node each cut follows and, given the document's ``input``, what
+        was adapted to the data)."""
         return {}
 
     def check_nodes(self, nodes: list[str] | None, cuts: tuple[int, ...]) -> None:

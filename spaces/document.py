@@ -83,7 +83,7 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
         "schema": SCHEMA_ID,
         "backbone": {"name": d.backbone, "family": spec.family, "width": d.width,
                      "units": spec.num_units,
-                     **spec.network_record(d.cuts, (input or {}).get("classes"))},
+                     **spec.network_record(d.cuts, input)},
     }
     for key, value in (("input", input), ("training", training),
                        ("constraints", constraints), ("transfer", transfer)):

@@ -60,11 +60,18 @@ def _built(name: str, in_channels: int, classes: int) -> tuple[nn.Module, dict[s
     return model, adapt(model, in_channels, classes)
 
 
+@lru_cache(maxsize=32)
+def adaptation(name: str, in_channels: int, classes: int) -> dict[str, Any]:
+    """What building ``name`` for this data adapts (``named_nets.adapt``)."""
+    with torch.random.fork_rng(devices=[]):
+        return _built(name, in_channels, classes)[1]
+
+
 def _traced(name: str, in_channels: int, image_size: tuple[int, int], classes: int = 10
             ) -> tuple[fx.GraphModule, dict[str, Any]]:
     model, adapted = _built(name, in_channels, classes)
     gm = trace(model, f"backbone {name}")
-    propagate(gm, torch.zeros(2, in_channels, *image_size), f"backbone {name}")
+    propagate(gm, torch.zeros(1, in_channels, *image_size), f"backbone {name}")
     return gm, adapted
 
 
@@ -78,7 +85,7 @@ def analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysi
 
 def _analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
     model, adapted = _built(name, in_channels, 10)
-    where, sample = f"backbone {name}", torch.zeros(2, in_channels, *image_size)
+    where, sample = f"backbone {name}", torch.zeros(1, in_channels, *image_size)
     try:
         gm = trace(model, where)
     except ConfigError:
@@ -149,7 +156,7 @@ def _as_maps(module: nn.Module, k: int, shapes: tuple[tuple[int, ...], ...]) -> 
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
-# The input each named network was last analysed at: the data's, once a net was built for it.
+# The input each named network was last built for (the data's): its classifier is cut there.
 _LAST_INPUT: dict[str, tuple[int, tuple[int, int]]] = {}
 
 
@@ -160,27 +167,27 @@ class GraphSpec(BackboneSpec):
 
     name: str
     family: str  # type: ignore[assignment]
-    probe_size: tuple[int, int] = (32, 32)
+    probe_size: tuple[int, int] = (224, 224)
 
     @classmethod
     def named(cls, name: str) -> GraphSpec:
         n = parse_name(name)
         size = dict(n.args).get("image_size")
-        probe = (size, size) if isinstance(size, int) and 8 <= size <= 512 else (32, 32)
+        probe = (size, size) if isinstance(size, int) and 8 <= size <= 1024 else (224, 224)
         return cls(name, n.family, probe)
 
     def analysis(self, in_channels: int | None = None, image_size: tuple[int, int] | None = None
                  ) -> Analysis:
-        """The units at this input; without one, at the input it was last analysed at (the
-        data's), else at the first of a few common inputs its forward pass takes."""
+        """The units at this input. Without one: at the size the network was made for (its
+        ``image_size`` argument, else 224x224, else the first of a few small inputs its
+        forward pass takes), so what does not depend on the input (the units, their stages,
+        the nodes they end at) reads the same whatever the data."""
         if in_channels is not None and image_size is not None:
             a = analyse(self.name, in_channels, (image_size[0], image_size[1]))
             _LAST_INPUT[self.name] = (in_channels, (image_size[0], image_size[1]))
             return a
-        tries = [_LAST_INPUT.get(self.name), (3, self.probe_size), (1, (28, 28)),
-                 (3, (64, 64)), (3, (224, 224))]
         first: ConfigError | None = None
-        for probe in filter(None, tries):
+        for probe in ((3, self.probe_size), (1, (28, 28)), (3, (32, 32)), (3, (64, 64))):
             try:
                 return analyse(self.name, *probe)
             except ConfigError as e:
@@ -211,7 +218,8 @@ class GraphSpec(BackboneSpec):
     def describe(self, *, width: float = 1.0, in_channels: int | None = None,
                  image_size: tuple[int, int] | None = None) -> list[UnitInfo]:
         shapes = self.analysis(in_channels, image_size).shapes
-        return [_info(k, s, st) for k, (s, st) in enumerate(zip(shapes, _stages(shapes)))]
+        stages = self.stage_of_units()  # the network's, not those this input's sizes show
+        return [_info(k, s, st) for k, (s, st) in enumerate(zip(shapes, stages, strict=True))]
 
     def stage_of_units(self) -> list[int]:
         return _stages(self.analysis().shapes)
@@ -264,12 +272,13 @@ class GraphSpec(BackboneSpec):
         """The node each unit ends at (a cut after unit k follows node k)."""
         return self.analysis().ends
 
-    def network_record(self, cuts: tuple[int, ...], classes: int | None) -> dict[str, Any]:
-        ends, adapted = self.unit_nodes(), dict(self.analysis().adapted)
-        if classes is not None and "last_linear" in adapted:
-            name, old, _ = adapted["last_linear"]
-            adapted["last_linear"] = [name, old, classes]
-        return {"nodes": [ends[c - 1] for c in cuts], "adapted": adapted}
+    def network_record(self, cuts: tuple[int, ...], input: dict[str, Any] | None
+                       ) -> dict[str, Any]:
+        ends = self.unit_nodes()
+        record: dict[str, Any] = {"nodes": [ends[c - 1] for c in cuts]}
+        if input is not None:
+            record["adapted"] = adaptation(self.name, input["channels"], input["classes"])
+        return record
 
     def check_nodes(self, nodes: list[str] | None, cuts: tuple[int, ...]) -> None:
         if nodes is None:

@@ -10,7 +10,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bwbpf.spaces import AuxSpec, BlockOptim, ConfigError, Decoupling, build, get_backbone
+from bwbpf.spaces import (
+    AuxSpec,
+    BlockOptim,
+    ConfigError,
+    Decoupling,
+    build,
+    get_backbone,
+    transfer,
+)
 from bwbpf.spaces.document import from_document, to_document
 from bwbpf.spaces.graph_cuts import cut_points, propagate, trace
 from bwbpf.spaces.named_nets import adapt, instantiate, parse_name
@@ -188,3 +196,15 @@ def test_parse_name_reads_literals() -> None:
     assert dict(n.args) == {"image_size": 32, "dropout": 0.1, "name": "x"}
     assert n.family == "torchvision:vit"
     assert parse_name("torchvision:efficientnet_b3").family == "torchvision:efficientnet"
+
+
+def test_transfer_keeps_to_a_torchvision_family() -> None:
+    b0 = Decoupling.paper_default("torchvision:efficientnet_b0")
+    b1 = transfer(b0, "torchvision:efficientnet_b1")
+    assert b1.relative_cuts() == b0.relative_cuts()  # the same stages and fractions
+    assert b1.cuts != b0.cuts and b1.backbone == "torchvision:efficientnet_b1"
+    with pytest.raises(ConfigError, match=r"cannot transfer a torchvision:efficientnet "
+                                          r"decoupling .* \(torchvision:resnet\); same family"):
+        transfer(b0, "torchvision:resnet18")
+    with pytest.raises(ConfigError, match="width must be 1, not 0.5"):
+        transfer(b0, "torchvision:efficientnet_b1", 0.5)
