@@ -29,9 +29,9 @@ import optuna
 CLI = [sys.executable, "-m", "bwbpf.search"]
 VIT = ("torchvision:VisionTransformer?image_size=32&patch_size=8&num_layers=4&num_heads=4"
        "&hidden_dim=64&mlp_dim=128")
-NETWORKS = {"mobilenet_v3_small": "torchvision:mobilenet_v3_small", "vit_4x64": VIT,
-            "efficientnet_b0": "torchvision:efficientnet_b0",
-            "regnet_y_400mf": "torchvision:regnet_y_400mf"}
+NETWORKS = {"vit_4x64": VIT, "mobilenet_v3_small": "torchvision:mobilenet_v3_small",
+            "regnet_y_400mf": "torchvision:regnet_y_400mf",
+            "efficientnet_b0": "torchvision:efficientnet_b0"}
 CONSTRAINTS = ((2.0, 0.6), (1.8, 0.7), (1.5, 0.8), (1.3, 0.9))
 FULL = {"trials": 12, "epochs": 3, "subset": 3000, "row": (10, 10000)}
 TINY = {"trials": 2, "epochs": 1, "subset": 256, "row": (1, 512)}

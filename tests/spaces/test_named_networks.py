@@ -119,6 +119,7 @@ def test_the_first_conv_and_last_linear_are_adapted_to_the_data() -> None:
     doc = to_document(Decoupling.uniform("torchvision:mobilenet_v3_small", k=3),
                       input={"channels": 1, "size": [16, 16], "classes": 7})
     assert doc["backbone"]["adapted"] == {"first_conv": ["features.0.0", 3, 1],
+                                          "batchnorm_momentum": [34, 0.01, 0.1],
                                           "last_linear": ["classifier.3", 1000, 7]}
 
 
