@@ -60,8 +60,8 @@ def search(key: str, net: str, b: dict[str, Any], out: Path, common: list[str]
     else:
         raise SystemExit(f"{key}: no constraint pair was reachable; see {out / key}.log")
     study = optuna.load_study(study_name=key, storage=storage)
-    done = [t for t in study.trials if t.duration is not None and t.state.name == "COMPLETE"]
-    per_trial = statistics.mean(t.duration.total_seconds() for t in done)
+    per_trial = statistics.mean(t.duration.total_seconds() for t in study.trials
+                                if t.duration is not None and t.state.name == "COMPLETE")
     doc = out / f"{key}.json"
     cli("export", "--study", key, "--storage", storage, "-o", str(doc), "--force",
         log=out / f"{key}.log")

@@ -7,8 +7,8 @@ Two rules make the pieces units. A piece with no layer of its own weights but no
 parts a convolution from its BatchNorm. The classifier starts after the last cut before the
 first place the data is a vector (N, F), going back over the pooling and flattening that make
 it one. A unit whose output is a token sequence (N, L, D) hands it on as a map (N, D, L, 1)
-that the next unit turns back, so every aux head reads a map; pooling over the map is pooling
-over tokens.
+that the next unit turns back (``spaces.token_maps``), so every aux head reads a map; pooling
+over the map is pooling over tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from torch import Tensor, fx, nn
+from torch import fx, nn
 
 from bwbpf.spaces.backbone_spec import BackboneSpec, UnitInfo, UnitPlan
 from bwbpf.spaces.backbones import add_resolver
@@ -34,6 +34,7 @@ from bwbpf.spaces.graph_cuts import (
     unit_ends,
 )
 from bwbpf.spaces.named_nets import PREFIXES, adapt, instantiate, parse_name
+from bwbpf.spaces.token_maps import as_maps
 
 # Head families that need what a named network cannot give: a copy of a unit at another width
 # (downstream), or a 2-D map (spatial kernels, the image decoder).
@@ -105,28 +106,6 @@ def _analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analys
     return a
 
 
-class AsMap(nn.Module):
-    """A token sequence (N, L, D) or vector (N, F) as a map (N, D, L, 1) or (N, F, 1, 1)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3:
-            return x.transpose(1, 2).unsqueeze(-1)
-        return x.reshape(*x.shape[:2], *([1] * (4 - x.dim())))
-
-
-class FromMap(nn.Module):
-    """The inverse of ``AsMap`` for an original of ``rank`` dimensions."""
-
-    def __init__(self, rank: int) -> None:
-        super().__init__()
-        self.rank = rank
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.rank == 3:
-            return x.squeeze(-1).transpose(1, 2)
-        return x.flatten(1) if self.rank == 2 else x
-
-
 def _info(k: int, shape: tuple[int, ...], stage: int) -> UnitInfo:
     if len(shape) == 3:
         return UnitInfo(k, stage, "map", shape[0], (shape[1], shape[2]))
@@ -143,17 +122,6 @@ def _stages(shapes: tuple[tuple[int, ...], ...]) -> list[int]:
             stage += 1
         stages.append(stage)
     return stages
-
-
-def _as_maps(module: nn.Module, k: int, shapes: tuple[tuple[int, ...], ...]) -> nn.Module:
-    """Piece ``k`` taking and giving maps: a token sequence or vector in (the piece before it
-    gave one) is turned back; one out (but the classifier's) is handed on as a map."""
-    rank = len(shapes[k - 1]) + 1 if k else 4
-    layers = [FromMap(rank)] if rank != 4 else []
-    layers.append(module)
-    if k < len(shapes) and len(shapes[k]) != 3:
-        layers.append(AsMap())
-    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
 # The input each named network was last built for (the data's): its classifier is cut there.
@@ -243,7 +211,7 @@ class GraphSpec(BackboneSpec):
             starts = [next(iter(gm.graph.nodes)).name, *a.ends]
             raw = [piece_module(gm, piece, starts[k])
                    for k, piece in enumerate(pieces_between(gm, ends))]
-        return [_as_maps(module, k, a.shapes) for k, module in enumerate(raw)]
+        return [as_maps(module, k, a.shapes) for k, module in enumerate(raw)]
 
     def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan:
         raise NotImplementedError("a named network is cut from one traced copy: build_units")

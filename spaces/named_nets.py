@@ -20,7 +20,7 @@ import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast
 
 from torch import nn
 
@@ -127,7 +127,7 @@ def _user_builder(n: NetName) -> Callable[..., Any]:
     if not callable(fn):
         raise ConfigError(f"backbone {n.text}: module {n.module!r} has no function "
                           f"{n.function!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 @lru_cache(maxsize=64)
@@ -155,9 +155,13 @@ def instantiate(text: str) -> nn.Module:
     return model
 
 
-def _first(model: nn.Module, kind: type[nn.Module], last: bool = False
-           ) -> tuple[str, nn.Module] | None:
-    found = [(name, m) for name, m in model.named_modules() if type(m) is kind]
+M = TypeVar("M", bound=nn.Module)
+
+
+def _first(model: nn.Module, kind: type[M], last: bool = False) -> tuple[str, M] | None:
+    """The first (or last) module of exactly type ``kind``, with its name."""
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, kind) and type(m) is kind]
     return (found[-1] if last else found[0]) if found else None
 
 
@@ -184,9 +188,13 @@ def adapt(model: nn.Module, in_channels: int, num_classes: int) -> dict[str, Any
         if c.groups != 1:
             raise ConfigError(f"first convolution {name}: grouped, cannot take "
                               f"{in_channels} channels")
-        _replace(model, name, nn.Conv2d(in_channels, c.out_channels, c.kernel_size, c.stride,
-                                        c.padding, c.dilation, 1, c.bias is not None,
-                                        c.padding_mode))
+        pair = cast(tuple[int, int], c.kernel_size)
+        _replace(model, name, nn.Conv2d(in_channels, c.out_channels, pair,
+                                        cast(tuple[int, int], c.stride),
+                                        cast(str, c.padding) if isinstance(c.padding, str)
+                                        else cast(tuple[int, int], c.padding),
+                                        cast(tuple[int, int], c.dilation), 1,
+                                        c.bias is not None, c.padding_mode))
         changed["first_conv"] = [name, c.in_channels, in_channels]
     slow = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
             and m.momentum is not None and m.momentum < BN_MOMENTUM]
