@@ -18,23 +18,15 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from bwbpf.spaces.backbone_spec import BackboneSpec, UnitInfo, UnitPlan
 from bwbpf.spaces.backbones import add_resolver
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.graph_cuts import (
-    child_units,
-    classifier_start,
-    cut_points,
-    piece_module,
-    pieces_between,
-    propagate,
-    trace,
-    unit_ends,
-)
+from bwbpf.spaces.graph_cuts import child_units, classifier_start, unit_ends
 from bwbpf.spaces.named_nets import PREFIXES, adapt, instantiate, parse_name
 from bwbpf.spaces.token_maps import as_maps
+from bwbpf.spaces.traced_modes import common_cuts, mode_pieces, trace_modes
 
 # Head families that need what a named network cannot give: a copy of a unit at another width
 # (downstream), or a 2-D map (spatial kernels, the image decoder).
@@ -68,14 +60,6 @@ def adaptation(name: str, in_channels: int, classes: int) -> dict[str, Any]:
         return _built(name, in_channels, classes)[1]
 
 
-def _traced(name: str, in_channels: int, image_size: tuple[int, int], classes: int = 10
-            ) -> tuple[fx.GraphModule, dict[str, Any]]:
-    model, adapted = _built(name, in_channels, classes)
-    gm = trace(model, f"backbone {name}")
-    propagate(gm, torch.zeros(1, in_channels, *image_size), f"backbone {name}")
-    return gm, adapted
-
-
 @lru_cache(maxsize=32)
 def analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
     # Its own random stream: whether it ran before must not change the weights a seeded
@@ -88,15 +72,14 @@ def _analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analys
     model, adapted = _built(name, in_channels, 10)
     where, sample = f"backbone {name}", torch.zeros(1, in_channels, *image_size)
     try:
-        gm = trace(model, where)
-    except ConfigError:
-        if not isinstance(model, nn.Sequential):
+        graphs = trace_modes(model, sample, where)
+    except ConfigError as e:
+        if not isinstance(model, nn.Sequential) or "cannot be traced" not in str(e):
             raise
         ends, shapes = child_units(model, sample, where)
         a = Analysis(tuple(str(e) for e in ends), tuple(shapes), adapted, children=True)
     else:
-        propagate(gm, sample, where)
-        cuts = cut_points(gm)
+        cuts, gm = common_cuts(graphs), graphs["eval"]
         found = unit_ends(gm, cuts, classifier_start(gm, cuts))
         a = Analysis(tuple(e.name for e in found),
                      tuple(tuple(e.meta["tensor_meta"].shape[1:]) for e in found), adapted)
@@ -204,13 +187,10 @@ class GraphSpec(BackboneSpec):
                                     for i, j in zip(edges, edges[1:])]
             raw.append(nn.Sequential(*kids[edges[-1] + 1:]))
         else:
-            gm, _ = _traced(self.name, in_channels, image_size, classes)
-            by_name = {n.name: n for n in gm.graph.nodes}
-            output = next(n for n in gm.graph.nodes if n.op == "output").all_input_nodes[0]
-            ends = [by_name[e] for e in a.ends] + [output]
-            starts = [next(iter(gm.graph.nodes)).name, *a.ends]
-            raw = [piece_module(gm, piece, starts[k])
-                   for k, piece in enumerate(pieces_between(gm, ends))]
+            model, _ = _built(self.name, in_channels, classes)
+            sample = torch.zeros(1, in_channels, *image_size)
+            raw = mode_pieces(trace_modes(model, sample, f"backbone {self.name}"),
+                              list(a.ends))
         return [as_maps(module, k, a.shapes) for k, module in enumerate(raw)]
 
     def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan:

@@ -209,3 +209,19 @@ def test_transfer_keeps_to_a_torchvision_family() -> None:
         transfer(b0, "torchvision:resnet18")
     with pytest.raises(ConfigError, match="width must be 1, not 0.5"):
         transfer(b0, "torchvision:efficientnet_b1", 0.5)
+
+
+def test_what_a_forward_decides_by_its_mode_follows_the_mode() -> None:
+    """EfficientNet's stochastic depth drops residual rows in training only: traced once, the
+    decision would be fixed at the mode of the trace."""
+    name = "torchvision:efficientnet_b0?stochastic_depth_prob=0.9"
+    net = build(Decoupling.uniform(name, k=2, width=1.0), 10, 3, 16, seed=0)
+    x = torch.randn(8, 3, 16, 16)
+    with torch.no_grad():
+        net.eval()
+        assert torch.equal(net(x), net(x))
+        net.train()
+        torch.manual_seed(1)
+        first = net(x)
+        torch.manual_seed(2)
+        assert not torch.equal(first, net(x))
