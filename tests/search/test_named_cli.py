@@ -87,6 +87,14 @@ def test_a_users_network_runs_exports_and_trains(cli: Runner, db: str, user_fold
     assert rc == 0, err
     metrics = json.loads((user_folder / "run" / "metrics.json").read_text())
     assert 0 <= metrics["blockwise"]["test_accuracy"] <= 1
+    for schedule in (["--schedule", "pipelined", "--devices", "cpu,cpu"],
+                     ["--schedule", "distributed", "--nproc", "2"]):
+        rc, out, err = cli("train", "--arch", "best.json", "--dataset", "synthetic",
+                           "--epochs", "1", "--train-subset", "200", "--device", "cpu",
+                           "--out", f"run-{schedule[1]}", *schedule)
+        assert rc == 0, err
+        done = json.loads((user_folder / f"run-{schedule[1]}" / "metrics.json").read_text())
+        assert done["settings"]["schedule"] == schedule[1]
     # The same document after the network lost the node a cut follows
     doc["backbone"]["nodes"][0] = "gone"
     (user_folder / "lost.json").write_text(json.dumps(doc))
