@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import operator
+import os
 import re
+import traceback
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +41,20 @@ def trace(model: nn.Module, where: str) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(model)
     except Exception as e:  # noqa: BLE001 - tracing user code raises anything; one line
-        raise ConfigError(f"{where}: cannot be traced by torch.fx ({_first_line(e)}); a network "
-                          "that is an nn.Sequential of its parts is cut between them") from None
+        raise ConfigError(f"{where}: cannot be traced by torch.fx{_operation(e)} "
+                          f"({_first_line(e)}); a network that is an nn.Sequential of its "
+                          "parts is cut between them") from None
+
+
+def _operation(e: BaseException) -> str:
+    """Where tracing stopped: the last line of the network's own code in the traceback."""
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith(torch_dir) and f.filename != __file__]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {os.path.basename(f.filename)}:{f.lineno} `{(f.line or '').strip()[:80]}`"
 
 
 def _first_line(e: BaseException) -> str:
@@ -64,7 +78,9 @@ def propagate(gm: fx.GraphModule, sample: Tensor, where: str) -> None:
 
 
 def _single_tensor(node: fx.Node) -> bool:
-    return isinstance(node.meta.get("tensor_meta"), TensorMetadata)
+    """One tensor a head can read: a map (N, C, H, W), tokens (N, L, D) or a vector (N, F)."""
+    meta = node.meta.get("tensor_meta")
+    return isinstance(meta, TensorMetadata) and 2 <= len(meta.shape) <= 4
 
 
 def _depends_on_input(graph: fx.Graph) -> set[fx.Node]:

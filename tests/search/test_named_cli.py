@@ -113,7 +113,8 @@ def test_a_users_network_runs_exports_and_trains(cli: Runner, db: str, user_fold
      "module 'missing_module' does not import (ModuleNotFoundError"),
     (["train", "--arch", "paper", "--backbone", "py:usernets:not_a_module"],
      "not_a_module returned a str, not an nn.Module"),
-    (["backbones", "py:usernets:branchy"], "cannot be traced by torch.fx (TraceError: "),
+    (["backbones", "py:usernets:branchy"],
+     "cannot be traced by torch.fx at usernets.py:39 `if x.mean() > 0:` (TraceError: "),
     (["run", "--backbone", "py:usernets:small", "--width", "0.5"],
      "width must be 1, not 0.5"),
 ])

@@ -185,9 +185,10 @@ def test_a_network_that_cannot_be_traced_and_is_not_sequential_names_the_operati
         "    def forward(self, x):\n        if x.mean() > 0:\n            x = -x\n"
         "        return self.c(x)\n\ndef make():\n    return Net()\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"cannot be traced by torch\.fx \(TraceError: "
-                                          r"symbolically traced variables cannot be used as "
-                                          r"inputs to control flow\)"):
+    with pytest.raises(ConfigError, match=r"cannot be traced by torch\.fx at branchy\.py:8 "
+                                          r"`if x\.mean\(\) > 0:` \(TraceError: symbolically "
+                                          r"traced variables cannot be used as inputs to "
+                                          r"control flow\)"):
         get_backbone("py:branchy:make").num_units
     assert "branchy" in sys.modules  # imported from the current folder
 
