@@ -3,6 +3,7 @@ and the document that records them."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from bwbpf.spaces import (
     BlockOptim,
     ConfigError,
     Decoupling,
+    SearchSpace,
     build,
+    fit_to_networks,
     get_backbone,
     transfer,
 )
@@ -226,3 +229,18 @@ def test_what_a_forward_decides_by_its_mode_follows_the_mode() -> None:
         first = net(x)
         torch.manual_seed(2)
         assert not torch.equal(first, net(x))
+
+
+def test_a_space_over_a_transformer_drops_what_cannot_sit_on_tokens(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bwbpf.spaces.space")
+    base = SearchSpace()
+    fields = fit_to_networks({**base.__dict__, "backbones": (VIT,)}, {"backbones"})
+    assert fields["width"] == 1.0  # none given: a named network is built as made
+    assert set(fields["heads"]) == set(base.heads) - {"conv", "ir", "downstream"}
+    assert set(fields["losses"]) == set(base.losses) - {"infopro"}
+    assert sum("not proposed" in r.message for r in caplog.records) == 4
+    SearchSpace.from_mapping(fields, where="search space")  # a valid space
+    with pytest.raises(ConfigError, match="width must be 1, not 0.5"):
+        fit_to_networks({**base.__dict__, "backbones": (VIT,), "width": 0.5},
+                        {"backbones", "width"})
