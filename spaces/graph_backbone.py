@@ -49,8 +49,11 @@ class Analysis:
 
 
 def _built(name: str, in_channels: int, classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    model = instantiate(name)
-    return model, adapt(model, in_channels, classes)
+    # Built on the CPU whatever the default device: a network's own code may compute its
+    # layout from tensors (torchvision's RegNet does), which the meta device cannot read.
+    with torch.device("cpu"):
+        model = instantiate(name)
+        return model, adapt(model, in_channels, classes)
 
 
 @lru_cache(maxsize=32)
@@ -64,7 +67,7 @@ def adaptation(name: str, in_channels: int, classes: int) -> dict[str, Any]:
 def analyse(name: str, in_channels: int, image_size: tuple[int, int]) -> Analysis:
     # Its own random stream: whether it ran before must not change the weights a seeded
     # build draws next.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         return _analyse(name, in_channels, image_size)
 
 
@@ -177,9 +180,18 @@ class GraphSpec(BackboneSpec):
 
     def _pieces(self, width: float, in_channels: int, image_size: tuple[int, int],
                 classes: int = 10) -> list[nn.Module]:
-        """Every unit and, last, the classifier, cut from one fresh network."""
+        """Every unit and, last, the classifier, cut from one fresh network (cut on the CPU;
+        moved to the meta device when that is the default, as a check that a net fits is)."""
         self.check_width(width)
         a = self.analysis(in_channels, image_size)
+        with torch.device("cpu"):
+            pieces = self._cut(a, in_channels, image_size, classes)
+        if torch.get_default_device().type == "meta":
+            return [p.to("meta") for p in pieces]
+        return pieces
+
+    def _cut(self, a: Analysis, in_channels: int, image_size: tuple[int, int],
+             classes: int) -> list[nn.Module]:
         if a.children:
             model, _ = _built(self.name, in_channels, classes)
             kids, edges = list(model.children()), [-1, *(int(e) for e in a.ends)]

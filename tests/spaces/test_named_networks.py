@@ -23,6 +23,7 @@ from bwbpf.spaces import (
     transfer,
 )
 from bwbpf.spaces.document import from_document, to_document
+from bwbpf.spaces.graph_backbone import analyse
 from bwbpf.spaces.graph_cuts import cut_points, propagate, trace
 from bwbpf.spaces.named_nets import adapt, instantiate, parse_name
 
@@ -110,6 +111,18 @@ def test_the_units_compose_to_the_untouched_network(name: str) -> None:
             assert tuple(h.shape[1:]) == (info.channels, *info.size)
         out = classifier.eval()(h)
         assert torch.allclose(out, original.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_net_builds_on_the_meta_device_as_train_checks_it(name: str) -> None:
+    """``train`` first builds every net on the meta device (without memory); a network whose
+    own code reads tensors while it is made (RegNet computes its widths with them) is still
+    analysed and cut, and the net's weights are all on the meta device."""
+    analyse.cache_clear()
+    with torch.device("meta"):
+        net = build(Decoupling.paper_default(name, k=2), 10, 1, 16)
+    weights = list(net.parameters())
+    assert weights and all(w.is_meta for w in weights)
 
 
 def test_the_first_conv_and_last_linear_are_adapted_to_the_data() -> None:
