@@ -49,6 +49,11 @@ def cli(*args: str, log: Path) -> subprocess.CompletedProcess[str]:
 def search(key: str, net: str, b: dict[str, Any], out: Path, common: list[str]
            ) -> tuple[dict[str, Any], Path]:
     storage = f"sqlite:///{out / 'networks.db'}"
+    doc = out / f"{key}.json"
+    done = finished(key, storage, b["trials"])
+    if done is not None and doc.is_file():  # searched before the rows stopped: rows only
+        held = json.loads(doc.read_text())["constraints"]
+        return {"constraints": [held["min_speedup"], held["max_memory"]], **done}, doc
     for speedup, memory in CONSTRAINTS:
         r = cli("run", "--backbone", net, "--study", key, "--storage", storage,
                 "--n-trials", str(b["trials"]), "--epochs", str(b["epochs"]),
@@ -59,14 +64,23 @@ def search(key: str, net: str, b: dict[str, Any], out: Path, common: list[str]
             break
     else:
         raise SystemExit(f"{key}: no constraint pair was reachable; see {out / key}.log")
-    study = optuna.load_study(study_name=key, storage=storage)
-    per_trial = statistics.mean(t.duration.total_seconds() for t in study.trials
-                                if t.duration is not None and t.state.name == "COMPLETE")
-    doc = out / f"{key}.json"
     cli("export", "--study", key, "--storage", storage, "-o", str(doc), "--force",
         log=out / f"{key}.log")
-    return {"constraints": [speedup, memory], "trials": len(study.trials),
-            "seconds_per_trial": round(per_trial, 1)}, doc
+    return {"constraints": [speedup, memory], **(finished(key, storage, 0) or {})}, doc
+
+
+def finished(key: str, storage: str, trials: int) -> dict[str, Any] | None:
+    """The study's trial count and mean seconds per finished trial, when it holds at least
+    ``trials`` (None when it does not exist or holds fewer)."""
+    try:
+        study = optuna.load_study(study_name=key, storage=storage)
+    except KeyError:
+        return None
+    times = [t.duration.total_seconds() for t in study.trials
+             if t.duration is not None and t.state.name == "COMPLETE"]
+    if len(study.trials) < trials or not times:
+        return None
+    return {"trials": len(study.trials), "seconds_per_trial": round(statistics.mean(times), 1)}
 
 
 def test_accuracy(run: Path, part: str) -> float:
