@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+import optuna
+import optuna_dashboard
 import pytest
+
+from bwbpf.reports.study_attrs import confirmations, promoted
 
 from .conftest import FAST, Runner
 
@@ -104,6 +108,33 @@ def test_a_users_network_runs_exports_and_trains(cli: Runner, db: str, user_fold
     assert "$.backbone.nodes[0]: py:usernets:small?width=6 no longer has the cut after node " \
            "'gone'" in err
     assert not (user_folder / "run2").exists()
+
+
+def test_a_users_network_is_promoted_confirmed_reported_and_noted(
+        cli: Runner, db: str, user_folder: Path) -> None:
+    """Promotion, confirmation, the HTML report (with its diagram of the units) and the
+    dashboard's note, on a network the tool does not write, under FLOPs constraints."""
+    rc, out, err = cli("run", "--backbone", "py:usernets:small", "--storage", db, "--study",
+                       "p", "--n-trials", "2", "--cost-model", "flops", "--min-speedup", "1.2",
+                       *FAST, "--epochs", "1", "--promote-top", "1", "--promote-epochs", "2",
+                       "--promote-subset", "400", "--confirm-top", "1", "--confirm-seeds", "2")
+    assert rc == 0, err
+    study = optuna.load_study(study_name="p", storage=db)
+    assert promoted(study, (2, 400))
+    confirmed = confirmations(study)
+    # at the promoted fidelity, on the trial's own seed and the 2 more asked for
+    assert confirmed and all(c.fidelity == (2, 400) and len(c.seeds) == 3
+                             for c in confirmed.values())
+    best = study.trials[next(iter(confirmed))]
+    note = optuna_dashboard.get_note(optuna.trial.Trial(study, best._trial_id))
+    assert note.startswith(f"### Trial {best.number}")
+    assert "py:usernets:small x1, K=" in note and "from FLOPs" in note and "confirmed" in note
+    rc, out, err = cli("report", "--storage", db, "--study", "p", "-o", "r.html",
+                       "--csv", "t.csv")
+    assert rc == 0, err
+    html = (user_folder / "r.html").read_text()
+    assert "py:usernets:small x1, K=" in html  # the diagram of the best trial's units
+    assert len((user_folder / "t.csv").read_text().splitlines()) > len(study.trials)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
