@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.stored_run import objective_names
@@ -56,11 +57,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     of seeds of a confirmed trial, K, cuts (unit and relative), per-block aux
     family/depth/width/loss and learning rate, speed-up, memory, per-block final accuracy,
     epochs run, duration, pruned-at epoch, and why a trial breaks the study's constraints
-    (``rejected``: never trained; ``infeasible``: a baseline trained anyway). Columns a trial
-    lacks are missing values."""
+    (``rejected``: never trained; ``infeasible``: a baseline trained anyway), and whether it
+    is on the study's Pareto front (``reports.pareto``). Columns a trial lacks are missing
+    values."""
     names = objective_names(study)
     conf = confirmations(study)
-    rows = [trial_row(t, names, conf.get(t.number)) for t in study.get_trials(deepcopy=False)]
+    on = {t.number for t in front(study)}
+    rows = [{**trial_row(t, names, conf.get(t.number)), "on_front": t.number in on}
+            for t in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
     if "K" in frame:
         frame["K"] = frame["K"].astype("Int64")

@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from bwbpf.reports import pareto
 from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.spaces import get_backbone
 from bwbpf.spaces.heads import AUX_HEADS
@@ -55,7 +56,7 @@ class Front(NamedTuple):
     numbers: list[int]
     accuracy: list[float]
     speedup: list[float]
-    on_front: list[bool]  # not dominated in (accuracy up, speed-up up)
+    on_front: list[bool]  # on the study's Pareto front (reports.pareto)
 
 
 class Unit(NamedTuple):
@@ -144,15 +145,14 @@ def block_accuracy(study: optuna.Study) -> BlockAccuracy | None:
     return BlockAccuracy(best.number, list(per_epoch[-1]), per_block)
 
 
-def front(frame: pd.DataFrame) -> Front:
-    done = frame[(frame["state"] == "COMPLETE") & frame["speedup"].notna()]
-    if "infeasible" in done:  # a trial that breaks a constraint is not on any front
-        done = done[done["infeasible"].isna()]
-    col = accuracy_column(frame)
-    acc, spd = [float(v) for v in done[col]], [float(v) for v in done["speedup"]]
-    on = [not any((a2 >= a and s2 >= s) and (a2 > a or s2 > s) for a2, s2 in zip(acc, spd))
-          for a, s in zip(acc, spd)]
-    return Front([int(n) for n in done["number"]], acc, spd, on)
+def front(study: optuna.Study) -> Front | None:
+    """The feasible trials on the accuracy / speed-up plane, marked by the one Pareto rule
+    (``reports.pareto``: also ``export --pareto`` and the CSV's ``on_front``); None when a
+    trial has no recorded speed-up."""
+    p = pareto.points(study)
+    if p.speedup is None:
+        return None
+    return Front([t.number for t in p.trials], p.accuracy, p.speedup, p.on_front)
 
 
 def diagram(study: optuna.Study) -> Diagram | None:

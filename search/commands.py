@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from bwbpf.search.costs import run_cost_model
 from bwbpf.search.settings import SearchSettings, checked_plan
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if doc is not None:
         d, transferred = carry_arch(args, d, doc, out, lambda: shape_of(args, loaded))
     bp_lr = args.bp_lr or found.bp_lr or args.lr
-    settings = run_settings(args, d, bp_lr, augment, lr_schedule, transferred)
+    settings = run_settings(args, d, bp_lr, augment, lr_schedule, transferred, doc)
     # Everything is checked (the data loaded) before --out is touched: a refused --force
     # run must leave the earlier one as it was.
     for dev in args.devices:
@@ -69,14 +70,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def run_settings(args: argparse.Namespace, d: Decoupling, bp_lr: float, augment: bool,
-                 lr_schedule: str, transferred: dict[str, Any] | None) -> dict[str, Any]:
-    """What settings.json records of a `train` run (a --resume must match it)."""
+                 lr_schedule: str, transferred: dict[str, Any] | None,
+                 doc: dict[str, Any] | None) -> dict[str, Any]:
+    """What settings.json records of a `train` run (a --resume must match it, but for how it
+    was transferred and the cost model metrics.json's speed-up is judged by)."""
     settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
                 "batch_size": args.batch_size, "seed": args.seed, "train_subset":
                 args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
                 "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
                 "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
-                "lr_schedule": lr_schedule}
+                "lr_schedule": lr_schedule, "cost_model": run_cost_model(args.cost_model, doc)}
     if transferred is not None:  # the file, target and rule it was carried by (not compared)
         settings["transferred"] = transferred
     return settings
@@ -93,15 +96,8 @@ def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
                plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
-    from bwbpf.search.training import (
-        bp_for,
-        check_fits,
-        check_out,
-        finish,
-        prepare_out,
-        train_one,
-        undone_unless_saved,
-    )
+    from bwbpf.search.run_folder import check_out, finish, prepare_out, undone_unless_saved
+    from bwbpf.search.training import bp_for, check_fits, train_one
 
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
@@ -117,7 +113,8 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
     with undone_unless_saved(out, fresh=not continuing, made_out=made_out):
         for key, dec in runs.items():
             results[key] = train_one(dec, data, plan, out / key, key, resume=args.resume,
-                                     stop_after=args.stop_after)
+                                     stop_after=args.stop_after,
+                                     cost_model=settings["cost_model"])
             if results[key] is None:
                 break
         return finish(out, results, settings, args.stop_after)

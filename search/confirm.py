@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports.pareto import nondominated
 from bwbpf.reports.record import TrialRecord, feasible_trials
 from bwbpf.reports.seed_record import Confirmation, Fidelity, fidelity_shown
 from bwbpf.reports.study_attrs import (
@@ -41,7 +42,6 @@ from bwbpf.reports.study_attrs import (
 )
 from bwbpf.search import budget
 from bwbpf.search.baselines import bp_decoupling, bp_plan
-from bwbpf.search.exporting import nondominated
 from bwbpf.search.objective import trial_plan, write_note
 from bwbpf.search.settings import MAX_SEED, SearchSettings
 from bwbpf.spaces import Decoupling, build
@@ -73,7 +73,9 @@ def top_trials(study: optuna.Study, s: SearchSettings, n: int | None = None,
     pool = feasible_trials(study)
     if s.multi_objective:
         maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-        pool = [pool[i] for i in nondominated([t.values for t in pool], maximize)]
+        # the single-seed front of the objectives (confirmation has not run yet)
+        pool = [t for t, on in zip(pool, nondominated([t.values for t in pool], maximize))
+                if on]
     n = s.confirm_top if n is None else n
     if fidelity is None:
         return sorted(pool, key=lambda t: (-t.values[0], t.number))[:n]

@@ -15,14 +15,17 @@ The memory ratio is always counted (saved bytes are exact).
 
 from __future__ import annotations
 
-from typing import Iterator, MutableMapping
+from typing import Any, Iterator, MutableMapping, cast
 
 import optuna
+import torch
 
 from bwbpf.reports import optuna_api
 from bwbpf.reports.attr_readers import STEP_SECONDS, step_times
 from bwbpf.reports.record import MB, TrialRecord
 from bwbpf.search.settings import SearchSettings
+from bwbpf.spaces import Decoupling
+from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.trainers import Data, NetCost, resolve_device
 from bwbpf.trainers.timing import StepTimer, StepTimes
 
@@ -95,3 +98,42 @@ def cost_record(cost: NetCost, times: StepTimes | None, batch_size: int) -> Tria
         backprop_seconds=None if times is None else round(times.backprop_seconds, 6),
         peak_activation_mb=round(cost.peak_saved_bytes * batch_size / MB, 3),
         backprop_activation_mb=round(cost.backprop_saved_bytes * batch_size / MB, 3))
+
+
+def run_costs(d: Decoupling, cost: NetCost, cost_model: CostModel, *, device: torch.device,
+              batch: int, in_channels: int, image_size: tuple[int, int], num_classes: int
+              ) -> dict[str, Any]:
+    """A `train` run's costs, the same figures a trial records (``cost_record``): ``speedup``
+    by ``cost_model`` (step times of the net's pieces measured here, or FLOPs), FLOPs' beside
+    it as ``speedup_flops``, and the cost model named. BP itself (one block) is 1x by both."""
+    times = None
+    if cost_model == "measured" and d.num_blocks > 1:
+        timer = StepTimer(device, batch, in_channels=in_channels, image_size=image_size,
+                          num_classes=num_classes)
+        times = timer.predict(d)
+    rec = cost_record(cost, times, batch)
+    return {"speedup": rec.speedup, "speedup_flops": rec.speedup_flops,
+            "cost_model": cost_model, "compute_overhead": rec.compute_overhead,
+            "memory_ratio": rec.memory_ratio, "block_flops": list(cost.block_flops),
+            **({"block_seconds": list(rec.block_seconds),
+                "backprop_seconds": rec.backprop_seconds} if times is not None else {}),
+            "peak_activation_mb": rec.peak_activation_mb,
+            "backprop_activation_mb": rec.backprop_activation_mb}
+
+
+def run_cost_model(given: CostModel | None, doc: dict[str, Any] | None) -> CostModel:
+    """What a `train` run's speed-up is judged by: --cost-model, else the document's (its
+    constraints', else its metrics': its trial's figure), else the search's default. A
+    document from before its metrics named one was measured exactly when they hold step
+    times."""
+    if given:
+        return given
+    limits = Limits.of(doc) if doc is not None else Limits()
+    if limits.any:
+        return limits.cost_model
+    metrics = (doc or {}).get("metrics") or {}
+    if metrics.get("cost_model") in ("measured", "flops"):
+        return cast(CostModel, metrics["cost_model"])
+    if "speedup" in metrics:
+        return "measured" if "block_seconds" in metrics else "flops"
+    return cast(CostModel, SearchSettings.cost_model)

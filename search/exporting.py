@@ -6,14 +6,14 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.stored_run import StoredRun
-from bwbpf.reports.study_attrs import budget_confirmations
 from bwbpf.search.study import redact
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.document import upgrade
@@ -47,31 +47,6 @@ def choose(study: optuna.Study, *, trial: int | None, pareto: bool, top: int | N
         return front(study)
     best = ranked(study)  # confirmed trials by their mean over seeds first
     return best[:top] if top else best[:1]
-
-
-def nondominated(values: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[int]:
-    """Indices of the points no other point dominates (at least as good in every objective,
-    better in one): the Pareto front, as Optuna computes it for ``study.best_trials``."""
-    signed = [[v if up else -v for v, up in zip(p, maximize)] for p in values]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and a != b
-
-    return [i for i, p in enumerate(signed) if not any(dominates(q, p) for q in signed)]
-
-
-def front(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto set of the feasible trials, a confirmed trial's accuracy being its mean over
-    seeds at the search's own budget (promoted figures are not comparable with the others'
-    single seeds); most accurate first. Not ``study.best_trials``: Optuna knows single seeds
-    only."""
-    conf = budget_confirmations(study)
-    trials = feasible_trials(study)
-    points = [[conf[t.number].mean if t.number in conf else t.values[0], *t.values[1:]]
-              for t in trials]
-    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    keep = nondominated(points, maximize)
-    return [trials[i] for i in sorted(keep, key=lambda i: (-points[i][0], trials[i].number))]
 
 
 def document(t: FrozenTrial, limits: Limits = Limits()) -> dict[str, Any]:

@@ -149,6 +149,7 @@ class Objective:
         times = None if self.timer is None else self.timer.predict(d)
         costs = cost_record(cost, times, self.data.batch_size_for(self.s.batch_size))
         metrics = {"speedup": costs.speedup, "speedup_flops": costs.speedup_flops,
+                   "cost_model": self.s.cost_model,
                    "compute_overhead": costs.compute_overhead,
                    "memory_ratio": costs.memory_ratio, "block_flops": list(cost.block_flops),
                    **({"block_seconds": list(costs.block_seconds),

@@ -129,7 +129,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     add_study_flags(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, default=None, help="this trial number")
-    which.add_argument("--pareto", action="store_true", help="the Pareto set (into a folder)")
+    which.add_argument("--pareto", action="store_true",
+                       help="the Pareto front, the report's (into a folder): feasible trials "
+                            "no other beats in accuracy, speed-up and the other objectives")
     which.add_argument("--top", type=at.positive_int, default=None, help="the K most accurate")
     p.add_argument("-o", "--output", type=at.path, required=True,
                    help="file, or folder (files named <study>-trial<N>.json, the study name "
@@ -153,8 +155,9 @@ def add_transfer_flags(p: argparse.ArgumentParser, what: str, *, backbone: bool 
                    help="keep the cuts at the same stages and fractions even where the "
                         "constraints break on the target")
     g.add_argument("--cost-model", choices=["measured", "flops"], default=None,
-                   help="judge the constraints on the target by step times measured here, or "
-                        "by FLOPs (default: the document's)")
+                   help="judge the constraints on the target, and the speed-up `train` "
+                        "reports, by step times measured here or by FLOPs (default: the "
+                        "document's; for paper/uniform the search's default, measured)")
 
 
 DEFAULT_STORAGE = "sqlite:///study.db"

@@ -64,6 +64,7 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
 
 def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
            plan: TrainPlan, bp_lr: float, group: Group) -> int:
+    from bwbpf.search import run_folder as f
     from bwbpf.search import training as t
     from bwbpf.search.commands import load_data_from
 
@@ -72,16 +73,17 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[st
 
     def start() -> dict[str, Any]:
         nonlocal data
-        t.check_out(out, settings, resume=args.resume, force=args.force)
+        f.check_out(out, settings, resume=args.resume, force=args.force)
         data = load_data_from(args)
         t.check_fits(list(runs.values()), data)
-        t.prepare_out(out, settings, resume=args.resume, force=args.force)
+        f.prepare_out(out, settings, resume=args.resume, force=args.force)
         return asdict(Sizes.of(data))
 
     shared = group.share("start", start)
     sizes = Sizes(**{**shared, "image_size": tuple(shared["image_size"])})
     r = t.train_ranked(d, data, sizes, plan, out / "blockwise", "blockwise", group,
-                     args.placement, resume=args.resume, stop_after=args.stop_after)
+                     args.placement, resume=args.resume, stop_after=args.stop_after,
+                     cost_model=settings["cost_model"])
     group.leave()
     if not group.first:
         return 0
@@ -90,8 +92,8 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[st
         assert data is not None
         results["backprop"] = t.train_one(runs["backprop"], data, replace(
             plan, schedule="sequential"), out / "backprop", "backprop", resume=args.resume,
-            stop_after=args.stop_after)
-    return t.finish(out, results, settings, args.stop_after)
+            stop_after=args.stop_after, cost_model=settings["cost_model"])
+    return f.finish(out, results, settings, args.stop_after)
 
 
 def ranked(settings: dict[str, Any], world: int, placement: tuple[int, ...] | None
@@ -103,7 +105,7 @@ def ranked(settings: dict[str, Any], world: int, placement: tuple[int, ...] | No
 def launch(args: argparse.Namespace, blocks: int, out: Path, settings: dict[str, Any]) -> int:
     """`--nproc K`: runs the same command as K ranks on this machine and waits for them. What
     can be refused without the data is refused here, before any rank starts."""
-    from bwbpf.search.training import check_out
+    from bwbpf.search.run_folder import check_out
 
     if "RANK" in os.environ:
         raise UserError("--nproc starts the ranks itself; under torchrun leave it out")

@@ -7,7 +7,9 @@ import json
 import optuna
 import pandas as pd
 
-from bwbpf.reports import plots, summary, trials_frame
+from bwbpf.reports import pareto, plots, summary, trials_frame
+from bwbpf.reports.record import TrialRecord
+from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.spaces import from_document, get_backbone
 
 
@@ -38,12 +40,34 @@ def test_split_stats_on_a_hand_made_frame() -> None:
     assert s.mean_accuracy[4] == 0.5
 
 
+def hand_study(points: list[tuple[float, ...]], objectives: tuple[str, ...] = ("accuracy",),
+               infeasible: dict[int, str] | None = None) -> optuna.Study:
+    """A study in memory: per trial (accuracy, speed-up, further objective values...)."""
+    directions = ["minimize" if o == "memory" else "maximize" for o in objectives]
+    study = optuna.create_study(directions=directions)
+    study.set_user_attr(SETTINGS, {"objectives": list(objectives)})
+    for n, (acc, speedup, *more) in enumerate(points):
+        trial = study.ask()
+        rec = TrialRecord(speedup=speedup, infeasible=(infeasible or {}).get(n))
+        for k, v in rec.attrs().items():
+            trial.set_user_attr(k, v)
+        values = {"accuracy": acc, "speedup": speedup}
+        study.tell(trial, [values.get(o, more[0] if more else 0.0) for o in objectives])
+    return study
+
+
 def test_front_marks_the_non_dominated() -> None:
-    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE"] * 4,
-                          "value_accuracy": [0.9, 0.8, 0.7, 0.85],
-                          "speedup": [1.0, 2.0, 1.5, 2.0]})
-    f = plots.front(frame)
-    assert f.on_front == [True, False, False, True]
+    f = plots.front(hand_study([(0.9, 1.0), (0.8, 2.0), (0.7, 1.5), (0.85, 2.0)]))
+    assert f is not None and f.on_front == [True, False, False, True]
+    assert [t.number for t in pareto.front(
+        hand_study([(0.9, 1.0), (0.8, 2.0), (0.7, 1.5), (0.85, 2.0)]))] == [0, 3]
+
+
+def test_a_further_objective_is_an_axis_in_its_direction() -> None:
+    """Memory (lower is better) beside accuracy and the speed-up, which is always an axis."""
+    study = hand_study([(0.8, 2.0, 0.5), (0.8, 2.0, 0.4), (0.7, 3.0, 0.9)],
+                       ("accuracy", "memory"))
+    assert [t.number for t in pareto.front(study)] == [1, 2]
 
 
 def test_a_trial_that_breaks_a_constraint_is_neither_best_nor_on_the_front() -> None:
@@ -54,8 +78,9 @@ def test_a_trial_that_breaks_a_constraint_is_neither_best_nor_on_the_front() -> 
     h = plots.history(frame)
     assert h.best[0] != h.best[0] and h.best[1:] == [0.8, 0.85]  # NaN, then feasible only
     assert h.baselines == ["paper, infeasible", "", ""]
-    f = plots.front(frame)
-    assert f.numbers == [1, 2] and f.on_front == [True, True]
+    f = plots.front(hand_study([(0.9, 3.0), (0.8, 2.0), (0.85, 1.5)],
+                               infeasible={0: "memory 0.70 of BP's > 0.50"}))
+    assert f is not None and f.numbers == [1, 2] and f.on_front == [True, True]
 
 
 def test_block_accuracy_and_diagram_of_the_best(mo: optuna.Study) -> None:

@@ -12,6 +12,7 @@ import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
+from bwbpf.reports import plots, trials_frame
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.stored_run import SETTINGS
@@ -70,6 +71,14 @@ def test_export_ranks_by_the_confirmed_mean(cli: Runner, db: str, tmp_path: Path
     mo = hand_built(db, "mo", ["accuracy", "speedup"])
     assert {t.number for t in mo.best_trials} == {0, 2}
     assert sorted(exported(cli, db, "mo", tmp_path, "--pareto")) == [1, 2, 3]
+    # one rule: the report's figure and the CSV's on_front mark what export --pareto wrote
+    f = plots.front(mo)
+    assert f is not None and {n for n, on in zip(f.numbers, f.on_front) if on} == {1, 2, 3}
+    frame = trials_frame(mo)
+    assert set(frame.loc[frame["on_front"], "number"]) == {1, 2, 3}
+    # a single-objective study's front is on accuracy and speed-up too (3: the most
+    # accurate, 2: the fastest, 1: between; 0's confirmed mean is below 1's at 1's speed-up)
+    assert sorted(exported(cli, db, "so", tmp_path, "--pareto")) == [1, 2, 3]
     # what is confirmed: the single-seed front, most accurate first (the same on a rerun)
     s = SearchSettings(study="mo", storage=db, objectives=("accuracy", "speedup"))
     assert [t.number for t in top_trials(mo, s)] == [0, 2]

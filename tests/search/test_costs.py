@@ -8,6 +8,7 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.attr_readers import STEP_SECONDS
 from bwbpf.reports.record import TrialRecord
+from bwbpf.search.costs import run_cost_model
 from bwbpf.search.settings import SearchSettings
 
 from .conftest import FAST, Runner
@@ -68,3 +69,19 @@ def test_a_study_stored_before_measured_costs_meant_flops() -> None:
         ("cost_model", "flops", "measured")]
     assert SearchSettings(study="old", storage="sqlite:///x.db",
                           cost_model="flops").conflicts(stored) == []
+
+
+@pytest.mark.parametrize(("given", "doc", "model"), [
+    ("flops", {"constraints": {"min_speedup": 2, "cost_model": "measured"}}, "flops"),
+    (None, {"constraints": {"min_speedup": 2, "cost_model": "flops"}}, "flops"),
+    (None, {"metrics": {"speedup": 2.1, "cost_model": "flops"}}, "flops"),
+    # documents from before the metrics named it: measured exactly when step times are there
+    (None, {"metrics": {"speedup": 2.1, "block_seconds": [0.1, 0.2]}}, "measured"),
+    (None, {"metrics": {"speedup": 2.1}}, "flops"),
+    (None, {"metrics": {}}, SearchSettings.cost_model),
+    (None, None, SearchSettings.cost_model),  # paper / uniform: the search's default
+])
+def test_a_train_run_judges_its_speedup_as_its_document_was(given: str | None,
+                                                           doc: dict | None, model: str
+                                                           ) -> None:
+    assert run_cost_model(given, doc) == model  # type: ignore[arg-type]

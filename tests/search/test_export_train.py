@@ -166,6 +166,34 @@ def test_train_follows_how_the_search_trained(cli: Runner, study_db: str,
     assert (settings["augment"], settings["lr_schedule"]) == (False, "onecycle")
 
 
+def test_train_reports_the_speedup_its_document_was_judged_by(cli: Runner, study_db: str,
+                                                              tmp_path: Path) -> None:
+    """metrics.json's ``speedup`` is the quantity the trial recorded: by the study's cost
+    model (measured step times here), FLOPs' figure beside it, the model named; with
+    --cost-model flops it is FLOPs'. BP is 1x by either."""
+    arch = tmp_path / "so.json"
+    assert cli("export", "--storage", study_db, "--study", "so", "-o", str(arch))[0] == 0
+    trial = json.loads(arch.read_text())["metrics"]
+    common = ["train", "--arch", str(arch), "--epochs", "1", "--train-subset", "128",
+              "--compare-bp", *SYN]
+    for given, model in ((None, "measured"), ("flops", "flops")):
+        out = tmp_path / model
+        rc, _, err = cli(*common, "--out", str(out), *(["--cost-model", given] if given else []))
+        assert rc == 0, err
+        run = json.loads((out / "metrics.json").read_text())
+        got = run["blockwise"]
+        assert got["cost_model"] == model == (given or trial["cost_model"])
+        assert got["speedup_flops"] == trial["speedup_flops"]  # the same count as the trial's
+        if model == "measured":
+            assert len(got["block_seconds"]) == len(json.loads(arch.read_text())["blocks"])
+            assert got["speedup"] == pytest.approx(
+                got["backprop_seconds"] / max(got["block_seconds"]), abs=2e-4)
+        else:
+            assert got["speedup"] == got["speedup_flops"] and "block_seconds" not in got
+        assert run["backprop"]["speedup"] == run["backprop"]["speedup_flops"] == 1.0
+        assert run["settings"]["cost_model"] == model
+
+
 def test_transfer_through_train(cli: Runner, tmp_path: Path) -> None:
     src = tmp_path / "vgg11.json"
     src.write_text(Decoupling.paper_default("vgg11", width=0.125).to_json())
