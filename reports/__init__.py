@@ -2,7 +2,8 @@
 
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.html import figures, render, write_report
-from bwbpf.reports.record import TrialRecord, best_trial, summary
+from bwbpf.reports.record import TrialRecord, best_trial
+from bwbpf.reports.standing import summary_rows
 
-__all__ = ["TrialRecord", "best_trial", "figures", "render", "summary", "trials_frame",
+__all__ = ["TrialRecord", "best_trial", "figures", "render", "summary_rows", "trials_frame",
            "write_report"]

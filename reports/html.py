@@ -14,7 +14,8 @@ from plotly.offline import get_plotlyjs
 
 from bwbpf.reports import draw, plots
 from bwbpf.reports.frame import trials_frame
-from bwbpf.reports.record import describe_counts, no_best, state_counts, summary
+from bwbpf.reports.record import describe_counts, no_best, state_counts
+from bwbpf.reports.standing import budget_of, compared_at, reversal_note, summary_rows
 from bwbpf.reports.stored_run import StoredRun
 from bwbpf.spaces.files import write_text_atomic
 
@@ -53,13 +54,15 @@ def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
 
 
 def _summary_table(study: optuna.Study) -> str:
-    rows = summary(study)
+    rows = summary_rows(study)
     if not rows:
         return f'<p class="note">{html.escape(no_best(study)).capitalize()}.</p>'
-    best = rows[0].accuracy or 0.0
+    best, budget = rows[0].accuracy or 0.0, budget_of(study)
     cells = []
     for r in rows:
         gap = "" if r.label == "best" or r.accuracy is None else f"{best - r.accuracy:+.4f}"
+        if gap:
+            gap += f" {compared_at(rows[0].confirmed, r.confirmed, budget)}"
         c = r.confirmed
         acc = "" if r.accuracy is None else f"{r.accuracy:.4f}"
         acc += f" ± {c.std:.4f}" if c else ""
@@ -76,7 +79,9 @@ def _summary_table(study: optuna.Study) -> str:
             "<th>seeds</th><th>single seed</th><th>best minus this</th>"
             "<th>speed-up over BP</th><th>from FLOPs</th><th>memory / BP's</th>"
             "<th></th></tr>")
-    return f"<table>{head}{''.join(cells)}</table>"
+    note = reversal_note(study) if len(rows) > 1 else None
+    shown = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return f"<table>{head}{''.join(cells)}</table>{shown}"
 
 
 def storage_shown(url: str) -> str:

@@ -24,7 +24,7 @@ def fidelity_level(f: Fidelity | None) -> tuple[float, ...]:
 
 
 def fidelity_shown(f: Fidelity) -> str:
-    return f"{f[0]} epochs on {f[1] or 'all'} images"
+    return f"{f[0]} epoch{'s' if f[0] != 1 else ''} on {f[1] or 'all'} images"
 
 
 @dataclass(frozen=True)

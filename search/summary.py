@@ -10,18 +10,23 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import (
-    SummaryRow,
     TrialRecord,
     best_trial,
     describe,
-    describe_confirmed,
     describe_counts,
     no_best,
     state_counts,
+)
+from bwbpf.reports.seed_record import Confirmation, Fidelity
+from bwbpf.reports.standing import (
+    SummaryRow,
+    budget_of,
+    compared_at,
+    describe_confirmed,
+    reversal_note,
+    summary_rows,
     verdict,
 )
-from bwbpf.reports.record import summary as summary_rows
-from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search import budget
 from bwbpf.search.settings import SearchSettings
@@ -89,25 +94,30 @@ def summary(study: optuna.Study) -> list[str]:
     rows = summary_rows(study)
     if not rows:
         return lines + [no_best(study)]
-    best = rows[0]
+    best, at_budget = rows[0], budget_of(study)
     lines.append(f"best     trial {best.trial}: val {best.shown()}  {best.note}")
     if best.costs():
         lines.append(f"         {best.costs()} (over end-to-end BP)")
     for r in rows[1:]:
         gap = (best.accuracy or 0.0) - (r.accuracy or 0.0)
+        at = compared_at(best.confirmed, r.confirmed, at_budget)
         if r.label == "backprop":
-            lines.append(f"backprop ({r.note}): val {r.shown()}  (best {gap:+.4f}: "
+            lines.append(f"backprop ({r.note}): val {r.shown()}  (best {gap:+.4f} {at}: "
                          f"the search {verdict(gap)} end-to-end BP)")
         else:
             state = f", {r.note}" if r.note else ""
-            versus = "" if r.trial == best.trial else f"  (best {gap:+.4f})"
+            versus = "" if r.trial == best.trial else f"  (best {gap:+.4f} {at})"
             lines.append(f"{r.label:8s} trial {r.trial}: val {r.shown()}{state}{versus}")
             if r.trial != best.trial and r.costs():
                 lines.append(f"         {r.costs()}")
-    return lines + versus_references(rows) + versus_transferred(study, rows[0])
+    note = reversal_note(study) if len(rows) > 1 else None
+    return (lines + versus_references(rows, at_budget)
+            + versus_transferred(study, best, at_budget)
+            + ([note] if note else []))
 
 
-def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
+def versus_transferred(study: optuna.Study, best: SummaryRow, at_budget: Fidelity | None
+                       ) -> list[str]:
     """One line in a study seeded by `run --seed-from`: the best against the transferred
     decoupling (each by its confirmed mean where it has one, else its single seed); the mark
     says when it was carried with one head family on every block."""
@@ -123,10 +133,12 @@ def versus_transferred(study: optuna.Study, best: SummaryRow) -> list[str]:
     acc, how = (c.mean, "confirmed") if c else (t.values[0], "single seed")
     gap = best.accuracy - acc
     return [f"against {what} (trial {t.number}, {how} {acc:.4f}): the "
-            f"best {'beats' if gap > 0 else 'does not beat'} it by {gap:+.4f}"]
+            f"best {'beats' if gap > 0 else 'does not beat'} it by {gap:+.4f} "
+            f"{compared_at(best.confirmed, c, at_budget)}"]
 
 
-def versus_references(rows: list[SummaryRow]) -> list[str]:
+def versus_references(rows: list[SummaryRow], at_budget: Fidelity | None = None
+                      ) -> list[str]:
     """One line: how the best compares with the strongest reference decoupling (a feasible
     one when any is)."""
     best, refs = rows[0], [r for r in rows[1:] if r.label != "backprop"
@@ -141,7 +153,8 @@ def versus_references(rows: list[SummaryRow]) -> list[str]:
     gap = best.accuracy - (top.accuracy or 0.0)
     which = "feasible reference" if "infeasible" not in top.note else "reference"
     return [f"against the references: the best {'beats' if gap > 0 else 'does not beat'} the "
-            f"strongest {which}, {top.label} (trial {top.trial}), by {gap:+.4f}"
+            f"strongest {which}, {top.label} (trial {top.trial}), by {gap:+.4f} "
+            f"{compared_at(best.confirmed, top.confirmed, at_budget)}"
             f"{noise(gap, best.confirmed, top.confirmed)}"]
 
 

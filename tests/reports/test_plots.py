@@ -7,7 +7,7 @@ import json
 import optuna
 import pandas as pd
 
-from bwbpf.reports import pareto, plots, summary, trials_frame
+from bwbpf.reports import pareto, plots, summary_rows, trials_frame
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.spaces import from_document, get_backbone
@@ -99,7 +99,7 @@ def test_block_accuracy_and_diagram_of_the_best(mo: optuna.Study) -> None:
 
 
 def test_summary_puts_best_first_then_baselines_and_bp(so: optuna.Study) -> None:
-    rows = summary(so)
+    rows = summary_rows(so)
     labels = [r.label for r in rows]
     assert labels[0] == "best" and labels[-1] == "backprop" and "paper" in labels
     assert rows[0].accuracy == max(t.values[0] for t in so.get_trials() if t.values)

@@ -21,8 +21,8 @@ from bwbpf.reports.record import (
     describe_counts,
     save,
     state_counts,
-    summary,
 )
+from bwbpf.reports.standing import summary_rows
 from bwbpf.search import budget, constraints
 from bwbpf.search.constraints import (
     Constraint,
@@ -337,7 +337,7 @@ def test_rejected_trials_use_no_budget_and_never_win() -> None:
     assert [t.number for t in choose(study, trial=None, pareto=False, top=5)] == [1]
     assert state_counts(study) == {"complete": 2, "pruned": 1, "rejected": 1}
     assert describe_counts(state_counts(study)).endswith("1 rejected by the constraints")
-    assert summary(study)[0].trial == 1
+    assert summary_rows(study)[0].trial == 1
 
 
 def test_the_guard_counts_rejections_in_a_row_and_names_the_best_seen() -> None:

@@ -35,12 +35,18 @@ def promoted_keys(study: optuna.Study) -> set[str]:
 
 
 def test_without_promotion_nothing_is_promoted(cli: Runner, db: str) -> None:
-    rc, _, err = cli("-q", "run", "--storage", db, "--study", "p", "--n-trials", "3", *BASE,
-                     "--confirm-top", "1", "--confirm-seeds", "1")
+    rc, out, err = cli("-q", "run", "--storage", db, "--study", "p", "--n-trials", "3", *BASE,
+                       "--confirm-top", "1", "--confirm-seeds", "1")
     assert rc == 0, err
     study = load(db)
     assert not promoted_keys(study)
     assert all(c.fidelity is None for c in confirmations(study).values())
+    # every comparison names the trial budget, and the summary says once what that is worth
+    compared = [x for x in out.splitlines() if "(best " in x or "by +" in x or "by -" in x]
+    assert compared and all("at 1 epoch on 120 images, the trial budget" in x
+                            for x in compared)
+    assert out.count("close rankings there often reverse with longer training") == 1
+    assert "--promote-top N" in out
 
 
 def test_a_promotion_to_more_images_at_the_same_epochs_runs(cli: Runner, db: str) -> None:
@@ -81,6 +87,11 @@ def test_promoted_trials_rank_by_their_promoted_score_and_confirm_there(
     bp = bp_confirmation(study, "vgg8b")
     assert bp is not None and bp.fidelity == FID and len(bp.seeds) == 2
     assert f"at {FID[0]} epochs on {FID[1]} images" in out
+    # every comparison names the fidelity it was made at; promoted, the study needs no note
+    compared = [x for x in out.splitlines() if "(best " in x or "by +" in x or "by -" in x]
+    assert compared and all(f"at {FID[0]} epochs on {FID[1]} images, promoted" in x
+                            for x in compared)
+    assert "often reverse" not in out
     # export takes the same winner
     rc, path, err = cli("export", "--storage", db, "--study", "p", "-o", str(tmp_path / "b.json"))
     assert rc == 0, err

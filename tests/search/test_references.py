@@ -131,8 +131,8 @@ def test_references_train_in_full_where_the_pruner_stops_others(cli: Runner, db:
 
 
 def test_the_reference_line_says_whether_the_gap_is_outside_the_seeds_noise() -> None:
-    from bwbpf.reports.record import SummaryRow
     from bwbpf.reports.seed_record import Confirmation
+    from bwbpf.reports.standing import SummaryRow
     from bwbpf.search.summary import noise, versus_references
 
     def row(label: str, trial: int, accs: tuple[float, ...]) -> SummaryRow:
