@@ -10,9 +10,10 @@ import os
 import re
 import sys
 import threading
-from contextlib import suppress
-from typing import Callable, Sequence
+from contextlib import contextmanager, suppress
+from typing import Callable, Iterator, Sequence
 
+import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
@@ -73,17 +74,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _set_up(args: argparse.Namespace) -> None:
-    """Logging (our own lines say what happens), and SIGTERM's meaning for `run`."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
-    import optuna
-
+@contextmanager
+def command_logging(quiet: bool) -> Iterator[None]:
+    """For one command: the package's lines (the ``bwbpf`` loggers) on stderr as bare
+    messages, Optuna's at warnings only; the caller's logging (the root logger's handlers,
+    the package's and Optuna's levels) as it was afterwards."""
+    ours = logging.getLogger("bwbpf")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    was = ours.level, ours.propagate, optuna.logging.get_verbosity()
+    ours.addHandler(handler)
+    ours.setLevel(logging.WARNING if quiet else logging.INFO)
+    ours.propagate = False  # a host's root handlers would print every line twice
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:
-        handler.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
-    if args.command != "dashboard":  # the server ends on SIGTERM as it is
-        stop_on_sigterm()
+    for h in logging.getLogger("optuna").handlers:
+        h.addFilter(_drop_optuna_trial_traceback)  # once: addFilter skips a repeat
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(was[0])
+        ours.propagate = was[1]
+        optuna.logging.set_verbosity(was[2])
 
 
 def _main(argv: list[str]) -> int:
@@ -106,14 +118,22 @@ def _fault_line(e: BaseException) -> str | None:
     return None
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The parsed command, with SIGTERM's meaning (but for the dashboard: the server ends on
+    SIGTERM as it is) and the command's logging."""
+    if args.command != "dashboard":
+        stop_on_sigterm()
+    func: Command = args.func
+    with command_logging(args.quiet):
+        code = func(args)
+    sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    return code
+
+
 def _outcome(argv: list[str]) -> int:
     try:
         args = parse(argv)
-        _set_up(args)
-        func: Command = args.func
-        code = func(args)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
-        return code
+        return _run(args)
     except BrokenPipeError:
         _quiet_stdout()
         return 1

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.attr_readers import study_names  # a value that is not JSON is refused
 from bwbpf.reports.study_attrs import check_study
@@ -155,7 +156,9 @@ def open_storage(url: str, *, heartbeat_s: int | None = 60, create: bool = True
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
         except OSError as e:
             raise UserError(f"cannot open storage {redact(url)}: {e.strerror or e}") from None
-        except Exception as e:  # replaying the log: a line that is not JSON or not an entry
+        # replaying the log: a line that is not JSON (ValueError) or not an entry (KeyError,
+        # TypeError, AttributeError on a value of the wrong kind)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             raise UserError(f"storage {redact(url)} is corrupt: an entry cannot be read "
                             f"({type(e).__name__}); nothing was changed. Restore it from a "
                             "copy, or move it aside") from None
@@ -164,7 +167,11 @@ def open_storage(url: str, *, heartbeat_s: int | None = 60, create: bool = True
             return _rdb(url, heartbeat_s, create=create)
         except UserError:
             raise
-        except Exception as e:  # sqlalchemy.exc.*, a missing driver, a refused connection
+        # sqlalchemy.exc.* (a refused connection, a bad URL), a missing driver (ImportError),
+        # a URL sqlalchemy cannot parse (ValueError), a schema of another Optuna version
+        # (RuntimeError) or Optuna's storage errors
+        except (SQLAlchemyError, ImportError, ValueError, RuntimeError,
+                optuna.exceptions.OptunaError) as e:
             if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
                 time.sleep(0.2 * (attempt + 1))  # the other process is creating the tables
                 continue

@@ -15,7 +15,14 @@ import torch
 from bwbpf.spaces import DecoupledNet
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
-from bwbpf.trainers.device import autocast, nhwc, nhwc_module, resolve_device, synchronize
+from bwbpf.trainers.device import (
+    autocast,
+    nhwc,
+    nhwc_module,
+    resolve_device,
+    seeded_streams,
+    synchronize,
+)
 from bwbpf.trainers.pipeline import PipelinedStepper
 from bwbpf.trainers.plan import EpochMetrics, TrainPlan, TrainResult
 from bwbpf.trainers.stepper import Stepper, check_finite
@@ -41,10 +48,18 @@ def fit(net: DecoupledNet, data: Data, plan: TrainPlan, on_epoch: EpochCallback 
     hands ``on_checkpoint`` the full training state (see ``trainers.checkpoint``) and calls
     ``on_epoch(epoch, metrics)``, which may raise to stop (e.g. to prune). With ``resume`` (a
     state from ``on_checkpoint``) training continues where it stopped, with the same arithmetic
-    as an uninterrupted run."""
+    as an uninterrupted run. The global random generators are seeded for the training and
+    left as they were."""
+    used = [resolve_device(d) for d in (plan.devices or (plan.device,))]
+    with seeded_streams(plan.seed, used):
+        return _fit(net, data, plan, on_epoch, resume, on_checkpoint)
+
+
+def _fit(net: DecoupledNet, data: Data, plan: TrainPlan, on_epoch: EpochCallback | None,
+         resume: dict[str, Any] | None,
+         on_checkpoint: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     net, data = prepare(net, data, plan)
     device = data.device
-    torch.manual_seed(plan.seed)
     gen = torch.Generator(device=device).manual_seed(plan.seed)
     per_epoch = data.steps_per_epoch(plan.batch_size)
     total = per_epoch * plan.epochs if plan.max_steps is None else min(

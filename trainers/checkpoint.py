@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -110,7 +111,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """The snapshot in ``path`` (on the CPU), noted with where it came from."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, foreign or unpicklable files
+    # truncated (EOFError), foreign (RuntimeError: not a zip torch wrote, or a damaged one;
+    # ValueError, KeyError from the archive's records) or unpicklable files
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError, KeyError,
+            zipfile.BadZipFile) as e:
         raise UserError(f"cannot load checkpoint {path}: {_unreadable(e)}") from None
     name = f"checkpoint {path}"
     if not isinstance(state, dict):
@@ -130,7 +134,7 @@ def check_entries(state: Mapping[str, Any], name: str) -> None:
                         f"reads format {FORMAT}")
 
 
-def _unreadable(e: Exception) -> str:
+def _unreadable(e: BaseException) -> str:
     """Why torch.load failed, as one complete clause (torch's messages run to paragraphs)."""
     if isinstance(e, pickle.UnpicklingError):  # what weights_only refuses to unpickle
         return ("it holds Python objects, not only tensors, numbers, strings, lists and "

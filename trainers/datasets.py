@@ -243,7 +243,7 @@ def _download_idx(name: str, tv_class: str, folder: str, root: Path | None, down
             if files:
                 return files
             reason = "no IDX files after download"
-        except Exception as e:  # any network or IO failure ends up in the one-line error
+        except (OSError, RuntimeError, ValueError) as e:  # network/IO (URLError), damaged file
             reason = one_line(e)
         looked.append(f"torchvision download into {shown(target)} failed ({reason})")
     else:
@@ -272,7 +272,7 @@ def _torchvision_set(name: str, root: Path | None, download: bool,
             xs = [torch.from_numpy(np.asarray(d.data)).permute(0, 3, 1, 2) for d in (tr, te)]
             ys = [torch.as_tensor(d.targets) for d in (tr, te)]
             classes = len(tr.classes)
-    except Exception as e:  # missing files and failed downloads both land here
+    except (OSError, RuntimeError, ValueError, EOFError) as e:  # missing/damaged, no download
         how = "download failed" if download else "download disabled"
         raise DataError(f"{name} not found in {shown(target)} ({how}: {one_line(e)}). "
                         f"{DATASETS.get(name).hint}") from None

@@ -123,3 +123,14 @@ def memory_guard(what: str, advice: str = ADVICE) -> Iterator[None]:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise OutOfMemory(oom_line(e, what, advice)) from None
+
+
+@contextmanager
+def seeded_streams(seed: int, devices: list[torch.device]) -> Iterator[None]:
+    """Torch's global generators seeded with ``seed`` inside the block, and the CPU's and
+    those of the CUDA ``devices`` (the ones the training uses) given back as they were after
+    it: a training leaves its caller's random streams alone."""
+    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

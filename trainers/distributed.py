@@ -22,7 +22,7 @@ from bwbpf.spaces import DecoupledNet
 from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers.checkpoint import restore, snapshot
 from bwbpf.trainers.data import Data, Split, eval_batches
-from bwbpf.trainers.device import autocast, nhwc, nhwc_module, synchronize
+from bwbpf.trainers.device import autocast, nhwc, nhwc_module, seeded_streams, synchronize
 from bwbpf.trainers.group import Group
 from bwbpf.trainers.plan import EpochMetrics, TrainPlan, TrainResult
 from bwbpf.trainers.shards import Shards
@@ -149,10 +149,20 @@ def fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPl
     trains this rank's blocks and writes its checkpoint shard after every epoch; then, on
     every rank, ``on_checkpoint(this rank's snapshot)`` once the checkpoint is complete and
     ``on_epoch(epoch, metrics)``. Accuracies and losses are the same on every rank; the
-    timing is each rank's own."""
+    timing is each rank's own. The global random generators are seeded for the training and
+    left as they were."""
+    with seeded_streams(plan.seed, [group.device]):
+        return _fit_ranked(net, data, sizes, plan, group, shards, resume, on_epoch,
+                           on_checkpoint)
+
+
+def _fit_ranked(net: DecoupledNet, data: Data | None, sizes: Sizes, plan: TrainPlan,
+                group: Group, shards: Shards, resume: bool,
+                on_epoch: Callable[[int, EpochMetrics], None] | None,
+                on_checkpoint: Callable[[dict[str, Any]], None] | None
+                ) -> tuple[TrainResult, RankStepper]:
     dev = group.device
     data = data.to(dev) if data is not None else None
-    torch.manual_seed(plan.seed)
     gen = torch.Generator(device=dev).manual_seed(plan.seed)
     per_epoch = max(1, sizes.train // min(plan.batch_size, sizes.train))
     total = per_epoch * plan.epochs if plan.max_steps is None else min(

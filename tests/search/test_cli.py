@@ -112,6 +112,31 @@ def test_quiet_after_the_subcommand_runs(cli: Runner, tmp_path: Path) -> None:
     assert out.startswith("s: ")
 
 
+def test_a_command_leaves_the_hosts_logging_as_it_found_it(cli: Runner, tmp_path: Path
+                                                         ) -> None:
+    """Called as a function, a command prints its lines through its own handler and gives
+    back the root logger's handlers and levels, the package's logger and Optuna's verbosity
+    as they were; the host's handler sees none of the command's lines."""
+    seen: list[logging.LogRecord] = []
+    host = logging.Handler(logging.DEBUG)
+    host.emit = seen.append  # type: ignore[method-assign]
+    root, ours = logging.getLogger(), logging.getLogger("bwbpf")
+    root.addHandler(host)
+    try:
+        before = (list(root.handlers), root.level, ours.level, ours.propagate,
+                  list(ours.handlers), optuna.logging.get_verbosity())
+        rc, out, err = cli("train", "--arch", "paper", "--epochs", "1", "--train-subset", "64",
+                           "--dataset", "synthetic", "--device", "cpu", "--out",
+                           str(tmp_path / "run"))
+        assert rc == 0, err
+        assert "epoch 1/1" in err  # the command's own lines, on stderr
+        assert (list(root.handlers), root.level, ours.level, ours.propagate,
+                list(ours.handlers), optuna.logging.get_verbosity()) == before
+        assert not [r for r in seen if r.name.startswith("bwbpf")]
+    finally:
+        root.removeHandler(host)
+
+
 def test_version(cli: Runner) -> None:
     rc, out, err = cli("--version")
     assert (rc, out, err) == (0, f"bwbpf-search {package_version()}\n", "")

@@ -38,6 +38,21 @@ def test_same_seed_same_weights_on_cpu(synthetic: Data) -> None:
     assert not torch.equal(other.blocks[0][0][0].weight, nets[0].blocks[0][0][0].weight)
 
 
+def test_fit_leaves_the_callers_random_stream_as_it_found_it(synthetic: Data) -> None:
+    """The training is seeded by its plan whatever the caller drew before, and the caller's
+    global generator goes on where it was."""
+    plan = TrainPlan(epochs=1, max_steps=2, batch_size=32, device="cpu", seed=5)
+    nets = [build(BPFREE, 10, 3, 16, seed=0) for _ in range(2)]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    fit(nets[0], synthetic, plan)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(7)  # the caller's stream moved on: the next training is the same
+    fit(nets[1], synthetic, plan)
+    for p, q in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(p, q)
+
+
 def test_max_steps_and_callback_can_stop(synthetic: Data) -> None:
     net = build(BPFREE, 10, 3, 16, seed=0)
     r = fit(net, synthetic, TrainPlan(epochs=5, max_steps=3, batch_size=32, device="cpu"))
