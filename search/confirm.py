@@ -73,7 +73,7 @@ def top_trials(study: optuna.Study, s: SearchSettings, n: int | None = None,
     pool = feasible_trials(study)
     if s.multi_objective:
         maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-        # the single-seed front of the objectives (confirmation has not run yet)
+        # the front of the objectives on single seeds, so that a rerun picks the same trials
         pool = [t for t, on in zip(pool, nondominated([t.values for t in pool], maximize))
                 if on]
     n = s.confirm_top if n is None else n
