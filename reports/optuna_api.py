@@ -42,6 +42,16 @@ def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     return int(_get(trial, "_trial_id", "trial storage id"))
 
 
+# Where Optuna's RetryFailedTrialCallback records, on a retry, the numbers of the trials it
+# repeats (its public reader is experimental and warns on every call).
+RETRY_HISTORY = "retry_history"
+
+
+def retried_numbers(trial: FrozenTrial) -> list[int]:
+    """The numbers of the trials that ``trial`` retries (none for a trial that is no retry)."""
+    return [int(n) for n in trial.system_attrs.get(RETRY_HISTORY, [])]
+
+
 def heartbeat_interval(storage: BaseStorage) -> int | None:
     """Seconds between heartbeats, or None for a storage that keeps none (journal files)."""
     from optuna.storages import _heartbeat

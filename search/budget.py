@@ -16,6 +16,7 @@ from typing import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bwbpf.reports import optuna_api
 from bwbpf.reports.record import TrialRecord
 
 
@@ -26,7 +27,7 @@ class SurplusTrial(Exception):
 def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
     out: set[int] = set()
     for t in trials:
-        out.update(t.system_attrs.get("retry_history", []))
+        out.update(optuna_api.retried_numbers(t))
     return out
 
 

@@ -8,6 +8,7 @@ import optuna
 import optuna_dashboard
 from optuna.trial import TrialState
 
+from bwbpf.reports import optuna_api
 from bwbpf.reports.note import markdown, save_note
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.seed_record import Confirmation
@@ -47,7 +48,7 @@ def test_note_of_a_k2_trial_on_a_finished_trial(tmp_path: Path) -> None:
     save_note(study, done, c)  # again, after its confirmation: it replaces the first
 
     handle = optuna.load_study(study_name="n", storage=db)
-    note = optuna_dashboard.get_note(optuna.trial.Trial(handle, done._trial_id))
+    note = optuna_dashboard.get_note(optuna.trial.Trial(handle, optuna_api.trial_id(done)))
     assert note == markdown(done, c)
     assert note.startswith(f"### Trial {done.number}: complete\n")
     assert "| block | units | head | local loss | lr |" in note
@@ -60,7 +61,7 @@ def test_note_of_a_k2_trial_on_a_finished_trial(tmp_path: Path) -> None:
     assert note.endswith("Unused parameters (K=2): cut_2, cut_3, aux_1_head, aux_1_depth, "
                          "aux_1_width, aux_1_loss, aux_2_head, aux_2_depth, aux_2_width, "
                          "aux_2_loss, lr_mult_2, lr_mult_3\n")
-    other = optuna_dashboard.get_note(optuna.trial.Trial(handle, pruned._trial_id))
+    other = optuna_dashboard.get_note(optuna.trial.Trial(handle, optuna_api.trial_id(pruned)))
     assert other.startswith(f"### Trial {pruned.number}: pruned at epoch 2\n")
     assert "confirmed" not in other
 

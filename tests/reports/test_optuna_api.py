@@ -35,6 +35,19 @@ def test_trial_id_is_the_storage_id_of_the_trial(study: optuna.Study) -> None:
     assert storage.get_trial(optuna_api.trial_id(t)).number == t.number
 
 
+def test_a_retry_names_the_trial_it_repeats(study: optuna.Study) -> None:
+    """Optuna's retry callback records the repeated trial where ``retried_numbers`` reads it."""
+    (t,) = study.get_trials()
+    storage = optuna_api.storage_of(study)
+    storage.set_trial_state_values(optuna_api.trial_id(t), optuna.trial.TrialState.FAIL)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    retry(study, study.get_trials()[0])
+    first, again = study.get_trials()
+    assert optuna_api.retried_numbers(first) == []
+    assert optuna_api.retried_numbers(again) == [first.number]
+
+
 def test_heartbeats_are_read_and_recorded(study: optuna.Study, tmp_path: Path) -> None:
     storage = optuna_api.storage_of(study)
     assert optuna_api.heartbeat_interval(storage) == 5

@@ -12,7 +12,7 @@ import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.reports import plots, trials_frame
+from bwbpf.reports import optuna_api, plots, trials_frame
 from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.stored_run import SETTINGS
@@ -147,7 +147,7 @@ def test_run_confirms_the_top_trials_references_and_bp_and_resumes(cli: Runner, 
     handle = optuna.load_study(study_name="c", storage=db,
                                sampler=optuna.samplers.RandomSampler())
     for t in study.get_trials():
-        note = optuna_dashboard.get_note(optuna.trial.Trial(handle, t._trial_id))
+        note = optuna_dashboard.get_note(optuna.trial.Trial(handle, optuna_api.trial_id(t)))
         assert f"### Trial {t.number}" in note and "| block | units |" in note
         assert ("val accuracy, confirmed" in note) == (t.number in conf)
 

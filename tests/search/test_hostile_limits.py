@@ -22,6 +22,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from bwbpf.reports import optuna_api
 from bwbpf.search import dispatch
 from bwbpf.search.constraints import check_reachable
 from bwbpf.search.workers import WORKER, _machine, mark_worker, reap
@@ -187,7 +188,8 @@ def test_a_journal_trial_whose_worker_died_is_failed_and_requeued(tmp_path: Path
     for t in (dead, alive):
         t.suggest_float("x", 0, 1)
     mark_worker(alive)  # this process: alive
-    storage.set_trial_system_attr(dead._trial_id, WORKER, f"{_machine()}|{_dead_pid()}|1|0")
+    storage.set_trial_system_attr(optuna_api.trial_id(dead), WORKER,
+                                  f"{_machine()}|{_dead_pid()}|1|0")
     assert reap(study, set()) is False  # no heartbeats in a journal: nothing to wait for
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
@@ -203,7 +205,7 @@ def test_a_journal_trial_of_another_pid_namespace_is_left_running(tmp_path: Path
     study = optuna.create_study(study_name="j", storage=storage)
     trial = study.ask()
     host, boot, _ = _machine().split("/", 2)  # a container on this host: its pids are its own
-    storage.set_trial_system_attr(trial._trial_id, WORKER,
+    storage.set_trial_system_attr(optuna_api.trial_id(trial), WORKER,
                                   f"{host}/{boot}/pid:[1]|{_dead_pid()}|1|0")
     reap(study, set())
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]

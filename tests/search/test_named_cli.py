@@ -10,6 +10,7 @@ import optuna
 import optuna_dashboard
 import pytest
 
+from bwbpf.reports import optuna_api
 from bwbpf.reports.study_attrs import confirmations, promoted
 
 from .conftest import FAST, Runner
@@ -126,7 +127,7 @@ def test_a_users_network_is_promoted_confirmed_reported_and_noted(
     assert confirmed and all(c.fidelity == (2, 400) and len(c.seeds) == 3
                              for c in confirmed.values())
     best = study.trials[next(iter(confirmed))]
-    note = optuna_dashboard.get_note(optuna.trial.Trial(study, best._trial_id))
+    note = optuna_dashboard.get_note(optuna.trial.Trial(study, optuna_api.trial_id(best)))
     assert note.startswith(f"### Trial {best.number}")
     assert "py:usernets:small x1, K=" in note and "from FLOPs" in note and "confirmed" in note
     rc, out, err = cli("report", "--storage", db, "--study", "p", "-o", "r.html",
