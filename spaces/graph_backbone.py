@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -206,18 +206,19 @@ class GraphSpec(BackboneSpec):
         return [as_maps(module, k, a.shapes) for k, module in enumerate(raw)]
 
     def _plan(self, width: float, in_channels: int, image_size: tuple[int, int]) -> UnitPlan:
-        raise NotImplementedError("a named network is cut from one traced copy: build_units")
-
-    def build_units(self, *, width: float = 1.0, in_channels: int = 3,
-                    image_size: tuple[int, int] = (32, 32)
-                    ) -> tuple[list[UnitInfo], list[nn.Module]]:
+        """Each unit with its builder; the builders share one cut of one fresh network, made
+        when the first of them is called (the units of one plan are one network's)."""
         infos = self.describe(width=width, in_channels=in_channels, image_size=image_size)
-        return infos, self._pieces(width, in_channels, image_size)[:-1]
+        cut: list[nn.Module] = []
 
-    def build_some_units(self, indices: list[int], *, width: float = 1.0, in_channels: int = 3,
-                         image_size: tuple[int, int] = (32, 32)) -> list[nn.Module]:
-        units = self._pieces(width, in_channels, image_size)
-        return [units[i] for i in indices]
+        def builder(k: int) -> Callable[[], nn.Module]:
+            def make() -> nn.Module:
+                if not cut:
+                    cut.extend(self._pieces(width, in_channels, image_size)[:-1])
+                return cut[k]
+            return make
+
+        return [(info, builder(k)) for k, info in enumerate(infos)]
 
     def build_classifier(self, last: UnitInfo, num_classes: int, width: float) -> nn.Module:
         channels, size = _LAST_INPUT.get(self.name, (3, self.probe_size))
