@@ -15,6 +15,7 @@ from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.stored_run import StoredRun
 from bwbpf.search.study import redact
+from bwbpf.search.transfer import carry_document
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.document import upgrade
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
@@ -91,8 +92,6 @@ class Target:
 
     def carry(self, doc: dict[str, Any], batch_size: int) -> dict[str, Any]:
         """The document on the target; its one line to stderr."""
-        from bwbpf.search.transfer import carry_document
-
         carried = carry_document(doc, self.backbone, self.width, cost_model=self.cost_model,
                                  batch_size=batch_size, ignore=self.ignore_constraints)
         print(carried.line(), file=sys.stderr, flush=True)

@@ -23,6 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bwbpf.search import run_folder as f
+from bwbpf.search import training as t
+from bwbpf.search.commands import load_data_from
+from bwbpf.search.run_folder import check_out
 from bwbpf.spaces import Decoupling, UserError
 from bwbpf.trainers import TrainPlan
 from bwbpf.trainers.distributed import Sizes
@@ -64,10 +68,6 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
 
 def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
            plan: TrainPlan, bp_lr: float, group: Group) -> int:
-    from bwbpf.search import run_folder as f
-    from bwbpf.search import training as t
-    from bwbpf.search.commands import load_data_from
-
     runs = {"blockwise": d, **({"backprop": t.bp_for(d, bp_lr)} if args.compare_bp else {})}
     data = None
 
@@ -105,8 +105,6 @@ def ranked(settings: dict[str, Any], world: int, placement: tuple[int, ...] | No
 def launch(args: argparse.Namespace, blocks: int, out: Path, settings: dict[str, Any]) -> int:
     """`--nproc K`: runs the same command as K ranks on this machine and waits for them. What
     can be refused without the data is refused here, before any rank starts."""
-    from bwbpf.search.run_folder import check_out
-
     if "RANK" in os.environ:
         raise UserError("--nproc starts the ranks itself; under torchrun leave it out")
     check_world(args.nproc, blocks, args.placement)

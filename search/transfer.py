@@ -34,10 +34,11 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 from bwbpf.search.constraints import NAMES, Constraint
 from bwbpf.search.placement import meets
 from bwbpf.search.reach import Pieces, cut_sets
-from bwbpf.spaces import Decoupling, UserError
+from bwbpf.spaces import Decoupling, UserError, from_document
 from bwbpf.spaces.document import Trained, parse_json, to_document
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.spaces.transfer import check_family, positions, retarget, transfer
+from bwbpf.trainers import resolve_device
 from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
 
@@ -192,9 +193,6 @@ def carry_document(doc: dict[str, Any], backbone: str | None, width: float | Non
     where not given) under the constraints it carries; the costs predicted for ``shape`` (the
     data's), else for the input the document records, by ``cost_model`` (the document's
     unless given): step times measured here on ``device`` at ``batch_size``, or FLOPs."""
-    from bwbpf.spaces import from_document
-    from bwbpf.trainers import resolve_device
-
     source = from_document(doc)
     limits = Limits.of(doc)
     model = cost_model or (limits.cost_model if limits.any else "flops")

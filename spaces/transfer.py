@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.heads import AUX_HEADS
 
 if TYPE_CHECKING:
     from bwbpf.spaces.decoupling import AuxSpec, Decoupling
@@ -124,8 +125,6 @@ def retarget(d: Decoupling, backbone: str, cuts: tuple[int, ...], width: float |
 
 
 def transfer_depth(aux: AuxSpec, after_src: int, after_dst: int) -> AuxSpec:
-    from bwbpf.spaces.heads import AUX_HEADS
-
     if not AUX_HEADS.get(aux.family).copies_units:
         return aux
     most = min(after_dst, AUX_HEADS.get(aux.family).depths[1])

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from bwbpf.spaces import DecoupledNet
 from bwbpf.spaces.heads import check_schedule
+from bwbpf.trainers.cost import block_groups, measure_cost
 from bwbpf.trainers.device import resolve_device
 from bwbpf.trainers.plan import TrainPlan
 from bwbpf.trainers.stepper import Stepper, check_finite
@@ -95,8 +96,6 @@ def place(net: DecoupledNet, names: tuple[str, ...]) -> list[torch.device]:
     devices = [resolve_device(n) for n in names][: net.num_blocks]
     if len(devices) == 1:
         return devices * net.num_blocks
-    from bwbpf.trainers.cost import block_groups, measure_cost
-
     flops = measure_cost(net, net.in_channels, net.image_size).block_flops
     out: list[torch.device] = []
     for d, blocks in enumerate(block_groups(flops, len(devices))):
