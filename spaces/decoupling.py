@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 from bwbpf.spaces.backbone_spec import stage_boundaries
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.files import dumps
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
 from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
@@ -152,7 +153,7 @@ class Decoupling:
     def to_json(self, **extras: Any) -> str:
         """The versioned JSON document (``spaces.document``); extras: input, metrics,
         provenance."""
-        from bwbpf.spaces.document import dumps, to_document
+        from bwbpf.spaces.document import to_document
 
         return dumps(to_document(self, **extras))
 

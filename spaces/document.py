@@ -274,24 +274,3 @@ def _at(path: str, make: Any) -> Any:
         head = text.split(":", 1)[0]
         joined = f"{path}.{text}" if head.isidentifier() else f"{path}: {text}"
         raise ConfigError(joined) from None
-
-
-def dumps(doc: Any) -> str:
-    """Indented JSON with short lists of numbers kept on one line (diff- and eye-friendly)."""
-    inline: dict[str, str] = {}
-
-    def fold(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: fold(x) for k, x in v.items()}
-        if isinstance(v, list):
-            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                key = f"@@{len(inline)}@@"
-                inline[key] = json.dumps(v)
-                return key
-            return [fold(x) for x in v]
-        return v
-
-    text = json.dumps(fold(doc), indent=2)
-    for key, value in inline.items():
-        text = text.replace(f'"{key}"', value)
-    return text + "\n"

@@ -6,6 +6,7 @@ one, never a part. Written files get the mode of a plain file (0666 less the uma
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -94,9 +95,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Indented JSON (``spaces.document.dumps``), creating the folder when needed."""
-    from bwbpf.spaces.document import dumps
-
+    """Indented JSON (``dumps``), creating the folder when needed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -108,3 +107,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def dumps(doc: Any) -> str:
+    """Indented JSON with short lists of numbers kept on one line (diff- and eye-friendly)."""
+    inline: dict[str, str] = {}
+
+    def fold(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fold(x) for k, x in v.items()}
+        if isinstance(v, list):
+            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                key = f"@@{len(inline)}@@"
+                inline[key] = json.dumps(v)
+                return key
+            return [fold(x) for x in v]
+        return v
+
+    text = json.dumps(fold(doc), indent=2)
+    for key, value in inline.items():
+        text = text.replace(f'"{key}"', value)
+    return text + "\n"
