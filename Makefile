@@ -21,7 +21,9 @@ $(VENV)/.deps: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # The project itself (fast): re-installed whenever a source file changes.
+# (build/ is setuptools' copy of the sources: a module renamed or removed would stay in it.)
 $(VENV)/.installed: $(VENV)/.deps $(SRC)
+	rm -rf build
 	$(PIP) --no-deps --force-reinstall . 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import bwbpf.search, bwbpf.spaces, bwbpf.trainers, bwbpf.reports"
 	touch $@

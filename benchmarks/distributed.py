@@ -63,11 +63,11 @@ def transfer_seconds(shape: tuple[int, ...]) -> float:
 
 def transfer_rank(shape: tuple[int, ...]) -> None:
     """One rank of ``transfer_seconds``: rank 0 sends SENDS batches, rank 1 times them."""
-    from bwbpf.trainers.group import join
+    from bwbpf.trainers.group import join_group
     from bwbpf.trainers.transport import Inbox, Outbox
 
     torch.set_num_threads(1)
-    g = join("cpu", 120)
+    g = join_group("cpu", 120)
     x, y = torch.randn(shape), torch.randint(0, 10, shape[:1])
     if g.first:
         box = Outbox(1)

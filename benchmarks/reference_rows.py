@@ -16,8 +16,8 @@ from common import long_run_parser, long_run_start
 from search_efficiency import FULL, TINY, Rows
 
 from bwbpf.search.baselines import PUBLISHED, published
-from bwbpf.search.constraints import of_space
-from bwbpf.search.placement import Placer, meets
+from bwbpf.search.constraints import meets, of_space
+from bwbpf.search.placement import Placer
 from bwbpf.spaces import SearchSpace
 
 HERE = Path(__file__).resolve().parent

@@ -12,11 +12,12 @@ judged by FLOPs, as every study here), for each target net:
 - BP, its learning rate swept on the validation split at seed 0;
 - the BWBPF paper's decoupling;
 - the source's winner by the stage rule (spaces.transfer: same stages and fractions);
-- the source's winner by the constraint-keeping rule (search.transfer), also with PredSim's
+- the source's winner by the constraint-keeping rule (search.carry), also with PredSim's
   pooled linear head on every block (is what a transfer loses the placement's or the heads'?);
 - the winner of a direct constrained search on the target (DIRECT trials of 3 epochs on
   3,000 images, the default sampler and pruner, no references);
-- the winner of a search seeded with the source's winner (`run --seed-from`, SEEDED trials).
+- the winner of a search started from the source's winner (`run --warm-start`, SEEDED trials;
+  the rows keep the name "seeded search" they were recorded under).
 
 Each row: test accuracy per seed, per-block accuracies, and its costs on the target (speed-up
 by the measured step times and by FLOPs, memory ratio). The source winners are the Quality
@@ -42,8 +43,8 @@ import torch
 from common import Runs, long_run_parser, long_run_start, train_and_test
 
 from bwbpf.reports.record import TrialRecord, ranked
+from bwbpf.search.carry import carry
 from bwbpf.search.cli import main as cli
-from bwbpf.search.transfer import carry
 from bwbpf.spaces import (
     AuxSpec,
     BlockOptim,
@@ -155,7 +156,7 @@ class Transfer:
         return at(best), best
 
     def search(self, name: str, backbone: str, width: float, n: int,
-               seed_from: Path | None = None) -> Decoupling:
+               warm_start: Path | None = None) -> Decoupling:
         """A constrained study on the target (resumed when it exists); its winner."""
         b = self.b
         argv = ["-q", "run", "--storage", self.storage, "--study", name, "--backbone",
@@ -165,8 +166,8 @@ class Transfer:
                 "--min-speedup", str(b.min_speedup), "--max-memory", str(b.max_memory),
                 "--cost-model", b.cost_model, "--n-trials", str(n), "--no-baselines",
                 "--confirm-top", "0"]
-        if seed_from is not None:
-            argv += ["--seed-from", str(seed_from)]
+        if warm_start is not None:
+            argv += ["--warm-start", str(warm_start)]
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             rc = cli(argv)

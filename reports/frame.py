@@ -24,7 +24,7 @@ def trial_row(t: optuna.trial.FrozenTrial, names: list[str],
         row.update(confirmed_mean=confirmed.mean, confirmed_std=confirmed.std,
                    confirmed_seeds=len(confirmed.seeds))
     duration = t.duration.total_seconds() if t.duration is not None else None
-    row.update(baseline=rec.baseline, seeded=rec.seeded, epochs_run=len(rec.curve),
+    row.update(baseline=rec.baseline, warm_start=rec.warm_start, epochs_run=len(rec.curve),
                duration_s=duration,
                pruned_at=rec.pruned_at, fail_reason=rec.fail_reason,
                rejected=rec.rejected, infeasible=rec.infeasible,

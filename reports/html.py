@@ -41,7 +41,7 @@ def figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
         ("splits", lambda: plots.split_stats(frame), lambda d: d.boundaries, draw.draw_splits),
         ("blocks", lambda: plots.block_accuracy(study), lambda d: d is not None,
          draw.draw_block_accuracy),
-        ("front", lambda: plots.front(study),
+        ("front", lambda: plots.front_figure(study),
          lambda d: d is not None and d.numbers, draw.draw_front),
         ("diagram", lambda: plots.diagram(study), lambda d: d is not None, draw.draw_diagram),
     ]

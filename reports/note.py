@@ -25,7 +25,7 @@ def head(a: AuxSpec) -> str:
     return ", ".join([a.family, *knobs])
 
 
-def outcome(t: FrozenTrial, rec: TrialRecord) -> str:
+def trial_outcome(t: FrozenTrial, rec: TrialRecord) -> str:
     if rec.rejected:
         return f"rejected by the constraints ({rec.rejected}), not trained"
     if t.state == TrialState.PRUNED:
@@ -35,7 +35,7 @@ def outcome(t: FrozenTrial, rec: TrialRecord) -> str:
     return t.state.name.lower()
 
 
-def figures(rec: TrialRecord, confirmation: Confirmation | None) -> list[tuple[str, str]]:
+def figure_rows(rec: TrialRecord, confirmation: Confirmation | None) -> list[tuple[str, str]]:
     """(what, value) rows: costs against end-to-end BP, then accuracy."""
     rows = []
     if rec.speedup is not None:
@@ -58,12 +58,12 @@ def figures(rec: TrialRecord, confirmation: Confirmation | None) -> list[tuple[s
 
 
 def markdown(t: FrozenTrial, confirmation: Confirmation | None = None) -> str:
-    """The note: outcome, one row per block, the figures, and the parameters Optuna drew that
+    """The note: the outcome, one row per block, the figures, and the parameters Optuna drew that
     this decoupling ignores (a K=2 trial still carries every cut and head of the space)."""
     rec = TrialRecord.of(t)
-    mark = rec.baseline or rec.seeded
+    mark = rec.baseline or rec.warm_start
     tag = f" ({mark})" if mark else ""
-    lines = [f"### Trial {t.number}{tag}: {outcome(t, rec)}", ""]
+    lines = [f"### Trial {t.number}{tag}: {trial_outcome(t, rec)}", ""]
     d = rec.decoupling()
     if d is None:
         return "\n".join(lines + ["No decoupling recorded."]) + "\n"
@@ -75,7 +75,7 @@ def markdown(t: FrozenTrial, confirmation: Confirmation | None = None) -> str:
         units = f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}"
         lines.append(f"| {i + 1} | {units} | {what} | {loss} | {opt.lr:.3g} |")
     lines += ["", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in figures(rec, confirmation)]
+    lines += [f"| {k} | {v} |" for k, v in figure_rows(rec, confirmation)]
     unused = unused_params(t.params, d.num_blocks)
     if unused:
         lines += ["", f"Unused parameters (K={d.num_blocks}): {', '.join(unused)}"]

@@ -18,6 +18,7 @@ from bwbpf.reports import pareto
 from bwbpf.reports.record import TrialRecord, best_trial
 from bwbpf.spaces import get_backbone
 from bwbpf.spaces.heads import AUX_HEADS
+from bwbpf.spaces.input_shape import ASSUMED, InputShape
 
 
 class History(NamedTuple):
@@ -145,7 +146,7 @@ def block_accuracy(study: optuna.Study) -> BlockAccuracy | None:
     return BlockAccuracy(best.number, list(per_epoch[-1]), per_block)
 
 
-def front(study: optuna.Study) -> Front | None:
+def front_figure(study: optuna.Study) -> Front | None:
     """The feasible trials on the accuracy / speed-up plane, marked by the one Pareto rule
     (``reports.pareto``: also ``export --pareto`` and the CSV's ``on_front``); None when a
     trial has no recorded speed-up."""
@@ -161,11 +162,9 @@ def diagram(study: optuna.Study) -> Diagram | None:
     d = rec.decoupling()
     if best is None or d is None:
         return None
-    doc_input = (rec.document or {}).get("input", {})
-    size = tuple(doc_input.get("size", (32, 32)))
-    infos = get_backbone(d.backbone).describe(width=d.width,
-                                              in_channels=doc_input.get("channels", 3),
-                                              image_size=(int(size[0]), int(size[1])))
+    shape = InputShape.of(rec.document or {}) or ASSUMED
+    infos = get_backbone(d.backbone).describe(width=d.width, in_channels=shape.channels,
+                                              image_size=shape.size)
     ranges = d.block_ranges()
     units = [Unit(u.index, u.stage, u.channels, u.size,
                   next(k for k, (a, b) in enumerate(ranges) if a <= u.index < b)) for u in infos]

@@ -15,13 +15,14 @@ so they never change; a field renamed here is one edit that mypy checks everywhe
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any, Callable, Mapping, Union
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.reports.seed_record import fidelity_level
+from bwbpf.reports.seed_record import Confirmation, fidelity_level
 from bwbpf.reports.study_attrs import confirmations
 from bwbpf.spaces import ConfigError, Decoupling, from_document
 from bwbpf.spaces.document import as_document, compact
@@ -38,9 +39,9 @@ class TrialRecord:
 
     document: dict[str, Any] | None = None  # the versioned decoupling document ("decoupling")
     baseline: str | None = None  # "paper" / "uniform" for the reference trials
-    # queued by `run --seed-from` (search.seeding): "transferred" (or "transferred: every head
+    # queued by `run --warm-start` (search.warm_start): "transferred" (or "transferred: every head
     # F"), "neighbour i: what changed"
-    seeded: str | None = None
+    warm_start: str | None = None  # stored as "seeded", its name before the flag's
     # Costs known before training.
     block_flops: tuple[int, ...] = ()
     block_params: tuple[int, ...] = ()
@@ -78,6 +79,21 @@ class TrialRecord:
 
     @classmethod
     def of(cls, trial: AnyTrial) -> TrialRecord:
+        """The trial's record. A finished trial's is read once: its attributes can no longer
+        change, and Optuna's cached storage hands out the same FrozenTrial for it each time,
+        so the budget, the ranking and the progress line, read after every trial, parse
+        only the trials that changed."""
+        if isinstance(trial, FrozenTrial) and trial.state.is_finished():
+            kept = _FINISHED.get(id(trial))
+            if kept is not None and kept[0]() is trial:
+                return kept[1]
+            rec = cls._read(trial)
+            _FINISHED[id(trial)] = (weakref.ref(trial, _forget(id(trial))), rec)
+            return rec
+        return cls._read(trial)
+
+    @classmethod
+    def _read(cls, trial: AnyTrial) -> TrialRecord:
         attrs = trial.user_attrs
         raw = {f.name: attrs[_key(f.name)] for f in fields(cls) if _key(f.name) in attrs}
         if "document" in raw:
@@ -96,16 +112,16 @@ class TrialRecord:
                 if getattr(self, f.name) != getattr(blank, f.name)}
 
     @property
-    def seed_kind(self) -> str | None:
-        """A seed's mark without what describes it ("transferred", "neighbour 3"): what a
-        rerun recognises and the summary looks for; None for a trial that is not a seed."""
-        return None if self.seeded is None else self.seeded.partition(":")[0]
+    def start_kind(self) -> str | None:
+        """A warm start's mark without what describes it ("transferred", "neighbour 3"): what
+        a rerun recognises and the summary looks for; None for a trial that is not one."""
+        return None if self.warm_start is None else self.warm_start.partition(":")[0]
 
     @property
-    def seed_detail(self) -> str:
+    def start_detail(self) -> str:
         """What the mark says after the kind ("every head linear", "cut 2 moved to unit
         13"); empty where it says nothing more."""
-        return (self.seeded or "").partition(":")[2].strip()
+        return (self.warm_start or "").partition(":")[2].strip()
 
     @property
     def feasible(self) -> bool:
@@ -122,8 +138,23 @@ class TrialRecord:
             return None
 
 
+# Fields stored under another name: the attribute names in users' studies never change.
+STORED_AS = {"document": "decoupling", "warm_start": "seeded"}
+
+
+# id(trial) -> (the trial, weakly: its record lives as long as it does; its record)
+_FINISHED: dict[int, tuple[weakref.ref[FrozenTrial], TrialRecord]] = {}
+
+
+def _forget(key: int) -> Callable[[object], None]:
+    def forget(_: object) -> None:
+        _FINISHED.pop(key, None)
+
+    return forget
+
+
 def _key(name: str) -> str:
-    return "decoupling" if name == "document" else name
+    return STORED_AS.get(name, name)
 
 
 def _stored(name: str, value: Any) -> Any:
@@ -159,14 +190,20 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
     always the first objective); ties go to the earlier trial. Confirmed first: a confirmation runs
     on the best single-seed trials, so one left out ranked lower, and its single seed is the
     kind of figure confirmation exists to correct."""
-    conf = confirmations(study)
+    return sorted(feasible_trials(study), key=rank_key(confirmations(study)))
 
+
+RankKey = Callable[[FrozenTrial], tuple[tuple[float, ...], bool, float, int]]
+
+
+def rank_key(conf: Mapping[int, Confirmation]) -> RankKey:
+    """``ranked``'s order, given the study's confirmations: the lower key first."""
     def key(t: FrozenTrial) -> tuple[tuple[float, ...], bool, float, int]:
         c = conf.get(t.number)
         level = fidelity_level(c.fidelity if c else None)
         return tuple(-x for x in level), c is None, -(c.mean if c else t.values[0]), t.number
 
-    return sorted(feasible_trials(study), key=key)
+    return key
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -117,7 +117,7 @@ _BP_KEYS = ("backbone", "width", "epochs", "weight_decay", "best_lr", "val_accur
             "sweep")
 
 
-def sweep_point(at: Stored, raw: Any) -> dict[str, Any]:
+def read_sweep_point(at: Stored, raw: Any) -> dict[str, Any]:
     """One point of a BP sweep as stored: lr, val_accuracy (None: diverged, and ``diverged``
     says where), curve, train_seconds; each optional (an older study's may hold none)."""
     point = obj(at, raw, "a point of the BP learning-rate sweep")
@@ -126,7 +126,7 @@ def sweep_point(at: Stored, raw: Any) -> dict[str, Any]:
 
 
 def _sweep(at: Stored, raw: Any) -> list[dict[str, Any]]:
-    return [sweep_point(at.at(i), p) for i, p in enumerate(items(at, raw, "the sweep"))]
+    return [read_sweep_point(at.at(i), p) for i, p in enumerate(items(at, raw, "the sweep"))]
 
 
 def _seconds(at: Stored, value: Any) -> float:

@@ -21,9 +21,9 @@ from bwbpf.reports.study_attrs import (
     save_bp_sweep_points,
 )
 from bwbpf.search import budget
+from bwbpf.search.full_training import Diverged
 from bwbpf.search.placement import Placer
 from bwbpf.search.settings import SearchSettings
-from bwbpf.search.training import Diverged
 from bwbpf.spaces import (
     BlockOptim,
     ConfigError,
@@ -179,7 +179,7 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str,
             sweep.append(have[lr])
             log.info("BP baseline %s lr %g: as an earlier run trained it", backbone, lr)
         else:
-            sweep.append(sweep_point(s, data, backbone, lr, plan))
+            sweep.append(train_sweep_point(s, data, backbone, lr, plan))
             if on_point is not None:
                 on_point(sweep)
         nxt = None if todo else further(s, sweep)
@@ -188,7 +188,7 @@ def bp_baseline(s: SearchSettings, data: Data, backbone: str,
     return winner(s, backbone, sweep)
 
 
-def sweep_point(s: SearchSettings, data: Data, backbone: str, lr: float, plan: TrainPlan
+def train_sweep_point(s: SearchSettings, data: Data, backbone: str, lr: float, plan: TrainPlan
                 ) -> dict[str, Any]:
     """One BP training of the sweep, as stored; one that diverges says where (the step's
     NonFiniteLoss) in ``diverged``, its val_accuracy None."""

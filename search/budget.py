@@ -11,6 +11,7 @@ before training: search.constraints), so `--n-trials` counts trained trials.
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import optuna
@@ -49,6 +50,57 @@ def using(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def used(study: optuna.Study, *, before: int | None = None) -> int:
-    """Trials that use budget; with ``before``, only those numbered below it."""
-    return sum(1 for t in using(study.get_trials(deepcopy=False))
-               if before is None or t.number < before)
+    """Trials that use budget; with ``before``, only those numbered below it. Asked after
+    every trial, so the study's ``Ledger`` is kept between calls."""
+    storage = optuna_api.storage_of(study)
+    ledgers = _LEDGERS.setdefault(storage, {})
+    ledger = ledgers.setdefault(optuna_api.study_id(study), Ledger())
+    return ledger.update(study.get_trials(deepcopy=False)).used(before)
+
+
+class Changes:
+    """The trials of one study that may have changed since the last look: those new since,
+    and those unfinished then. A finished trial's state and record never change again, so a
+    look costs what changed, not the study's size."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.open: set[int] = set()  # unfinished at the last look
+
+    def since(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """Of ``trials`` (a study's, numbered 0..n-1 in order), those to look at again."""
+        if trials and trials[-1].number != len(trials) - 1:
+            raise ValueError("trials must be a study's, numbered 0..n-1 in order")
+        look = [trials[n] for n in sorted(self.open | set(range(self.size, len(trials))))]
+        self.size, self.open = len(trials), {t.number for t in look if not t.state.is_finished()}
+        return look
+
+
+class Ledger:
+    """One study's budget as counted so far (``Changes``). A failed trial's count also
+    depends on whether a later trial retries it: the retried numbers are gathered as those
+    trials are read."""
+
+    def __init__(self) -> None:
+        self.changes = Changes()
+        self.counted: list[bool] = []  # by trial number, without the retries
+        self.failed: set[int] = set()  # FAIL trials counted, unless retried
+        self.retried: set[int] = set()
+
+    def update(self, trials: Sequence[FrozenTrial]) -> Ledger:
+        look = self.changes.since(trials)
+        self.counted.extend([False] * (len(trials) - len(self.counted)))
+        for t in look:
+            self.retried.update(optuna_api.retried_numbers(t))
+            self.counted[t.number] = counts(t, set())
+            if t.state == TrialState.FAIL and self.counted[t.number]:
+                self.failed.add(t.number)
+        return self
+
+    def used(self, before: int | None = None) -> int:
+        end = len(self.counted) if before is None else before
+        return sum(self.counted[:end]) - sum(1 for n in self.failed & self.retried if n < end)
+
+
+# storage object -> study id -> its ledger; a storage that is gone takes its ledgers along
+_LEDGERS: weakref.WeakKeyDictionary[object, dict[int, Ledger]] = weakref.WeakKeyDictionary()

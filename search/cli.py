@@ -96,7 +96,7 @@ def _run(argv: list[str], interrupts: _Interrupts) -> int:
     except (ImportError, OSError, MemoryError) as e:
         print(_load_failure(e), file=sys.stderr)
         return 1
-    code: int = dispatch.main(argv)
+    code: int = dispatch.run_cli(argv)
     if interrupts.seen and code == 0:  # swallowed by a finaliser: the command did not finish
         return interrupted()
     return code

@@ -28,14 +28,14 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.training import load_arch
-    from bwbpf.search.transfer import carry_arch
+    from bwbpf.search.carry import carry_arch
+    from bwbpf.search.full_training import load_arch
 
     d, found, doc = load_arch(args.arch, args.backbone, args.width, args.lr)
     # Augmented unless told: a full training needs it, whatever the search's short trials
     # did. The schedule: as the search trained it (a file from before that was recorded:
     # cosine), for the built-ins the search's default.
-    augment = True if args.augment is None else args.augment
+    augment = TrainPlan.augment if args.augment is None else args.augment
     lr_schedule = args.lr_schedule or found.lr_schedule or (
         SearchSpace.lr_schedule if args.arch in ("paper", "uniform")
         else before(SearchSpace)["lr_schedule"])
@@ -96,8 +96,8 @@ def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
                plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
+    from bwbpf.search.full_training import bp_for, check_fits, train_one
     from bwbpf.search.run_folder import check_out, finish, prepare_out, undone_unless_saved
-    from bwbpf.search.training import bp_for, check_fits, train_one
 
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
@@ -159,7 +159,7 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
     """The run's settings: every declared setting from its flag (spaces.declared)."""
     space, named = space_from(args)
     given = {f.name: getattr(args, f.name) for f, d in declared(SearchSettings) if d.flag}
-    for name in ("data_dir", "seed_from"):  # paths: stored as text
+    for name in ("data_dir", "warm_start"):  # paths: stored as text
         if given[name] is not None:
             given[name] = str(given[name])
     return SearchSettings(study=args.study, storage=args.storage, space=space,
@@ -186,9 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of one of --jobs worker processes: the same `run`, baselines and
-    --seed-from's seeds queued already, the cores shared out (trials, not workers, seed the
-    sampler: search.workers). The storage URL goes in the environment (BWBPF_STORAGE), never
-    in the argv, where `ps` would show its password."""
+    --warm-start's starting trials queued already, the cores shared out (trials, not workers,
+    seed the sampler: search.workers). The storage URL goes in the environment
+    (BWBPF_STORAGE), never in the argv, where `ps` would show its password."""
     argv = list(args.argv)
     rest, skip = [], False
     for a in argv[argv.index("run") + 1:]:
@@ -196,6 +196,7 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
         if skip:
             skip = False
         elif (len(flag) > 2 and "--storage".startswith(flag)  # argparse takes --sto as well
+              or flag.startswith("--warm") and "--warm-start".startswith(flag)
               or flag.startswith("--seed-") and "--seed-from".startswith(flag)):
             skip = "=" not in a  # `--storage URL`: the URL is the next word
         else:

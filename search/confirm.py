@@ -209,7 +209,7 @@ def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,
     if verb == "promote":
         what = f"{plural(len(cands), 'config')} at {fidelity_shown(fidelity or (0, 0))}"
     else:
-        what = describe(cands, s.confirm_seeds)
+        what = describe_jobs(cands, s.confirm_seeds)
         if fidelity is not None:
             what += f" at {fidelity_shown(fidelity)}"
     doing, done_ = {"promote": ("promoting", "promoted"),
@@ -227,7 +227,7 @@ def run_jobs(study: optuna.Study, s: SearchSettings, data: Data,
     return done
 
 
-def describe(cands: list[Candidate], seeds: int) -> str:
+def describe_jobs(cands: list[Candidate], seeds: int) -> str:
     """"4 decouplings and BP over 2 more seeds"."""
     n = sum(1 for c in cands if c.trial is not None)
     bps = len(cands) - n

@@ -26,6 +26,7 @@ import optuna
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search.reach import Pieces, Profile, best_speedup, least_memory, profile
 from bwbpf.spaces import SearchSpace, UserError
+from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
 
 Name = Literal["min_speedup", "max_memory"]
@@ -34,8 +35,8 @@ MAX_REJECTED_IN_A_ROW = 200  # samples; then the run stops (RejectionGuard)
 
 
 def _pair(value: float, limit: float) -> tuple[str, str]:
-    """Both numbers at 2 decimals, or 4 where 2 would print them equal."""
-    for digits in (2, 4):
+    """Both numbers at 2 decimals, or more (up to 9) where 2 would print them equal."""
+    for digits in (2, 4, 6, 9):
         a, b = f"{value:.{digits}f}", f"{limit:.{digits}f}"
         if a != b:
             break
@@ -76,15 +77,26 @@ def of_space(space: SearchSpace) -> list[Constraint]:
     return [Constraint(n, float(v)) for n in NAMES if (v := getattr(space, n)) is not None]
 
 
-def judge(trial: optuna.Trial, constraints: Sequence[Constraint], speedup: float,
-          memory: float) -> str | None:
+def broken(constraints: Sequence[Constraint], r: Ratios) -> list[str]:
+    """The one feasibility rule: why a decoupling with these figures breaks the constraints
+    (empty when it meets them). Judged on the unrounded figures, by the placer
+    (search.placement), the objective, seeds and transfer alike, so a decoupling the placer
+    calls feasible is never rejected; records show the figures rounded."""
+    return [c.reason(r.speedup, r.memory_ratio) for c in constraints
+            if c.value(r.speedup, r.memory_ratio) > 0]
+
+
+def meets(constraints: Sequence[Constraint], r: Ratios) -> bool:
+    return not broken(constraints, r)
+
+
+def judge(trial: optuna.Trial, constraints: Sequence[Constraint], r: Ratios) -> str | None:
     """Sets every constraint's value on ``trial``; the reasons of the broken ones, or None."""
     have = trial.constraints  # a re-queued trial keeps its predecessor's: same parameters
     for c in constraints:
         if c.name not in have:
-            trial.set_constraint(c.name, c.value(speedup, memory))
-    broken = [c.reason(speedup, memory) for c in constraints if c.value(speedup, memory) > 0]
-    return "; ".join(broken) or None
+            trial.set_constraint(c.name, c.value(r.speedup, r.memory_ratio))
+    return "; ".join(broken(constraints, r)) or None
 
 
 # ---------------------------------------------------------------- what the space can reach

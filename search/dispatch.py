@@ -18,10 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
 from bwbpf.search.cli import interrupted
+from bwbpf.search.full_training import Diverged
 from bwbpf.search.parser import PROG, UsageError, parse
 from bwbpf.search.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study import StorageLost, storage_lost
-from bwbpf.search.training import Diverged
 from bwbpf.spaces import UserError
 from bwbpf.trainers import NonFiniteLoss
 from bwbpf.trainers.device import OutOfMemory, is_out_of_memory, oom_line
@@ -65,7 +65,7 @@ def _quiet_stdout() -> None:
         os.close(null)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_cli(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 ok, 2 bad input (one line on stderr), 1 other failures. A rank of a
     distributed run ends its process here (trainers.group.end_rank says why)."""
     code = _main(list(sys.argv[1:] if argv is None else argv))

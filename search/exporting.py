@@ -6,7 +6,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,9 +14,11 @@ from optuna.trial import FrozenTrial, TrialState
 from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.stored_run import StoredRun
+from bwbpf.search.carry import carry_document
+from bwbpf.search.settings import SearchSettings
 from bwbpf.search.study import redact
-from bwbpf.search.transfer import carry_document
 from bwbpf.spaces import UserError, from_document
+from bwbpf.spaces.declared import before
 from bwbpf.spaces.document import upgrade
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
 from bwbpf.spaces.limits import CostModel, Limits
@@ -73,13 +75,14 @@ def study_limits(study: optuna.Study) -> Limits:
     """The study's constraints and their cost model (a study stored before the cost model was
     a setting judged by FLOPs)."""
     run = StoredRun.of(study)
-    model: CostModel = "measured" if run.cost_model == "measured" else "flops"
-    return Limits(run.min_speedup, run.max_memory, model)
+    model = run.cost_model if run.cost_model in ("measured", "flops") else before(
+        SearchSettings)["cost_model"]
+    return Limits(run.min_speedup, run.max_memory, cast(CostModel, model))
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where ``export --backbone/--width`` carries the documents (search.transfer)."""
+    """Where ``export --backbone/--width`` carries the documents (search.carry)."""
 
     backbone: str | None = None
     width: float | None = None
@@ -102,7 +105,7 @@ class Target:
         return f"-{b['name']}x{b['width']:g}" if self.any else ""
 
 
-def file_stem(study_name: str) -> str:
+def study_file_stem(study_name: str) -> str:
     """A flat, safe file name for a study: Optuna takes any name ('../x', '/abs/x'), but what
     is written must stay in the folder asked for. Every run of characters other than letters,
     digits, '.', '_' and '-' becomes '_', so does '..'; leading and trailing '._-' go."""
@@ -122,13 +125,13 @@ def export(study: optuna.Study, out: Path, *, trial: int | None = None, pareto: 
     limits = study_limits(study)
     docs = [(t, document(t, limits)) for t in trials]
     if to.any:  # every transfer placed (or refused) before any file is written
-        batch = StoredRun.of(study).batch_size or 128
+        batch = StoredRun.of(study).batch_size or SearchSettings.batch_size  # (older: the default)
         docs = [(t, to.carry(doc, batch)) for t, doc in docs]
     many = pareto or top is not None
     if many or out.is_dir():
         if out.exists() and not out.is_dir():
             raise UserError(f"-o {out}: a file; give a folder for --pareto/--top")
-        stem = file_stem(study.study_name)
+        stem = study_file_stem(study.study_name)
         targets = [out / f"{stem}-trial{t.number}{to.suffix(doc)}.json" for t, doc in docs]
     else:
         if not out.parent.is_dir():

@@ -24,6 +24,7 @@ from bwbpf.search.workers import mark_worker
 from bwbpf.spaces import DecoupledNet, Decoupling, build, to_document
 from bwbpf.spaces.document import Trained
 from bwbpf.spaces.encoding import draw
+from bwbpf.spaces.input_shape import InputShape
 from bwbpf.trainers import (
     Data,
     EpochMetrics,
@@ -84,11 +85,12 @@ class Objective:
         self.plan = trial_plan(settings, settings.seed)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        # An enqueued baseline or seed carries its mark; a re-queued trial carries its failed
+        # An enqueued baseline or warm start carries its mark; a re-queued trial carries its failed
         # predecessor's attributes, which are cleared.
         mark_worker(trial)  # a journal file's stand-in for heartbeats (search.workers)
         stored = TrialRecord.of(trial)
-        rec = save(trial, stored, TrialRecord(baseline=stored.baseline, seeded=stored.seeded))
+        rec = save(trial, stored, TrialRecord(baseline=stored.baseline,
+                                              warm_start=stored.warm_start))
         if used(trial.study, before=trial.number) >= self.s.n_trials:
             save(trial, rec, replace(rec, surplus=True))
             trial.study.stop()
@@ -117,13 +119,11 @@ class Objective:
         costs, metrics = self._costs(trial, d, net)
         # The exportable document rides on the trial from its start (optuna-dashboard shows
         # it); its metrics are completed when the trial ends. A finished trial is read-only.
-        first = replace(costs, baseline=rec.baseline, seeded=rec.seeded,
+        first = replace(costs, baseline=rec.baseline, warm_start=rec.warm_start,
                         drawn_cuts=rec.drawn_cuts, lighter_heads=rec.lighter_heads,
                         document=self._document(trial, d, metrics))
         if self.constraints:
-            assert costs.speedup is not None and costs.memory_ratio is not None
-            # Judged on the recorded (rounded) figures, so what a trial shows is what decided.
-            broken = judge(trial, self.constraints, costs.speedup, costs.memory_ratio)
+            broken = self.verdict(trial, d)
             if broken and rec.baseline is None:  # never trained: no time, no budget
                 save(trial, rec, replace(first, rejected=broken))
                 raise optuna.TrialPruned(f"rejected by the constraints: {broken}")
@@ -141,6 +141,12 @@ class Objective:
                   "memory": costs.memory_ratio}
         out = tuple(float(values[o] or 0.0) for o in self.s.objectives)
         return out if self.s.multi_objective else out[0]
+
+    def verdict(self, trial: optuna.Trial, d: Decoupling) -> str | None:
+        """Why ``d`` breaks the study's constraints (None when it meets them), set on
+        ``trial`` for the sampler: the placer's rule on the placer's figures, unrounded, so a
+        trial the placer calls feasible is never rejected."""
+        return judge(trial, self.constraints, self.placer.ratios(d))
 
     def _costs(self, trial: optuna.Trial, d: Decoupling, net: DecoupledNet
                ) -> tuple[TrialRecord, dict[str, Any]]:
@@ -191,9 +197,8 @@ class Objective:
                       "storage": redact(self.s.storage), "dataset": self.s.dataset,
                       "seed": self.s.seed, "epochs": self.s.epochs, "version": package_version(),
                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        size = list(data.image_size)
-        return to_document(d, input={"channels": data.in_channels, "size": size,
-                                     "classes": data.num_classes, "dataset": self.s.dataset},
+        shape = InputShape(data.in_channels, data.image_size, data.num_classes, self.s.dataset)
+        return to_document(d, input=shape.section(),
                            metrics=dict(metrics), provenance=provenance,
                            training=Trained(self.s.space.augment,
                                             self.s.space.lr_schedule).training())
@@ -206,12 +211,12 @@ class Objective:
         else:
             prune = epoch < self.s.epochs and self.curve_pruner.should_prune(
                 trial.study, trial.number, list(rec.curve))
-        # A reference or a --seed-from seed trains in full: what the winner is compared with,
+        # A reference or a --warm-start trial trains in full: what the winner is compared with,
         # or the user's candidate, and a first epoch ranks decouplings poorly
         # (benchmarks/fidelity.py; Hyperband stopped the AugLocal reference at 0.64 after one
         # epoch, which in full reached 0.82 and promoted was the best reference). They still
         # report, so the pruner compares the others with them.
-        if prune and rec.seeded is None and not rec.baseline:
+        if prune and rec.warm_start is None and not rec.baseline:
             save(trial, rec, replace(rec, pruned_at=epoch))
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {acc:.4f}")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, NoReturn
+import sys
+from typing import Any, NoReturn, Sequence
 
 from bwbpf.search import argtypes as at
 from bwbpf.search import commands, listing
@@ -63,6 +64,26 @@ def add_declared(g: argparse._ArgumentGroup, cls: type, group: str, *, space: bo
             allowed = choices(cls, f.name) if d.options is not None else ()
             kw.update(type=at.of_kind(d.kind, allowed) if d.kind else str, default=default)
         g.add_argument(d.flag, **kw)
+        if d.renamed_from:
+            g.add_argument(d.renamed_from, **{**kw, "help": argparse.SUPPRESS},
+                           action=_Renamed, new=d.flag)
+
+
+class _Renamed(argparse.Action):
+    """A flag's former name: it still works, and says its new name once (on stderr)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str,
+                 **kw: Any) -> None:
+        super().__init__(option_strings, dest, **kw)
+        self.new, self.said = new, False
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if not self.said:
+            print(f"{parser.prog}: {self.option_strings[0]} is now {self.new} (the old name "
+                  "still works)", file=sys.stderr)
+            self.said = True
+        setattr(namespace, self.dest, values)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:

@@ -11,8 +11,9 @@ fractions mean as the target: every block's head and learning rate is drawn what
 The parameters keep their meaning wherever they are feasible, and TPE learns which region of
 each parameter pays.
 
-Costs are judged by search.reach on the figures the objective records (the same measured
-pieces or FLOPs, and the same rounding), so a moved trial is never rejected. When no cut set of
+Costs are the figures of search.reach's pieces (measured step times or FLOPs), judged by the
+one rule (``constraints.meets``, unrounded) that the objective applies to the same figures
+(``Placer.ratios``), so a moved trial is never rejected. When no cut set of
 any K meets the constraints with those heads (wide or deep heads can cost more than a block),
 the heads are lightened, first to their family's least depth and the space's least width, then
 also to plain cross entropy, placing again each time; the trial records it
@@ -36,19 +37,12 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.search.constraints import Constraint
+from bwbpf.search.constraints import Constraint, meets, of_space
 from bwbpf.search.reach import Pieces, cheapest_heads, cut_sets
 from bwbpf.spaces import Decoupling, SearchSpace
 from bwbpf.spaces.encoding import Draw
 from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
-
-DIGITS = 4  # the objective judges the recorded figures, rounded to this (search.costs)
-
-
-def meets(constraints: Sequence[Constraint], r: Ratios) -> bool:
-    speedup, memory = round(r.speedup, DIGITS), round(r.memory_ratio, DIGITS)
-    return all(c.value(speedup, memory) <= 0 for c in constraints)
 
 
 class Placer:
@@ -66,6 +60,21 @@ class Placer:
     @property
     def active(self) -> bool:
         return bool(self.constraints) and self.space.cut_placement == "feasible"
+
+    def under(self, space: SearchSpace) -> Placer:
+        """A placer for ``space`` (the same backbones, width and timer; other limits or
+        choices) that reuses the pieces probed so far: they do not depend on the limits."""
+        if space.width != self.space.width:
+            raise ValueError(f"pieces at width {self.space.width:g}, not {space.width:g}")
+        other = Placer(space, of_space(space), **self.shape,  # type: ignore[arg-type]
+                       timer=self.timer)
+        other._pieces = self._pieces
+        return other
+
+    def ratios(self, d: Decoupling) -> Ratios:
+        """``d``'s figures against BP, as the constraints judge them (here and in the
+        objective)."""
+        return self.pieces(d.backbone).of(d)
 
     def pieces(self, backbone: str) -> Pieces:
         if backbone not in self._pieces:
@@ -105,7 +114,7 @@ class Placer:
         if not self.active:
             return d, False
         p = self.pieces(d.backbone)
-        if meets(self.constraints, p.of(d)):
+        if meets(self.constraints, self.ratios(d)):
             return d, False
         space = self.space
         ks = sorted(range(space.min_blocks, space.max_blocks + 1),

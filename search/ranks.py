@@ -2,8 +2,8 @@
 launcher that starts K ranks on this machine as torchrun would.
 
 Rank 0 checks --out, loads the data and shares its sizes; every rank then trains its blocks
-(``search.training.train_ranked``). The BP baseline of --compare-bp stays single-process: rank 0
-trains it after the group is closed.
+(``search.full_training.train_ranked``). The BP baseline of --compare-bp stays
+single-process: rank 0 trains it after the group is closed.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bwbpf.search import full_training as t
 from bwbpf.search import run_folder as f
-from bwbpf.search import training as t
 from bwbpf.search.commands import load_data_from
 from bwbpf.search.run_folder import check_out
 from bwbpf.spaces import Decoupling, UserError
@@ -35,7 +35,7 @@ from bwbpf.trainers.group import (
     Group,
     RankStop,
     check_world,
-    join,
+    join_group,
     launch_env,
     store_prefix,
 )
@@ -54,8 +54,8 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
         raise (e if rank == 0 else RankStop(2, None)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = ranked(settings, world, args.placement)
-    group = join(args.device, args.peer_timeout)
+    settings = with_ranks(settings, world, args.placement)
+    group = join_group(args.device, args.peer_timeout)
     where = (f"the last complete checkpoint stays in {out / 'blockwise'}; continue with "
              "--resume")
     try:
@@ -96,7 +96,7 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[st
     return f.finish(out, results, settings, args.stop_after)
 
 
-def ranked(settings: dict[str, Any], world: int, placement: tuple[int, ...] | None
+def with_ranks(settings: dict[str, Any], world: int, placement: tuple[int, ...] | None
            ) -> dict[str, Any]:
     """A distributed run's settings: the ranks and placement too (--resume needs the same)."""
     return {**settings, "ranks": world, "placement": list(placement) if placement else None}
@@ -108,7 +108,7 @@ def launch(args: argparse.Namespace, blocks: int, out: Path, settings: dict[str,
     if "RANK" in os.environ:
         raise UserError("--nproc starts the ranks itself; under torchrun leave it out")
     check_world(args.nproc, blocks, args.placement)
-    check_out(out, ranked(settings, args.nproc, args.placement), resume=args.resume,
+    check_out(out, with_ranks(settings, args.nproc, args.placement), resume=args.resume,
               force=args.force)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
     return Ranks(rank_argv(args.argv, threads), args.nproc, threads).wait(out)

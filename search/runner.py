@@ -21,7 +21,6 @@ from bwbpf.search.costs import attach, step_timer
 from bwbpf.search.objective import FAILURES, Objective, study_placer, write_note
 from bwbpf.search.placement import Placer, ViableHeads
 from bwbpf.search.samplers import make_pruner, make_sampler
-from bwbpf.search.seeding import enqueue_seeds, read_seed
 from bwbpf.search.settings import SearchSettings
 from bwbpf.search.stopping import Terminated, start_worker, stop_workers
 from bwbpf.search.study import (
@@ -32,6 +31,7 @@ from bwbpf.search.study import (
     storage_lost,
 )
 from bwbpf.search.summary import Progress
+from bwbpf.search.warm_start import enqueue_warm_start, read_warm_start
 from bwbpf.search.workers import reap
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, DataError, load_data, memory_guard, resolve_device
@@ -113,7 +113,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
     if note := data.batch_note(s.batch_size):
         log.warning("%s", note)
     check_promoted_data(s)
-    source = read_seed(s)  # a bad --seed-from file is refused before the study is touched
+    source = read_warm_start(s)  # a bad --warm-start file is refused before the study is touched
     timer = step_timer(s, data)
     with memory_guard("timing the pieces of the space"):  # before the study is touched
         check_reachable(s.space, in_channels=data.in_channels, image_size=data.image_size,
@@ -126,7 +126,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
         log.info("study %s already holds %d trials (--n-trials %d): nothing to run", s.study,
                  budget.used(study), s.n_trials)
         return study, data, False, placer
-    enqueue_seeds(study, s, placer, source)  # first in the queue
+    enqueue_warm_start(study, s, placer, source)  # first in the queue
     if s.baselines:
         enqueue_references(study, s, placer)
         with memory_guard("training the BP baseline"):

@@ -13,7 +13,7 @@ from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
 from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
 from bwbpf.spaces.heads import check_schedule
-from bwbpf.spaces.limits import CostModel  # what the speed-up is computed from (search.costs)
+from bwbpf.spaces.limits import DEFAULT_COST_MODEL, CostModel  # the speed-up's source
 from bwbpf.trainers import TrainPlan, list_datasets, resolve_device
 from bwbpf.trainers.plan import Schedule
 
@@ -69,8 +69,8 @@ class SearchSettings:
     val_size: int | None = setting(None, flag="--val-size", kind="int>=1", optional=True,
                                    identity=True, group=DATA,
                                    help="validation images held out of train (default 10%%)")
-    batch_size: int = setting(128, flag="--batch-size", kind="int>=1", identity=True,
-                              group=DATA, help="(default %(default)s)")
+    batch_size: int = setting(TrainPlan.batch_size, flag="--batch-size", kind="int>=1",
+                              identity=True, group=DATA, help="(default %(default)s)")
     device: str = setting("auto", flag="--device", kind="text", group=DATA,
                           help="cpu, cuda, cuda:N or auto (default %(default)s)")
     schedule: Schedule = setting(
@@ -86,7 +86,7 @@ class SearchSettings:
                                  "cache is shared by the trials of a process)")
     # Constraints' cost model (the constraints themselves are space fields).
     cost_model: CostModel = setting(
-        "measured", flag="--cost-model", kind="choice", identity=True, before="flops",
+        DEFAULT_COST_MODEL, flag="--cost-model", kind="choice", identity=True, before="flops",
         group=CONSTRAINTS,
         help="the speed-up from step times measured once per study on its device, or from "
              "FLOPs (default %(default)s; both are recorded)")
@@ -124,9 +124,10 @@ class SearchSettings:
         help="the reference decouplings every study trains: any of " + ", ".join(REFERENCES)
              + " (default: all)")
     # A winner found on another member of the family, carried to this study's net and queued
-    # with a few neighbours as its first trials (search.seeding).
-    seed_from: str | None = setting(
-        None, flag="--seed-from", kind="path", optional=True, group=TRIALS, metavar="FILE",
+    # with a few neighbours as its first trials (search.warm_start).
+    warm_start: str | None = setting(
+        None, flag="--warm-start", renamed_from="--seed-from", kind="path", optional=True,
+        group=TRIALS, metavar="FILE",
         help="an exported decoupling: carried to this study's backbone and width under its "
              "constraints, and queued with up to 5 neighbours one edit away (a cut moved or "
              "removed, one head family on every block, one head changed) as the first "

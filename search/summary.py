@@ -11,10 +11,10 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.record import (
     TrialRecord,
-    best_trial,
     describe,
     describe_counts,
     no_best,
+    rank_key,
     state_counts,
 )
 from bwbpf.reports.seed_record import Confirmation, Fidelity
@@ -39,6 +39,11 @@ class Progress:
 
     def __init__(self, study: optuna.Study, s: SearchSettings) -> None:
         self.s, self.enabled, self.bar = s, not s.quiet, None
+        # The best so far, kept: each finished trial is ranked once (budget.Changes), by the
+        # report's order; no trial is confirmed while the search runs.
+        self.changes = budget.Changes()
+        self.best: optuna.trial.FrozenTrial | None = None
+        self.key = rank_key(confirmations(study)) if self.enabled else None
         if self.enabled:
             from tqdm import tqdm
 
@@ -57,10 +62,19 @@ class Progress:
 
         tqdm.write(trial_line(trial))
         self.bar.n = min(self.s.n_trials, budget.used(study))
-        best = best_trial(study)
+        best = self.best_so_far(study)
         if best is not None:
             self.bar.set_postfix(best=f"{best.values[0]:.4f} (#{best.number})")
         self.bar.refresh()
+
+    def best_so_far(self, study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+        """``best_trial(study)``, from the trials finished since the last call."""
+        assert self.key is not None
+        for t in self.changes.since(study.get_trials(deepcopy=False)):
+            if t.state == TrialState.COMPLETE and TrialRecord.of(t).feasible and (
+                    self.best is None or self.key(t) < self.key(self.best)):
+                self.best = t
+        return self.best
 
     def close(self) -> None:
         if self.bar is not None:
@@ -69,7 +83,7 @@ class Progress:
 
 def trial_line(t: optuna.trial.FrozenTrial) -> str:
     rec = TrialRecord.of(t)
-    mark = rec.baseline or rec.seeded
+    mark = rec.baseline or rec.warm_start
     tag = f" [{mark}]" if mark else ""
     what = describe(t)
     if t.state == optuna.trial.TrialState.COMPLETE:
@@ -118,15 +132,15 @@ def summary(study: optuna.Study) -> list[str]:
 
 def versus_transferred(study: optuna.Study, best: SummaryRow, at_budget: Fidelity | None
                        ) -> list[str]:
-    """One line in a study seeded by `run --seed-from`: the best against the transferred
+    """One line in a study warm-started by `run --warm-start`: the best against the transferred
     decoupling (each by its confirmed mean where it has one, else its single seed); the mark
     says when it was carried with one head family on every block."""
     done = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if (r := TrialRecord.of(t)).seed_kind == "transferred"]
+            if (r := TrialRecord.of(t)).start_kind == "transferred"]
     if not done or best.accuracy is None:
         return []
     t, rec = done[-1]
-    what = "the transferred decoupling" + (f", {rec.seed_detail}" if rec.seed_detail else "")
+    what = "the transferred decoupling" + (f", {rec.start_detail}" if rec.start_detail else "")
     if t.number == best.trial:
         return [f"against {what}: it is the best (trial {t.number})"]
     c = confirmations(study).get(t.number)

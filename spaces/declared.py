@@ -43,6 +43,7 @@ NOTHING: Any = object()  # ``before``: the setting has always existed
 class Declared:
     help: str = ""
     flag: str | None = None  # "--epochs"; None: not on the command line
+    renamed_from: str | None = None  # the flag's former name: still taken, saying the new one
     kind: Kind | None = None  # None: checked by the class itself
     identity: bool = False
     before: Any = NOTHING

@@ -1,6 +1,6 @@
 """What a decoupling document promises about its costs: the constraints of the study it was
 found in (the ``constraints`` section, schema version 4). A transfer to another backbone or
-width keeps them (search.transfer); a document without the section (from a study without
+width keeps them (search.carry); a document without the section (from a study without
 constraints, or written before version 4) promises nothing and transfers by the stage rule
 alone (spaces.transfer)."""
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 CostModel = Literal["measured", "flops"]
+# The speed-up a study judges by unless told (SearchSettings.cost_model takes it from here).
+DEFAULT_COST_MODEL: CostModel = "measured"
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Limits:
 
     min_speedup: float | None = None
     max_memory: float | None = None
-    cost_model: CostModel = "measured"
+    cost_model: CostModel = DEFAULT_COST_MODEL
 
     @property
     def any(self) -> bool:
@@ -28,7 +30,8 @@ class Limits:
     def of(cls, doc: Mapping[str, Any]) -> Limits:
         """The document's (validated) section; none without one."""
         c = doc.get("constraints") or {}
-        return cls(c.get("min_speedup"), c.get("max_memory"), c.get("cost_model", "measured"))
+        return cls(c.get("min_speedup"), c.get("max_memory"),
+                   c.get("cost_model", DEFAULT_COST_MODEL))
 
     def section(self) -> dict[str, Any] | None:
         """The document's section; None when there is no constraint to keep."""

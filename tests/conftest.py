@@ -17,6 +17,19 @@ import torch
 
 from bwbpf.trainers import Data, load_data
 
+# The two tiers. `make unit` runs the packages' logic on tiny tensors and in-memory studies;
+# `make test` adds the integration tier: whatever drives the command line end to end, opens a
+# storage file or a server, or starts a browser. A test that asks for one of these fixtures
+# is integration without saying so; others say it with @pytest.mark.integration.
+INTEGRATION_FIXTURES = frozenset({"cli", "db", "postgres", "browser", "report_file",
+                                  "free_port", "tmp_path"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _one_thread_torch() -> None:

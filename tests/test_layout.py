@@ -27,3 +27,31 @@ def test_a_module_keeps_to_the_size_rules(path: Path) -> None:
 
 def test_the_rules_see_every_package() -> None:
     assert {p.parent.name for p in MODULES} == {"search", "spaces", "trainers", "reports"}
+
+
+def test_tests_wait_on_conditions_not_fixed_times() -> None:
+    """A test polls for what it needs with a deadline (tests/search/conftest.py ``until``);
+    a sleep longer than a poll's interval is a fixed wait, too short on a busy machine and
+    too long on an idle one."""
+    fixed = [f"{path.relative_to(ROOT)}:{node.lineno}"
+             for path in sorted((ROOT / "tests").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "sleep" and node.args
+             and isinstance(node.args[0], ast.Constant)
+             and isinstance(node.args[0].value, (int, float)) and node.args[0].value > 0.5]
+    assert fixed == []
+
+
+def test_one_name_one_meaning() -> None:
+    """No two modules of the packages share a base name, and no public function or class is
+    defined in two of them (``main`` is the entry point of the command and of the reference
+    page's writer)."""
+    names = [p.stem for p in MODULES if p.stem != "__init__"]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+    where: dict[str, list[str]] = {}
+    for path in MODULES:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(f"{path.parent.name}/{path.name}")
+    assert {k: v for k, v in where.items() if len(v) > 1 and k != "main"} == {}

@@ -58,7 +58,7 @@ class PeerLost(RuntimeError):
         self.peer = peer
 
 
-class Terminated(BaseException):
+class RankTerminated(BaseException):
     """SIGTERM: the launcher stops this rank (torchrun does when another rank failed)."""
 
 
@@ -159,10 +159,10 @@ class Group:
         rank is the first to tell why, quiet otherwise. ``where`` says where the last complete
         checkpoint is."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # we are leaving already
-        if isinstance(error, (PeerLost, Terminated)):
+        if isinstance(error, (PeerLost, RankTerminated)):
             if self._reason(REASON_S) is not None:
-                return RankStop(143 if isinstance(error, Terminated) else 1, None)
-            if isinstance(error, Terminated):
+                return RankStop(143 if isinstance(error, RankTerminated) else 1, None)
+            if isinstance(error, RankTerminated):
                 code, line = 143, f"rank {self.rank} stopped by SIGTERM"
             else:
                 who = "a rank" if error.peer is None else f"rank {error.peer}"
@@ -206,7 +206,7 @@ class Group:
             dist.destroy_process_group()
 
 
-def join(device: str, timeout_s: float) -> Group:
+def join_group(device: str, timeout_s: float) -> Group:
     """Joins the process group the launcher set up; ``device`` is cpu, cuda or auto (each rank
     takes cuda:LOCAL_RANK). A rank that gets SIGTERM leaves through ``Group.stop``."""
     rank, world, local = launch_env()
@@ -271,7 +271,7 @@ def store_prefix() -> str:
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+    raise RankTerminated
 
 
 def first_line(e: BaseException) -> str:

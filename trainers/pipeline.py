@@ -74,7 +74,7 @@ class Pipe:
                 continue
 
 
-def join(workers: list[threading.Thread], stop: threading.Event) -> None:
+def join_workers(workers: list[threading.Thread], stop: threading.Event) -> None:
     """Waits for every started worker. Interrupted while waiting (Ctrl-C), it stops them first
     and waits again, so no worker outlives the epoch."""
     started = [w for w in workers if w.ident is not None]
@@ -140,7 +140,7 @@ class PipelinedStepper(Stepper):
         finally:
             if not fed:  # the feed raised (augmentation, OOM, Ctrl-C): no batch will come
                 run.stop.set()
-            join(workers, run.stop)
+            join_workers(workers, run.stop)
             if cpu:
                 torch.set_num_threads(saved_threads)
         if run.errors:

@@ -57,7 +57,7 @@ def hand_study(points: list[tuple[float, ...]], objectives: tuple[str, ...] = ("
 
 
 def test_front_marks_the_non_dominated() -> None:
-    f = plots.front(hand_study([(0.9, 1.0), (0.8, 2.0), (0.7, 1.5), (0.85, 2.0)]))
+    f = plots.front_figure(hand_study([(0.9, 1.0), (0.8, 2.0), (0.7, 1.5), (0.85, 2.0)]))
     assert f is not None and f.on_front == [True, False, False, True]
     assert [t.number for t in pareto.front(
         hand_study([(0.9, 1.0), (0.8, 2.0), (0.7, 1.5), (0.85, 2.0)]))] == [0, 3]
@@ -78,7 +78,7 @@ def test_a_trial_that_breaks_a_constraint_is_neither_best_nor_on_the_front() -> 
     h = plots.history(frame)
     assert h.best[0] != h.best[0] and h.best[1:] == [0.8, 0.85]  # NaN, then feasible only
     assert h.baselines == ["paper, infeasible", "", ""]
-    f = plots.front(hand_study([(0.9, 3.0), (0.8, 2.0), (0.85, 1.5)],
+    f = plots.front_figure(hand_study([(0.9, 3.0), (0.8, 2.0), (0.85, 1.5)],
                                infeasible={0: "memory 0.70 of BP's > 0.50"}))
     assert f is not None and f.numbers == [1, 2] and f.on_front == [True, True]
 

@@ -31,7 +31,7 @@ STORED_KEYS = {"decoupling", "baseline", "seeded", "block_flops", "block_params"
 
 def full_record() -> TrialRecord:
     d = Decoupling.paper_default("vgg8b", width=0.25)
-    return TrialRecord(document=to_document(d), baseline="paper", seeded="neighbour 1: x",
+    return TrialRecord(document=to_document(d), baseline="paper", warm_start="neighbour 1: x",
                        block_flops=(1, 2, 3),
                        block_params=(4, 5, 6), speedup=2.0, speedup_flops=1.8,
                        block_seconds=(0.01, 0.02, 0.03), backprop_seconds=0.05,

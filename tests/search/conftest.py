@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from bwbpf.search.cli import main
 
@@ -33,3 +35,30 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Runner:
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
+    """Waits for ``condition``, polling, at most ``timeout`` seconds (then fails naming
+    ``what``): a test waits on what it needs, never a fixed time."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def heartbeats_lapsed(url: str, grace: float) -> bool:
+    """Every running trial's last heartbeat is more than ``grace`` seconds old, by the
+    database's own clock, as Optuna judges a trial stale (its RDB tables, read directly)."""
+    beat = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat", sa.DateTime))
+    trials = sa.table("trials", sa.column("trial_id"), sa.column("state"))
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            now = c.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+            beats = c.execute(sa.select(beat.c.heartbeat).join(
+                trials, trials.c.trial_id == beat.c.trial_id).where(
+                sa.cast(trials.c.state, sa.String) == "RUNNING")).scalars().all()
+    finally:
+        engine.dispose()
+    return all((now - b).total_seconds() > grace for b in beats)

@@ -150,7 +150,7 @@ OTHER = [
      "argument --cost-model: invalid choice: 'wild'"),
     (["train", "--arch", "{vgg11.json}", "--backbone", "vgg16", "--cost-model", "gpu"],
      "argument --cost-model: invalid choice: 'gpu'"),
-    (["run", "--seed-from", "{truncated.json}"], "not valid JSON"),
+    (["run", "--warm-start", "{truncated.json}"], "not valid JSON"),
     (["run", "--heads", "linear,momentum", "--schedule", "pipelined"],
      "schedule: momentum heads follow the next block's weights, so they train with --schedule "
      "sequential, not pipelined"),
@@ -158,7 +158,7 @@ OTHER = [
      "so they train with --schedule sequential, not distributed"),
     (["train", "--arch", "{momentum.json}", "--schedule", "pipelined"],
      "so they train with --schedule sequential, not pipelined"),
-    (["run", "--seed-from", "{empty}"], "--seed-from"),
+    (["run", "--warm-start", "{empty}"], "--warm-start"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

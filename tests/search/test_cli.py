@@ -21,10 +21,10 @@ import yaml
 from optuna.trial import TrialState
 
 from bwbpf.search import commands, runner
+from bwbpf.search.full_training import load_arch
 from bwbpf.search.parser import build_parser, parse
 from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
 from bwbpf.search.study import package_version
-from bwbpf.search.training import load_arch
 from bwbpf.spaces import SearchSpace, UserError
 
 from .conftest import FAST, Runner

@@ -72,7 +72,7 @@ def test_export_ranks_by_the_confirmed_mean(cli: Runner, db: str, tmp_path: Path
     assert {t.number for t in mo.best_trials} == {0, 2}
     assert sorted(exported(cli, db, "mo", tmp_path, "--pareto")) == [1, 2, 3]
     # one rule: the report's figure and the CSV's on_front mark what export --pareto wrote
-    f = plots.front(mo)
+    f = plots.front_figure(mo)
     assert f is not None and {n for n, on in zip(f.numbers, f.on_front) if on} == {1, 2, 3}
     frame = trials_frame(mo)
     assert set(frame.loc[frame["on_front"], "number"]) == {1, 2, 3}

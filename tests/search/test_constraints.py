@@ -36,6 +36,7 @@ from bwbpf.search.settings import SearchSettings
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.trainers import measure_cost
+from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
 
 from .conftest import FAST, Runner
@@ -74,9 +75,11 @@ def test_a_constrained_study_trains_only_feasible_samples_and_resumes(cli: Runne
         assert t.state == TrialState.COMPLETE and rec.curve and rec.train_seconds
         assert rec.speedup is not None and rec.memory_ratio is not None
         assert rec.speedup >= 1.5 and rec.memory_ratio <= 0.8
-        # the sampler sees the feasible side too, with the values the record shows
+        # the sampler sees the feasible side too, with the values the record shows (which
+        # rounds them to 4 places)
         assert t.constraints == pytest.approx({"min_speedup": 1.5 - rec.speedup,
-                                               "max_memory": rec.memory_ratio - 0.8})
+                                               "max_memory": rec.memory_ratio - 0.8},
+                                              abs=6e-5)
     for t in rejected:
         rec = TrialRecord.of(t)
         assert t.state == TrialState.PRUNED
@@ -253,6 +256,7 @@ def pieces(backbone: str, space: SearchSpace, timer: StepTimer | None = None) ->
                   timer=timer)
 
 
+@pytest.mark.integration  # builds and counts every cut set's net whole
 @pytest.mark.parametrize("backbone,aux", [
     ("vgg8b", AuxSpec("linear")), ("vgg8b", AuxSpec("conv", 1, 0.5, "predsim", 32)),
     ("vgg8b", AuxSpec("downstream", 1, 0.5, "infopro", 32)), ("resnet18", AuxSpec("linear")),
@@ -310,8 +314,8 @@ def test_judge_stores_both_sides_and_names_what_broke() -> None:
     study = optuna.create_study()
     rules = [Constraint("min_speedup", 2.0), Constraint("max_memory", 0.5)]
     met, broken = study.ask(), study.ask()
-    assert judge(met, rules, speedup=2.5, memory=0.4) is None
-    assert judge(broken, rules, speedup=1.995, memory=0.7) == (
+    assert judge(met, rules, Ratios(2.5, 1.0, 1.0, 0.4)) is None
+    assert judge(broken, rules, Ratios(1.995, 1.0, 1.0, 0.7)) == (
         "speed-up 1.9950x < 2.0000x; memory 0.70 of BP's > 0.50")
     study.tell(met, 1.0)
     study.tell(broken, state=TrialState.PRUNED)

@@ -16,12 +16,17 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 
 from bwbpf.search.argtypes import JOBS_PER_CORE, cores
 
-from .conftest import FAST, Runner
+from .conftest import FAST, Runner, until
 from .test_storage_safety import as_unprivileged
+
+pytestmark = pytest.mark.integration  # starts the command in processes, under limits
 
 TINY_TRAIN = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "64",
               "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--width", "0.125"]
@@ -193,7 +198,9 @@ def test_a_signal_to_the_parent_stops_its_workers(tmp_path: Path, sig: int) -> N
         time.sleep(0.5)
         workers = _children(p.pid)
     assert len(workers) == 2, "the workers never started"
-    time.sleep(3)  # into their first trials
+    storage = JournalStorage(JournalFileBackend(str(log)))
+    until(lambda: sum(t.state == TrialState.RUNNING for t in optuna.load_study(
+        study_name="w", storage=storage).get_trials()) == 2, "both workers in a trial")
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
     end = time.monotonic() + 60

@@ -33,6 +33,8 @@ from bwbpf.trainers.timing import StepTimer
 
 from .conftest import FAST, Runner
 
+pytestmark = pytest.mark.integration  # starts the command in processes, under limits
+
 TINY = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "64", "--batch-size",
         "32", "--epochs", "1", "--device", "cpu", "--width", "0.125"]
 GIB = 2**30

@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.constraints import Constraint, of_space
-from bwbpf.search.placement import Placer, ViableHeads, meets
+from bwbpf.search.constraints import Constraint, meets, of_space
+from bwbpf.search.placement import Placer, ViableHeads
 from bwbpf.search.reach import cut_sets
 from bwbpf.spaces import SearchSpace, build, params_for, sample
 from bwbpf.spaces.encoding import Draw, draw, unused_params
@@ -28,6 +28,7 @@ def measured_ok(d: Any, rules: list[Constraint]) -> bool:
     return all(r.value(round(c.speedup, 4), round(c.memory_ratio, 4)) <= 0 for r in rules)
 
 
+@pytest.mark.integration  # builds and counts every placed net whole
 @pytest.mark.parametrize("backbone", ["vgg8b", "resnet18"])
 def test_a_placed_draw_meets_the_constraints_by_measure_cost(backbone: str) -> None:
     space = SearchSpace(backbones=(backbone,), **DEMO)
@@ -62,6 +63,7 @@ def test_a_placed_draw_meets_the_constraints_by_measure_cost(backbone: str) -> N
     assert placed_ok >= 30, (drawn_ok, placed_ok)
 
 
+@pytest.mark.integration  # builds and counts every placed net whole
 def test_the_nearest_feasible_cut_set_is_chosen() -> None:
     space = SearchSpace(min_blocks=3, max_blocks=3, heads=("linear",), losses=("pred",),
                         **DEMO)

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search import baselines
 from bwbpf.search.baselines import PUBLISHED, published
-from bwbpf.search.constraints import of_space
-from bwbpf.search.placement import Placer, meets
+from bwbpf.search.constraints import meets, of_space
+from bwbpf.search.placement import Placer
 from bwbpf.search.reach import cut_sets
 from bwbpf.spaces import SearchSpace, reference_decouplings
 

@@ -22,6 +22,8 @@ from bwbpf.spaces import UserError
 
 from .conftest import FAST, Runner
 
+pytestmark = pytest.mark.integration  # starts the command in processes, under limits
+
 SECRET = "s3cret-pw"  # tests/pgserver.py's password
 
 

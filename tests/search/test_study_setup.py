@@ -19,7 +19,7 @@ from bwbpf.search import budget
 from bwbpf.search.samplers import Sampler, make_sampler
 from bwbpf.spaces import SearchSpace, sample
 
-from .conftest import FAST, Runner
+from .conftest import FAST, Runner, heartbeats_lapsed, until
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ONE_EPOCH = [*FAST, "--epochs", "1", "--pruner", "none"]  # later flags win
@@ -139,7 +139,7 @@ def test_a_rerun_finishes_the_last_trial_of_a_killed_worker(tmp_path: Path) -> N
     wait_for(in_last_trial)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    time.sleep(7)  # past the grace period: its heartbeat has lapsed
+    until(lambda: heartbeats_lapsed(db, grace=6.5), "the killed trial's heartbeat to lapse")
     r = subprocess.run([sys.executable, "-m", "bwbpf.search", *argv], capture_output=True,
                        text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr

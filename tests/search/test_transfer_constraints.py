@@ -1,4 +1,4 @@
-"""Transfer that keeps a decoupling's constraints on deeper and wider nets (search.transfer)."""
+"""Transfer that keeps a decoupling's constraints on deeper and wider nets (search.carry)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bwbpf.search.carry import carry
 from bwbpf.search.constraints import of_space
 from bwbpf.search.placement import Placer
 from bwbpf.search.reach import cut_sets
-from bwbpf.search.transfer import carry
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, build, from_document, to_document
 from bwbpf.spaces.document import SCHEMA_ID, SCHEMA_V3
 from bwbpf.spaces.encoding import draw
@@ -54,6 +54,7 @@ def costs(d: Decoupling) -> tuple[float, float]:
     return round(c.speedup, 4), round(c.memory_ratio, 4)
 
 
+@pytest.mark.integration  # builds and counts nets whole
 @pytest.mark.parametrize(("src", "dst", "width"), PAIRS)
 def test_the_transfer_meets_the_constraints_on_the_target(src: str, dst: str,
                                                           width: float | None) -> None:
@@ -84,6 +85,7 @@ def test_the_transfer_meets_the_constraints_on_the_target(src: str, dst: str,
     assert kept  # not every winner refused: the rule places some on every target
 
 
+@pytest.mark.integration  # builds and counts nets whole
 def test_the_nearest_feasible_placement_is_chosen() -> None:
     """vgg8b's winners on VGG-16: the stage rule puts the depth VGG-16 adds in the last block
     and breaks 2x; no feasible cut set of the same K lies nearer the source's cuts."""
@@ -110,6 +112,7 @@ def test_the_nearest_feasible_placement_is_chosen() -> None:
     assert moved  # the case the rule exists for occurs
 
 
+@pytest.mark.integration  # builds and counts nets whole
 def test_a_document_without_constraints_transfers_as_before() -> None:
     for d in winners("vgg8b"):
         c = carry(d, Limits(), "vgg16", shape=SHAPE)
@@ -118,6 +121,7 @@ def test_a_document_without_constraints_transfers_as_before() -> None:
         assert c.decoupling == d.transfer("vgg16")
 
 
+@pytest.mark.integration  # builds and counts nets whole
 def test_the_refusal_names_the_best_the_target_reaches() -> None:
     d = winners("vgg8b", 1)[0]
     with pytest.raises(UserError) as e:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from bwbpf.search import budget
 from bwbpf.spaces import from_document
 
-from .conftest import FAST
+from .conftest import FAST, heartbeats_lapsed, until
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -114,8 +114,7 @@ def test_storage_restart_loses_nothing_and_a_rerun_completes(postgres) -> None:
              else False)
     before = {t.number: (t.state, t.params, t.user_attrs) for t in
               finished(postgres.url, "restart")}
-    postgres.stop("fast")
-    time.sleep(1.0)
+    postgres.stop("fast")  # (pg_ctl waits until it is down)
     postgres.start()
     out, err = worker.communicate(timeout=300)
     # either it recovered and finished, or it stopped with one clear line
@@ -125,7 +124,8 @@ def test_storage_restart_loses_nothing_and_a_rerun_completes(postgres) -> None:
     after = {t.number: (t.state, t.params, t.user_attrs)
              for t in finished(postgres.url, "restart")}
     assert all(after[n] == v for n, v in before.items())  # nothing stored before is lost
-    time.sleep(3.5)  # a trial cut off by the restart goes stale after three heartbeats
+    # a trial cut off by the restart goes stale after three heartbeats
+    until(lambda: heartbeats_lapsed(postgres.url, grace=3.5), "the cut-off trial to go stale")
     r = bwbpf(*argv)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="restart", storage=postgres.url)

@@ -17,6 +17,7 @@ from bwbpf.spaces import (
     to_document,
 )
 from bwbpf.spaces.document import parse_json, upgrade
+from bwbpf.spaces.input_shape import InputShape
 
 D = Decoupling("vgg11", (2, 5), (AuxSpec("conv", 2, 0.5, "predsim"), AuxSpec("ir", 3)),
                (BlockOptim(lr=0.1), BlockOptim(optimizer="adamw", lr=1e-3), BlockOptim()), 0.5)
@@ -168,3 +169,12 @@ def test_a_version_1_file_loads_and_its_sum_over_max_is_not_called_a_speedup() -
     assert new["schema"] == SCHEMA_ID and new["metrics"] == {"block_parallelism": 2.07,
                                                               "val_accuracy": 0.8}
     assert doc["metrics"]["ideal_speedup"] == 2.07  # the caller's dict is not changed
+
+
+def test_the_input_section_reads_back_as_written() -> None:
+    shape = InputShape(1, (28, 28), 10, "fashion-mnist")
+    doc = to_document(Decoupling.paper_default("vgg8b"), input=shape.section())
+    assert from_document(doc) == Decoupling.paper_default("vgg8b")  # valid by the schema
+    assert InputShape.of(doc) == shape
+    assert shape.shape() == {"in_channels": 1, "image_size": (28, 28), "num_classes": 10}
+    assert InputShape.of({k: v for k, v in doc.items() if k != "input"}) is None

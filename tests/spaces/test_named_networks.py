@@ -97,6 +97,7 @@ def _same_weights(name: str, in_channels: int, classes: int, size: int
     return original, units, classifier
 
 
+@pytest.mark.integration  # torchvision networks
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_units_compose_to_the_untouched_network(name: str) -> None:
     """No cut: the units then the classifier compute what the network itself computes, on the
@@ -113,6 +114,7 @@ def test_the_units_compose_to_the_untouched_network(name: str) -> None:
         assert torch.allclose(out, original.eval()(x), atol=1e-5)
 
 
+@pytest.mark.integration  # torchvision networks
 @pytest.mark.parametrize("name", FAMILIES)
 def test_a_net_builds_on_the_meta_device_as_train_checks_it(name: str) -> None:
     """``train`` first builds every net on the meta device (without memory); a network whose
@@ -228,6 +230,7 @@ def test_transfer_keeps_to_a_torchvision_family() -> None:
         transfer(b0, "torchvision:efficientnet_b1", 0.5)
 
 
+@pytest.mark.integration  # torchvision networks
 def test_what_a_forward_decides_by_its_mode_follows_the_mode() -> None:
     """EfficientNet's stochastic depth drops residual rows in training only: traced once, the
     decision would be fixed at the mode of the trace."""

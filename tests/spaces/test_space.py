@@ -82,6 +82,7 @@ def independently_sampled(sampler: optuna.samplers.BaseSampler, draw) -> set[str
     return set(t.params) - set(joint)
 
 
+@pytest.mark.integration  # fits the GP sampler's model
 @pytest.mark.parametrize("make", [
     lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
     lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=3),

@@ -77,6 +77,7 @@ VIT = ("torchvision:VisionTransformer?image_size=16&patch_size=4&num_layers=2&nu
        "&hidden_dim=16&mlp_dim=32")
 
 
+@pytest.mark.integration  # torchvision networks
 @pytest.mark.parametrize("name", ["torchvision:mobilenet_v3_small", "torchvision:efficientnet_b0",
                                   "torchvision:regnet_y_400mf", VIT])
 def test_block1_of_a_named_network_is_blind_to_later_blocks(synthetic: Data, name: str) -> None:

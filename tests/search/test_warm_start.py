@@ -1,4 +1,4 @@
-"""`run --seed-from FILE`: a study on a target net seeded by a winner from another member."""
+"""`run --warm-start FILE`: a study on a target net started from a winner on another member."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.note import markdown
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.seeding import NEIGHBOURS
-from bwbpf.search.transfer import carry
+from bwbpf.search.carry import carry
+from bwbpf.search.parser import parse
+from bwbpf.search.warm_start import NEIGHBOURS
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, UserError, to_document
 from bwbpf.spaces.limits import Limits
 
@@ -32,33 +33,34 @@ def winner(tmp_path: Path) -> Path:
     return path
 
 
-def seeded(db: str, study: str = "t") -> list[tuple[int, str, Decoupling]]:
+def warm_started(db: str, study: str = "t") -> list[tuple[int, str, Decoupling]]:
     out = []
     for t in optuna.load_study(study_name=study, storage=db).get_trials():
         rec = TrialRecord.of(t)
-        if rec.seeded:
+        if rec.warm_start:
             d = rec.decoupling()
             assert d is not None
-            out.append((t.number, rec.seeded, d))
+            out.append((t.number, rec.warm_start, d))
     return out
 
 
 def test_the_first_trials_are_the_transferred_winner_and_its_neighbours(
         cli: Runner, db: str, winner: Path) -> None:
     run = ["-q", "run", "--storage", db, "--study", "t", "--backbone", "vgg11",
-           "--min-speedup", "1.8", "--seed-from", str(winner), *SMALL]
+           "--min-speedup", "1.8", "--warm-start", str(winner), *SMALL]
     rc, out, err = cli(*run, "--n-trials", "7")
     assert rc == 0, err
-    seeds = seeded(db)
-    assert [n for n, _, _ in seeds] == list(range(len(seeds))) and 3 <= len(seeds) <= 1 + NEIGHBOURS
-    assert seeds[0][1] == "transferred"
+    starts = warm_started(db)
+    assert [n for n, _, _ in starts] == list(range(len(starts)))
+    assert 3 <= len(starts) <= 1 + NEIGHBOURS
+    assert starts[0][1] == "transferred"
     space = SearchSpace(backbones=("vgg11",))
     want = carry(SOURCE, Limits(1.8, None, "flops"), "vgg11", 0.25,
                  shape={"in_channels": 3, "image_size": (16, 16), "num_classes": 10},
                  ks=range(space.min_blocks, space.max_blocks + 1), min_units=space.min_units)
-    t = seeds[0][2]
+    t = starts[0][2]
     assert t == want.decoupling
-    for i, (_, mark, d) in enumerate(seeds[1:], 1):
+    for i, (_, mark, d) in enumerate(starts[1:], 1):
         assert mark.startswith(f"neighbour {i}: ")
         cuts_moved = [abs(a - b) for a, b in zip(d.cuts, t.cuts) if a != b]
         heads_changed = [i for i, (a, b) in enumerate(zip(d.aux, t.aux)) if a.family != b.family]
@@ -70,18 +72,18 @@ def test_the_first_trials_are_the_transferred_winner_and_its_neighbours(
         assert not removed or "removed" in mark
         assert not tied or mark.endswith(f"every head {d.aux[0].family}")
     study = optuna.load_study(study_name="t", storage=db)
-    for n, _, _ in seeds:  # each meets the study's constraint, as trained
+    for n, _, _ in starts:  # each meets the study's constraint, as trained
         rec = TrialRecord.of(study.trials[n])
         assert rec.speedup is not None and rec.speedup >= 1.8 and not rec.rejected
         assert not rec.drawn_cuts  # trained where it was queued, not moved
     assert "against the transferred decoupling" in out
-    frame = trials_frame(study)  # the report's table and CSV say which trials were seeds
-    assert list(frame["seeded"][:len(seeds)]) == [m for _, m, _ in seeds]
+    frame = trials_frame(study)  # the report's table and CSV say which trials were starts
+    assert list(frame["warm_start"][:len(starts)]) == [m for _, m, _ in starts]
     assert markdown(study.trials[0]).startswith("### Trial 0 (transferred)")
 
     rc, out, err = cli(*run, "--n-trials", "9")  # a rerun: nothing queued twice
     assert rc == 0, err
-    assert [m for _, m, _ in seeded(db)] == [m for _, m, _ in seeds]
+    assert [m for _, m, _ in warm_started(db)] == [m for _, m, _ in starts]
 
 
 # The shape of the vgg8b Quality winner: its heads fit no placement on another vgg8b width
@@ -92,7 +94,7 @@ HEAVY = Decoupling("vgg8b", (1, 2, 3), (
     (BlockOptim(lr=0.05),) * 4, 0.25)
 
 
-def test_a_winner_whose_heads_fit_nowhere_seeds_with_one_head_family_on_every_block(
+def test_a_winner_whose_heads_fit_nowhere_starts_with_one_head_family_on_every_block(
         cli: Runner, db: str, tmp_path: Path) -> None:
     path = tmp_path / "heavy.json"
     path.write_text(json.dumps(to_document(HEAVY, constraints=Limits(2.0, 0.6).section())))
@@ -104,12 +106,12 @@ def test_a_winner_whose_heads_fit_nowhere_seeds_with_one_head_family_on_every_bl
     def run(study: str, max_blocks: str) -> list[str]:
         return ["run", "--storage", db, "--study", study, "--backbone", "vgg8b", "--width",
                 "0.125", "--min-speedup", "2", "--max-memory", "0.6", "--max-blocks", max_blocks,
-                "--seed-from", str(path), *SMALL, "--n-trials", "3", "--confirm-top", "0"]
+                "--warm-start", str(path), *SMALL, "--n-trials", "3", "--confirm-top", "0"]
 
     rc, out, err = cli(*run("h", "6"))
     assert rc == 0, err
-    seeds = seeded(db, "h")
-    (_, mark, t), (_, second, other) = seeds[0], seeds[1]
+    starts = warm_started(db, "h")
+    (_, mark, t), (_, second, other) = starts[0], starts[1]
     family = mark.removeprefix("transferred: every head ")
     assert family != mark and {a.family for a in t.aux} == {family}
     # it is the source's structure with that family, placed as the transfer places it
@@ -121,49 +123,64 @@ def test_a_winner_whose_heads_fit_nowhere_seeds_with_one_head_family_on_every_bl
     assert second.startswith("neighbour 1: every head ") and second.endswith(", placed anew")
     assert len({a.family for a in other.aux}) == 1 and other.aux[0].family != family
     study = optuna.load_study(study_name="h", storage=db)
-    for n, _, _ in seeds:  # each meets the study's constraints, as trained
+    for n, _, _ in starts:  # each meets the study's constraints, as trained
         rec = TrialRecord.of(study.trials[n])
         assert rec.speedup is not None and rec.speedup >= 2 and rec.memory_ratio is not None
         assert rec.memory_ratio <= 0.6 and not rec.rejected
     assert f"against the transferred decoupling, every head {family}" in out
 
-    # where no family fits either (at most 3 blocks), the seeding is refused with the
+    # where no family fits either (at most 3 blocks), the warm start is refused with the
     # transfer's own line
     rc, _, err = cli(*run("h3", "3"))
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "no placement" in err, err
 
 
-def test_a_bad_seed_file_is_refused_before_the_study_is_touched(cli: Runner, db: str,
-                                                                 tmp_path: Path) -> None:
+def test_the_former_flag_still_works_and_says_its_new_name_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(["run", "--seed-from", "a.json", "--seed-from", "b.json", "--seed", "3"])
+    err = capsys.readouterr().err
+    assert args.warm_start == Path("b.json") and args.seed == 3  # the last given, as argparse
+    assert err.splitlines() == [
+        "bwbpf-search run: --seed-from is now --warm-start (the old name still works)"]
+    assert parse(["run", "--warm-start", "a.json"]).warm_start == Path("a.json")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        parse(["run", "--help"])
+    shown = capsys.readouterr().out
+    assert "--warm-start FILE" in shown and "--seed-from" not in shown  # the old name unlisted
+
+
+def test_a_bad_warm_start_file_is_refused_before_the_study_is_touched(cli: Runner, db: str,
+                                                                      tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
-    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--seed-from", str(missing),
+    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--warm-start", str(missing),
                      *SMALL, "--n-trials", "1")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--seed-from" in err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--warm-start" in err
     other = tmp_path / "resnet.json"
     other.write_text(json.dumps(to_document(Decoupling.paper_default("resnet18"))))
-    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--seed-from", str(other),
+    rc, _, err = cli("-q", "run", "--storage", db, "--study", "t", "--warm-start", str(other),
                      *SMALL, "--n-trials", "1")
     assert rc == 2 and "same family only" in err and len(err.strip().splitlines()) == 1
     assert optuna.get_all_study_names(db) == []
 
 
-def test_seeds_train_in_full_where_the_pruner_stops_others(cli: Runner, db: str,
+def test_warm_starts_train_in_full_where_the_pruner_stops_others(cli: Runner, db: str,
                                                           winner: Path) -> None:
     base = ["-q", "run", "--storage", db, "--study", "p", "--backbone", "vgg11", *SMALL,
             "--epochs", "2", "--pruner", "median", "--pruner-startup", "0", "--min-epochs", "1"]
     rc, _, err = cli(*base, "--n-trials", "1")
     assert rc == 0, err
     # finished trials no other can match at epoch 1, more of them than the trials to come: the
-    # median stays 1.0, so the median pruner stops every later trial there, unless a seed
+    # median stays 1.0, so the median pruner stops every later trial there, unless a warm start
     study = optuna.load_study(study_name="p", storage=db)
     for _ in range(20):
         study.add_trial(optuna.trial.create_trial(value=1.0,
                                                   intermediate_values={1: 1.0, 2: 1.0}))
-    rc, _, err = cli(*base, "--n-trials", "28", "--seed-from", str(winner))
+    rc, _, err = cli(*base, "--n-trials", "28", "--warm-start", str(winner))
     assert rc == 0, err
     trials = optuna.load_study(study_name="p", storage=db).get_trials()
-    seeds = [t for t in trials if TrialRecord.of(t).seeded]
-    others = [t for t in trials[21:] if not TrialRecord.of(t).seeded]
-    assert seeds and all(t.state == optuna.trial.TrialState.COMPLETE for t in seeds)
-    assert all(len(TrialRecord.of(t).curve) == 2 for t in seeds)
+    starts = [t for t in trials if TrialRecord.of(t).warm_start]
+    others = [t for t in trials[21:] if not TrialRecord.of(t).warm_start]
+    assert starts and all(t.state == optuna.trial.TrialState.COMPLETE for t in starts)
+    assert all(len(TrialRecord.of(t).curve) == 2 for t in starts)
     assert others and all(t.state == optuna.trial.TrialState.PRUNED for t in others)

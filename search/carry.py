@@ -31,14 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-from bwbpf.search.constraints import NAMES, Constraint
-from bwbpf.search.placement import meets
+from bwbpf.search.constraints import NAMES, Constraint, meets
+from bwbpf.search.costs import run_cost_model
 from bwbpf.search.reach import Pieces, cut_sets
 from bwbpf.spaces import Decoupling, UserError, from_document
 from bwbpf.spaces.document import Trained, parse_json, to_document
+from bwbpf.spaces.input_shape import InputShape
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.spaces.transfer import check_family, positions, retarget, transfer
-from bwbpf.trainers import resolve_device
+from bwbpf.trainers import TrainPlan, resolve_device
 from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
 
@@ -187,19 +188,17 @@ def refusal(cons: Sequence[Constraint], tried: Sequence[Ratios], stage: Decoupli
 
 def carry_document(doc: dict[str, Any], backbone: str | None, width: float | None, *,
                    shape: dict[str, Any] | None = None, cost_model: CostModel | None = None,
-                   device: str = "auto", batch_size: int = 128, ignore: bool = False
-                   ) -> Carried:
+                   device: str = "auto", batch_size: int = TrainPlan.batch_size,
+                   ignore: bool = False) -> Carried:
     """A validated document's decoupling carried to ``backbone`` / ``width`` (the document's
     where not given) under the constraints it carries; the costs predicted for ``shape`` (the
     data's), else for the input the document records, by ``cost_model`` (the document's
     unless given): step times measured here on ``device`` at ``batch_size``, or FLOPs."""
     source = from_document(doc)
     limits = Limits.of(doc)
-    model = cost_model or (limits.cost_model if limits.any else "flops")
-    if shape is None and isinstance(doc.get("input"), dict):
-        given = doc["input"]
-        shape = {"in_channels": given["channels"], "image_size": tuple(given["size"]),
-                 "num_classes": given["classes"]}
+    model = run_cost_model(cost_model, doc)  # the document's own speed-up, unless told
+    if shape is None and (given := InputShape.of(doc)) is not None:
+        shape = given.shape()
     timer = None
     if model == "measured" and shape is not None:
         timer = StepTimer(resolve_device(device), batch_size, **shape)
@@ -210,7 +209,7 @@ def carry_document(doc: dict[str, Any], backbone: str | None, width: float | Non
 def carry_arch(args: argparse.Namespace, d: Decoupling, doc: dict[str, Any], out: Path,
                shape: Callable[[], dict[str, Any]]) -> tuple[Decoupling, dict[str, Any] | None]:
     """The file's decoupling on --backbone / --width when they differ from the file's, kept
-    within the constraints the file carries (search.transfer; its line is printed), and what
+    within the constraints the file carries (search.carry; its line is printed), and what
     settings.json records of the transfer. A --resume of a transferred run keeps the cuts it
     started with: measured step times differ a little from one timing to the next."""
     if not ((args.backbone and args.backbone != d.backbone)

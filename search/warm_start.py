@@ -1,15 +1,15 @@
-"""`run --seed-from FILE`: a short search on a target net that starts from a winner found on
+"""`run --warm-start FILE`: a short search on a target net that starts from a winner found on
 another member of the family.
 
 The file's decoupling is carried to the study's backbone and width under the *study's*
-constraints and cost model (search.transfer, restricted to the space's numbers of blocks and
+constraints and cost model (search.carry, restricted to the space's numbers of blocks and
 least block size; each head no deeper than the space draws it), and queued as the study's first
 trial, marked ``transferred``; one the space cannot express is refused in one line. Where the
 file's own heads fit no placement on the target (the transfer would refuse), its structure is
-carried with one head family on every block instead (of the families the constraints allow,
-the one whose placement stays nearest the file's cuts, then the cheapest), marked
-``transferred: every head F``, and up to ``TIED`` of the other families that fit, each placed
-on its own, come first among the neighbours; only when none fits is the seeding refused. Then up to
+carried with one head family on every block instead (of the families the constraints allow, the
+one whose placement stays nearest the file's cuts, then the cheapest), marked ``transferred:
+every head F``, and up to ``TIED`` of the other families that fit, each placed on its own, come
+first among the neighbours; only when none fits is the warm start refused. Then up to
 ``NEIGHBOURS`` feasible neighbours, each one edit away, marked ``neighbour i: what changed``:
 one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``); one cut removed
 (two blocks merged, the merged block keeping the later one's head and optimiser; at most
@@ -17,11 +17,12 @@ one cut moved by one unit (each cut both ways, in order; at most ``CUT_MOVES``);
 the constraints allow, the cheapest on the target first: the least compute over all blocks and
 heads; at most ``TIED``); then one head changed to another family (every block's first other
 family, then their second, ...). A changed head has its family's least depth and keeps the width
-and loss where the family has them; a neighbour the space cannot express is skipped. Seeds train
-in full: the pruner does not stop them (search.objective). Every seed is queued as the space's
-parameters (spaces.params_for), so the sampler learns from them as from its own; no more are
-queued than the study's budget has room for. A rerun queues only the seeds that have neither a
-finished trial that used budget nor a waiting or running one.
+and loss where the family has them; a neighbour the space cannot express is skipped. These
+starting trials train in full: the pruner does not stop them (search.objective). Every one is
+queued as the space's parameters (spaces.params_for), so the sampler learns from them as from
+its own; no more are queued than the study's budget has room for. A rerun queues only the
+starting trials that have neither a finished trial that used budget nor a waiting or running
+one.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search import budget
-from bwbpf.search.placement import Placer, meets
+from bwbpf.search.carry import Carried, carry, distance
+from bwbpf.search.constraints import meets
+from bwbpf.search.placement import Placer
 from bwbpf.search.settings import SearchSettings
-from bwbpf.search.transfer import Carried, carry, distance
 from bwbpf.spaces import (
     AuxSpec,
     ConfigError,
@@ -59,21 +61,21 @@ CUT_REMOVALS = 1  # then at most this many merge two blocks
 TIED = 2  # then at most this many put one family on every block; the others change one head
 
 
-def read_seed(s: SearchSettings) -> Decoupling | None:
-    """The --seed-from file's decoupling, checked against the space before storage is
+def read_warm_start(s: SearchSettings) -> Decoupling | None:
+    """The --warm-start file's decoupling, checked against the space before storage is
     touched (a file that is not a decoupling of the space's family is refused in one line)."""
-    if s.seed_from is None:
+    if s.warm_start is None:
         return None
-    path = Path(s.seed_from)
-    d, _ = read_document(path, "--seed-from")
+    path = Path(s.warm_start)
+    d, _ = read_document(path, "--warm-start")
     try:
         check_family(d.backbone, s.space.backbones[0])
     except UserError as e:
-        raise UserError(f"--seed-from {path}: {e}") from None
+        raise UserError(f"--warm-start {path}: {e}") from None
     return d
 
 
-def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[str, Decoupling]]:
+def starts(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[str, Decoupling]]:
     """(mark, decoupling) of the transferred decoupling and its neighbours, in queue order."""
     space = s.space
     limits = Limits(space.min_speedup, space.max_memory, s.cost_model)
@@ -92,14 +94,14 @@ def seeds(source: Decoupling, s: SearchSettings, placer: Placer) -> list[tuple[s
         mark = f"transferred: every head {family}"
         placed = [(f"every head {f}, placed anew", searched_depths(c.decoupling))
                   for f, c in others]
-        log.info("seeding from %s: its own heads fit no placement here (%s); every head %s "
-                 "instead", s.seed_from, refused, family)
-    log.info("seeding from %s: %s", s.seed_from, carried.line())
+        log.info("warm start from %s: its own heads fit no placement here (%s); every head %s "
+                 "instead", s.warm_start, refused, family)
+    log.info("warm start from %s: %s", s.warm_start, carried.line())
     t = searched_depths(carried.decoupling)
     try:
         params_for(t, space)
     except ConfigError as e:
-        raise UserError(f"--seed-from {s.seed_from}: the transferred decoupling lies outside "
+        raise UserError(f"--warm-start {s.warm_start}: the transferred decoupling lies outside "
                         f"the space ({e})") from None
     return [(mark, t), *neighbours(carried, s, placer, placed)]
 
@@ -221,26 +223,26 @@ def _fits(d: Decoupling, s: SearchSettings, placer: Placer) -> bool:
         params_for(d, s.space)
     except ConfigError:
         return False
-    return meets(placer.constraints, placer.pieces(d.backbone).of(d))
+    return meets(placer.constraints, placer.ratios(d))
 
 
-def enqueue_seeds(study: optuna.Study, s: SearchSettings, placer: Placer,
+def enqueue_warm_start(study: optuna.Study, s: SearchSettings, placer: Placer,
                   source: Decoupling | None) -> list[str]:
-    """Queues the seeds this study does not hold yet, as many as its budget has room for
+    """Queues the starting trials this study does not hold yet, as many as its budget has room for
     (first in the queue: before the references); their marks."""
     if source is None:
         return []
     trials = study.get_trials(deepcopy=False)
     spent = {t.number for t in budget.using(trials)}
-    have = {r.seed_kind for t in trials if (r := TrialRecord.of(t)).seeded and (
+    have = {r.start_kind for t in trials if (r := TrialRecord.of(t)).warm_start and (
         t.number in spent or t.state in (TrialState.WAITING, TrialState.RUNNING))}
-    # no more than the budget has room for: a seed past it would wait in the queue for ever
+    # no more than the budget has room for: one past it would wait in the queue for ever
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     room = s.n_trials - len(spent) - waiting
     queued: list[str] = []
-    for mark, d in seeds(source, s, placer):
-        record = TrialRecord(seeded=mark)
-        if record.seed_kind not in have and len(queued) < room:
+    for mark, d in starts(source, s, placer):
+        record = TrialRecord(warm_start=mark)
+        if record.start_kind not in have and len(queued) < room:
             study.enqueue_trial(params_for(d, s.space), user_attrs=record.attrs())
             queued.append(mark)
     return queued

@@ -106,7 +106,7 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
     except NonFiniteLoss as e:  # its message names the block, the epoch and the step
         flag = "--bp-lr" if label == "backprop" else "--lr"
         raise Diverged(f"{label} training diverged: {e}; try a lower {flag}") from None
-    return outcome(d, costs, result, evaluate(net, data.test, plan))
+    return run_outcome(d, costs, result, evaluate(net, data.test, plan))
 
 
 def train_ranked(d: Decoupling, data: Data | None, sizes: Sizes, plan: TrainPlan, out: Path,
@@ -135,7 +135,7 @@ def train_ranked(d: Decoupling, data: Data | None, sizes: Sizes, plan: TrainPlan
     test = evaluate_ranked(step, data.test if data is not None else None, sizes.test)
     if not group.first:  # only rank 0's outcome is written
         return {}
-    return outcome(d, run_costs(d, cost, cost_model, device=resolve_device(plan.device),
+    return run_outcome(d, run_costs(d, cost, cost_model, device=resolve_device(plan.device),
                                 batch=plan.batch_size, in_channels=sizes.in_channels,
                                 image_size=sizes.image_size, num_classes=sizes.num_classes),
                    result, test)
@@ -164,7 +164,7 @@ def stopper(plan: TrainPlan, stop_after: int | None) -> Callable[[int, EpochMetr
     return stop
 
 
-def outcome(d: Decoupling, costs: dict[str, Any], result: TrainResult, test: list[float]
+def run_outcome(d: Decoupling, costs: dict[str, Any], result: TrainResult, test: list[float]
             ) -> dict[str, Any]:
     """A finished run's entry in metrics.json: accuracies, then its costs (``run_costs``)."""
     return {
