@@ -55,7 +55,8 @@ def heartbeats_lapsed(url: str, grace: float) -> bool:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as c:
-            now = c.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+            # naive, as Optuna compares them (PostgreSQL's clock answers with a time zone)
+            now = c.execute(sa.select(sa.func.now())).scalar_one().replace(tzinfo=None)
             beats = c.execute(sa.select(beat.c.heartbeat).join(
                 trials, trials.c.trial_id == beat.c.trial_id).where(
                 sa.cast(trials.c.state, sa.String) == "RUNNING")).scalars().all()

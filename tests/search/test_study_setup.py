@@ -139,7 +139,7 @@ def test_a_rerun_finishes_the_last_trial_of_a_killed_worker(tmp_path: Path) -> N
     wait_for(in_last_trial)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    until(lambda: heartbeats_lapsed(db, grace=6.5), "the killed trial's heartbeat to lapse")
+    until(lambda: heartbeats_lapsed(db, grace=7.0), "the killed trial's heartbeat to lapse")
     r = subprocess.run([sys.executable, "-m", "bwbpf.search", *argv], capture_output=True,
                        text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
