@@ -80,7 +80,7 @@ def of_space(space: SearchSpace) -> list[Constraint]:
 def broken(constraints: Sequence[Constraint], r: Ratios) -> list[str]:
     """The one feasibility rule: why a decoupling with these figures breaks the constraints
     (empty when it meets them). Judged on the unrounded figures, by the placer
-    (search.placement), the objective, seeds and transfer alike, so a decoupling the placer
+    (search.placement), the objective, the warm start and transfer alike, so a decoupling the placer
     calls feasible is never rejected; records show the figures rounded."""
     return [c.reason(r.speedup, r.memory_ratio) for c in constraints
             if c.value(r.speedup, r.memory_ratio) > 0]
