@@ -59,7 +59,7 @@ def prepare_study(s: SearchSettings) -> optuna.Study:
     return study
 
 
-def adopt_space(s: SearchSettings) -> SearchSettings:
+def with_stored_space(s: SearchSettings) -> SearchSettings:
     """``s`` with the stored study's space fields that the run does not name (see
     SearchSettings.adopt_space); ``s`` itself for a new study. Creates nothing."""
     if s.space_given is None:
@@ -139,7 +139,7 @@ def run_search(s: SearchSettings) -> optuna.Study:
     or until the timeout; a dead worker's trial is run again here (see _room). Then confirms
     the winners (search.confirm), also when the budget was used before this run."""
     adopted: set[int] = set()
-    s = adopt_space(s)
+    s = with_stored_space(s)
     study, data, searching, placer = start(s, adopted=adopted)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     with storage_errors(s):
@@ -190,7 +190,7 @@ def run_workers(s: SearchSettings, launches: list[tuple[list[str], dict[str, str
     of commands.worker_launch, each a worker of the same study; shows their progress; then
     confirms the winners here (the workers do not); returns the study and the worst exit
     status. Processes, not threads: each has its own interpreter and torch thread pool."""
-    s = adopt_space(s)
+    s = with_stored_space(s)
     study, data, searching, _ = start(s)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     code = watch(study, s, launches, poll_s) if searching else 0
