@@ -62,6 +62,7 @@ lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests benchmarks docs
 	$(VENV)/bin/mypy -p bwbpf.search -p bwbpf.spaces -p bwbpf.trainers -p bwbpf.reports
 	$(VENV)/bin/mypy benchmarks/*.py  # scripts that import each other by module name
+	$(VENV)/bin/lint-imports --no-cache  # the layers declared in pyproject.toml
 
 # Tests run on every core (pytest-xdist); TEST_JOBS=0 runs them in this process, one at a time.
 TEST_JOBS ?= auto
@@ -78,7 +79,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 reference: install
-	$(PY) -m bwbpf.search.reference docs/reference/cli.md
+	$(PY) -m bwbpf.search.command_line.reference docs/reference/cli.md
 
 # The main job: the most accurate decoupling of the small backbone (vgg8b at 0.25 width) that
 # trains at least 2x faster than end-to-end BP with one device per block and keeps at most 0.6

@@ -2,7 +2,7 @@
 SQLite (target: the time at 5,000 within 2x of the time at 100).
 
 After every trial a run asks what its budget has used (the objective, the stop callback and
-the loop that asks for more trials: ``search.budget.used``), ranks the study for the progress
+the loop that asks for more trials: ``search.study.budget.used``), ranks the study for the progress
 line (the best so far, in ``reports.record.ranked``'s order), writes the trial's line and checks
 the rejection guard. Each of those reads the study's trials through Optuna, whose
 cached storage reads only what changed; the tool's part is what it does with them. Here a
@@ -30,10 +30,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search import budget
-from bwbpf.search.constraints import Constraint, RejectionGuard
-from bwbpf.search.settings import SearchSettings
-from bwbpf.search.summary import Progress
+from bwbpf.search.run.summary import Progress
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.constraints import Constraint, RejectionGuard
 from bwbpf.spaces import Decoupling, to_document
 
 SIZES, REPEATS = (100, 1000, 5000), 15

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from common import Row, show
 
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build, to_json
 from bwbpf.trainers import unit_times
 from bwbpf.trainers.cost import against_bp, block_sums
 from bwbpf.trainers.shards import merged_weights
@@ -52,7 +52,7 @@ def train(arch: Path, out: Path, schedule: str) -> float:
 def transfer_seconds(shape: tuple[int, ...]) -> float:
     """Seconds per batch to move one (activations, labels) batch of ``shape`` from rank 0 to
     rank 1 with the trainer's Outbox/Inbox over Gloo (nothing else running in the ranks)."""
-    from bwbpf.search.ranks import Ranks
+    from bwbpf.search.command_line.ranks import Ranks
 
     ranks = Ranks(["--transfer", ",".join(map(str, shape))], 2, 1,
                   program=(str(HERE / "distributed.py"),), stdout=subprocess.PIPE, text=True)
@@ -94,7 +94,7 @@ def run() -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "k2.json"
-        arch.write_text(d.to_json())
+        arch.write_text(to_json(d))
         seq, dist_ = float("inf"), float("inf")
         for _ in range(REPEATS):
             seq = min(seq, train(arch, Path(tmp) / "seq", "sequential"))

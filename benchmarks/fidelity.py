@@ -7,7 +7,7 @@ run it in the background.
     .venv/bin/python benchmarks/fidelity.py --tiny               # synthetic data, a minute
 
 N decouplings are drawn from the default space (random parameters, seed i for the i-th),
-feasible at >= 2x over BP and <= 0.6 of its memory by construction (search.placement, FLOPs
+feasible at >= 2x over BP and <= 0.6 of its memory by construction (search.trial.placement, FLOPs
 cost model: the same figures whatever else the machine runs), distinct. A draw whose training
 diverges (a non-finite loss: a failed trial in a search) has no accuracy to rank; it is kept in
 the runs file as such, listed in the output, and the next draw takes its place. Each is
@@ -37,8 +37,8 @@ from typing import Any, Iterator
 
 from common import Runs, long_run_parser, long_run_start
 
-from bwbpf.search.constraints import of_space
-from bwbpf.search.placement import Placer
+from bwbpf.search.trial.constraints import of_space
+from bwbpf.search.trial.placement import Placer
 from bwbpf.spaces import Decoupling, SearchSpace, build, from_document, to_document
 from bwbpf.spaces.encoding import draw
 from bwbpf.spaces.random_trial import RandomTrial

@@ -17,8 +17,8 @@ import optuna
 import torch
 from common import show_pairs
 
-from bwbpf.search.runner import run_search
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.run.runner import run_search
+from bwbpf.search.study.settings import SearchSettings
 from bwbpf.spaces import Decoupling, SearchSpace, build
 from bwbpf.trainers import TrainPlan, fit, load_data
 

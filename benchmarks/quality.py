@@ -11,7 +11,7 @@ BWBPF paper's decoupling; the best of the old space (the heads and losses before
 heads and the infopro loss, no channel floor); the best of the new (default) space; the VGG
 winner transferred to VGG-16. Then the budget curve: BP and the new space's winner at 1, 3, 10
 and 30 epochs on one fixed subset, over seeds. Winners are the studies' best after
-confirmation over a second seed (search.confirm).
+confirmation over a second seed (search.run.confirm).
 
 Every finished training is kept in OUT/out/quality-runs.json and every study in
 OUT/out/quality.db, so a run that stops continues where it stopped when started again. The
@@ -39,9 +39,9 @@ import torch
 from common import Runs, train_and_test
 
 from bwbpf.reports.record import TrialRecord, best_trial, describe_counts, state_counts
-from bwbpf.search.runner import run_search
-from bwbpf.search.settings import CostModel, SearchSettings
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
+from bwbpf.search.run.runner import run_search
+from bwbpf.search.study.settings import CostModel, SearchSettings
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build, from_json
 from bwbpf.spaces.space import LrSchedule
 from bwbpf.trainers import load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -198,7 +198,7 @@ class Quality:
                           "cost_model": s.cost_model}, default=str)
         found = self.runs.get(f"search {s.study} {key}", run)
         self.searches[s.study] = {k: v for k, v in found.items() if k != "decoupling"}
-        d = Decoupling.from_json(json.dumps(found["decoupling"]))
+        d = from_json(json.dumps(found["decoupling"]))
         print(f"  searched {s.study}: trial {found['trial']} ({found['minutes']:.0f} min), "
               f"K={d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
         return d

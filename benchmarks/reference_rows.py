@@ -15,9 +15,9 @@ from typing import Any
 from common import long_run_parser, long_run_start
 from search_efficiency import FULL, TINY, Rows
 
-from bwbpf.search.baselines import PUBLISHED, published
-from bwbpf.search.constraints import meets, of_space
-from bwbpf.search.placement import Placer
+from bwbpf.search.run.baselines import PUBLISHED, published
+from bwbpf.search.trial.constraints import meets, of_space
+from bwbpf.search.trial.placement import Placer
 from bwbpf.spaces import SearchSpace
 
 HERE = Path(__file__).resolve().parent

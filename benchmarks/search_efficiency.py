@@ -58,8 +58,8 @@ from bwbpf.reports.study_attrs import (
     confirmations,
     promoted,
 )
-from bwbpf.search.runner import run_search
-from bwbpf.search.settings import REFERENCES, SearchSettings
+from bwbpf.search.run.runner import run_search
+from bwbpf.search.study.settings import REFERENCES, SearchSettings
 from bwbpf.spaces import Decoupling, SearchSpace, build
 from bwbpf.trainers import TrainPlan, evaluate, fit, load_data
 

@@ -12,7 +12,7 @@ judged by FLOPs, as every study here), for each target net:
 - BP, its learning rate swept on the validation split at seed 0;
 - the BWBPF paper's decoupling;
 - the source's winner by the stage rule (spaces.transfer: same stages and fractions);
-- the source's winner by the constraint-keeping rule (search.carry), also with PredSim's
+- the source's winner by the constraint-keeping rule (search.winners.carry), also with PredSim's
   pooled linear head on every block (is what a transfer loses the placement's or the heads'?);
 - the winner of a direct constrained search on the target (DIRECT trials of 3 epochs on
   3,000 images, the default sampler and pruner, no references);
@@ -43,8 +43,8 @@ import torch
 from common import Runs, long_run_parser, long_run_start, train_and_test
 
 from bwbpf.reports.record import TrialRecord, ranked
-from bwbpf.search.carry import carry
-from bwbpf.search.cli import main as cli
+from bwbpf.search.command_line.cli import main as cli
+from bwbpf.search.winners.carry import carry
 from bwbpf.spaces import (
     AuxSpec,
     BlockOptim,

@@ -5,7 +5,7 @@ sharing the storage. So every value this version reads goes through a reader her
 cannot use is refused in one line that names the study, the key and what was expected
 (``BadStoredValue``: a UserError, the CLI's exit 2), before the command writes anything;
 nothing stored is changed. The keys and their records are ``study_attrs``'s; the measured
-step times are ``search.costs``'s.
+step times are ``search.trial.costs``'s.
 
 Refused: a value that is there but cannot be what its key says (not JSON; an attribute or
 entry that is not an object; text where a number belongs; NaN; an accuracy outside [0, 1]): a
@@ -27,7 +27,7 @@ from optuna.storages import BaseStorage
 from bwbpf.reports import optuna_api
 from bwbpf.spaces import UserError
 
-# + a piece's name: its measured step in seconds (search.costs.StudyTimes writes them)
+# + a piece's name: its measured step in seconds (search.trial.costs.StudyTimes writes them)
 STEP_SECONDS = "bwbpf:step_seconds|"
 SHOWN = 60  # characters of a refused value in its line
 

@@ -87,7 +87,7 @@ def _summary_table(study: optuna.Study) -> str:
 def storage_shown(url: str) -> str:
     """Where the study lives, with no credentials: user, password and query are dropped (a
     report gets shared, and a study stored by an older version may hold a password in its
-    settings). Not search.study.redact: reports never import search."""
+    settings). Not search.study.storage.redact: reports never import search."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url  # journal:FILE

@@ -88,7 +88,7 @@ def save_note(study: optuna.Study, t: FrozenTrial, confirmation: Confirmation | 
     import optuna_dashboard
 
     # optuna.Trial(study, id) tells the study's sampler that the trial begins: the search's
-    # sampler would reseed itself for it (search.workers.TrialSeeded), and some write to the
+    # sampler would reseed itself for it (search.study.workers.TrialSeeded), and some write to the
     # trial (GridSampler), which a finished trial refuses. A handle whose sampler does not.
     handle = optuna.load_study(study_name=study.study_name,
                                storage=optuna_api.storage_of(study),

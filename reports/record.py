@@ -39,15 +39,15 @@ class TrialRecord:
 
     document: dict[str, Any] | None = None  # the versioned decoupling document ("decoupling")
     baseline: str | None = None  # "paper" / "uniform" for the reference trials
-    # queued by `run --warm-start` (search.warm_start): "transferred" (or "transferred: every head
-    # F"), "neighbour i: what changed"
+    # queued by `run --warm-start` (search.run.warm_start): "transferred" (or "transferred:
+    # every head F"), "neighbour i: what changed"
     warm_start: str | None = None  # stored as "seeded", its name before the flag's
     # Costs known before training.
     block_flops: tuple[int, ...] = ()
     block_params: tuple[int, ...] = ()
     # Against end-to-end BP on the same backbone and batch (see trainers.cost.NetCost).
     speedup: float | None = None  # BP step / slowest block step, its head included
-    # The speed-up from FLOPs, recorded either way (search.costs); ``speedup`` is predicted
+    # The speed-up from FLOPs, recorded either way (search.trial.costs); ``speedup`` is predicted
     # from measured step times when the study measures them (then ``block_seconds`` is set).
     speedup_flops: float | None = None
     block_seconds: tuple[float, ...] = ()  # measured: predicted step of each block, its head in
@@ -70,7 +70,7 @@ class TrialRecord:
     rejected: str | None = None
     infeasible: str | None = None  # a baseline that breaks a constraint
     # The cut set the parameters drew, when it broke a constraint and the trial was moved to
-    # the nearest feasible one (search.placement); the document has what was trained.
+    # the nearest feasible one (search.trial.placement); the document has what was trained.
     drawn_cuts: tuple[int, ...] = ()
     lighter_heads: bool = False  # and its heads were lightened to make it feasible
     train_seconds: float | None = None
@@ -185,7 +185,7 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
     """The complete trials that meet the study's constraints, best first: each by its highest
-    fidelity, promoted trials (search.confirm) first by their mean there, then the confirmed
+    fidelity, promoted trials (search.run.confirm) first by their mean there, then the confirmed
     ones by their mean over seeds, then the others by their single-seed accuracy (accuracy is
     always the first objective); ties go to the earlier trial. Confirmed first: a confirmation runs
     on the best single-seed trials, so one left out ranked lower, and its single seed is the

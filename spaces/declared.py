@@ -4,10 +4,11 @@ needs to know about it, in its metadata (``Declared``):
 - its ``kind``: how a flag's text parses and which values are valid, checked in one place
   (``check``) with one message, by the command line's parser and by the dataclass's own
   ``__post_init__`` (``check_fields``) alike;
-- its ``flag``, ``help``, ``metavar`` and ``group``: the command line (search.parser builds
-  every flag of a declared field from them; the default shown is the field's);
+- its ``flag``, ``help``, ``metavar`` and ``group``: the command line
+  (search.command_line.parser builds every flag of a declared field from them; the default
+  shown is the field's);
 - ``identity``: part of what a study's trials mean, so a rerun must not change it
-  (search.settings derives the rerun-conflict check from it);
+  (search.study.settings derives the rerun-conflict check from it);
 - ``before``: what a study stored before the setting existed meant (the compatibility reading
   of older studies).
 

@@ -15,7 +15,6 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 from bwbpf.spaces.backbone_spec import stage_boundaries
 from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
-from bwbpf.spaces.files import dumps
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
 from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
@@ -149,20 +148,6 @@ class Decoupling:
     def transfer(self, backbone: str, width: float | None = None) -> Decoupling:
         """The same decoupling on another member of the family (see ``spaces.transfer``)."""
         return transfer(self, backbone, width)
-
-    def to_json(self, **extras: Any) -> str:
-        """The versioned JSON document (``spaces.document``); extras: input, metrics,
-        provenance."""
-        from bwbpf.spaces.document import to_document
-
-        return dumps(to_document(self, **extras))
-
-    @classmethod
-    def from_json(cls, text: str, where: str = "decoupling") -> Decoupling:
-        """Parses and validates a versioned document; errors name the JSON path."""
-        from bwbpf.spaces.document import from_document, parse_json
-
-        return from_document(parse_json(text, where))
 
     # ------------------------------------------------------------ reference decouplings
     @classmethod

@@ -13,15 +13,14 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from bwbpf.spaces.backbones import get_backbone
+from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, check_cuts
 from bwbpf.spaces.errors import ConfigError, UserError
+from bwbpf.spaces.files import dumps
 from bwbpf.spaces.transfer import relative_cuts
 from bwbpf.spaces.values import unique_keys
-
-if TYPE_CHECKING:
-    from bwbpf.spaces.decoupling import Decoupling
 
 SCHEMA_ID = "bwbpf-search/decoupling/5"
 SCHEMA_V4 = "bwbpf-search/decoupling/4"
@@ -96,6 +95,16 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
     doc["metrics"] = metrics or {}
     doc["provenance"] = provenance or {}
     return doc
+
+
+def to_json(d: Decoupling, **extras: Any) -> str:
+    """The versioned JSON document as text; extras as ``to_document``'s."""
+    return dumps(to_document(d, **extras))
+
+
+def from_json(text: str, where: str = "decoupling") -> Decoupling:
+    """Parses and validates a versioned document; errors name the JSON path."""
+    return from_document(parse_json(text, where))
 
 
 def compact(doc: dict[str, Any]) -> str:
@@ -176,8 +185,6 @@ def _walk(doc: Any) -> Iterator[tuple[str, Any, int]]:
 
 def from_document(doc: Any) -> Decoupling:
     """Validates a parsed document; returns its Decoupling."""
-    from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, check_cuts
-
     doc = upgrade(doc)
     _check_schema(doc)
     name = doc["backbone"]["name"]

@@ -82,7 +82,7 @@ Head = tuple[str, int, float, LocalLoss]  # family, depth, width, loss as drawn
 @dataclass(frozen=True)
 class Draw:
     """A trial's parameter values, before they become a decoupling: the cuts can still move
-    (search.placement) and the heads follow them (a downstream head's depth is clipped to the
+    (search.trial.placement) and the heads follow them (a downstream head's depth is clipped to the
     units after its cut)."""
 
     space: SearchSpace

@@ -1,6 +1,6 @@
 """What a decoupling document promises about its costs: the constraints of the study it was
 found in (the ``constraints`` section, schema version 4). A transfer to another backbone or
-width keeps them (search.carry); a document without the section (from a study without
+width keeps them (search.winners.carry); a document without the section (from a study without
 constraints, or written before version 4) promises nothing and transfers by the stage rule
 alone (spaces.transfer)."""
 

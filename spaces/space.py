@@ -92,7 +92,7 @@ class SearchSpace:
         None, flag="--max-memory", kind="fraction", optional=True, group=CONSTRAINTS,
         metavar="R", help="most peak saved activations, as a fraction of BP's, in (0, 1]")
     # Under constraints: "feasible" moves a drawn cut set that breaks one to the nearest that
-    # meets them with the drawn heads (search.placement), so few samples are rejected;
+    # meets them with the drawn heads (search.trial.placement), so few samples are rejected;
     # "as-drawn" rejects it.
     cut_placement: Placement = setting(
         "feasible", flag="--cut-placement", kind="choice", before="as-drawn",

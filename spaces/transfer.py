@@ -14,7 +14,7 @@ number of units that follow its block on the target over that number on the sour
 half up, at least 1; its width is relative to the units it copies, so it stays.
 
 This is the stage rule. ``retarget`` puts a decoupling's heads and optimisers on any cut set
-of the target, also with another number of blocks; search.carry uses it to move the cuts
+of the target, also with another number of blocks; search.winners.carry uses it to move the cuts
 where the stage rule breaks the constraints a decoupling was found under.
 """
 

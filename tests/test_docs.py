@@ -16,8 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from bwbpf.search.parser import build_parser
-from bwbpf.search.reference import cli_reference
+from bwbpf.search.command_line.parser import build_parser
+from bwbpf.search.command_line.reference import cli_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reference" / "cli.md"

@@ -14,7 +14,7 @@ that trains the net, at the training batch size:
 Block k's step is the sum of its units' and its head's; BP's is the sum of every unit's and the
 classifier's. Each piece is timed once: the fastest of ``repeats`` calls after ``warmup``
 (the least noisy estimate on a shared machine), with CUDA events on GPU, under the trainers'
-autocast and memory format. Times go into ``cache`` (a study's storage, see search.costs), so
+autocast and memory format. Times go into ``cache`` (a study's storage, see search.trial.costs), so
 a resumed study or a second worker reuses them and every trial of a study is judged on the
 same figures.
 """
@@ -97,7 +97,7 @@ class StepTimer:
     def time_again(self) -> None:
         """From now on each piece is timed once more and the faster of its two figures kept:
         a burst of load slows the pieces timed in it, rarely the same ones twice. Only while
-        the times are this timer's own (a study's figures are written once, search.costs)."""
+        the times are this timer's own (a study's figures are written once, search.trial.costs)."""
         if type(self.cache) is dict:
             self.cache = _Faster(self.cache)
 

@@ -17,7 +17,7 @@ from bwbpf.reports.record import (
 )
 from bwbpf.reports.standing import summary_rows, verdict
 from bwbpf.reports.study_attrs import BP_BASELINE
-from bwbpf.search.summary import summary as summary_lines
+from bwbpf.search.run.summary import summary as summary_lines
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_document
 
 # The attribute names are stored in users' studies: they must never change.

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from bwbpf.reports.study_attrs import BP_BASELINE
-from bwbpf.search import baselines
+from bwbpf.search.run import baselines
 
 from .conftest import FAST, Runner
 

@@ -1,4 +1,4 @@
-"""The budget and the best trial kept between calls (search.budget.Ledger, the progress line's
+"""The budget and the best trial kept between calls (search.study.budget.Ledger, the progress line's
 best) are what a count and a ranking from scratch give, however the study's trials change
 between two calls; a finished trial's record is read once."""
 
@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 
 from bwbpf.reports import optuna_api
 from bwbpf.reports.record import TrialRecord, best_trial, save
-from bwbpf.search import budget
-from bwbpf.search.settings import SearchSettings
-from bwbpf.search.summary import Progress
+from bwbpf.search.run.summary import Progress
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
 
 MARKS = [TrialRecord(), TrialRecord(rejected="speed-up 1.2x < 2x"),
          TrialRecord(interrupted=True), TrialRecord(surplus=True)]

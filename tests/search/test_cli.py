@@ -20,11 +20,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from bwbpf.search import commands, runner
-from bwbpf.search.full_training import load_arch
-from bwbpf.search.parser import build_parser, parse
-from bwbpf.search.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
-from bwbpf.search.study import package_version
+from bwbpf.search.command_line import commands
+from bwbpf.search.command_line.parser import build_parser, parse
+from bwbpf.search.run import runner
+from bwbpf.search.study.settings import MAX_SEED, TRAIN_EPOCHS, SearchSettings
+from bwbpf.search.study.storage import package_version
+from bwbpf.search.winners.full_training import load_arch
 from bwbpf.spaces import SearchSpace, UserError
 
 from .conftest import FAST, Runner

@@ -17,9 +17,9 @@ from bwbpf.reports.record import TrialRecord, ranked
 from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.reports.study_attrs import CONFIRMED, bp_confirmation, confirmations, save_confirmation
-from bwbpf.search.confirm import candidates, top_trials, train
-from bwbpf.search.runner import load_search_data
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.run.confirm import candidates, top_trials, train
+from bwbpf.search.run.runner import load_search_data
+from bwbpf.search.study.settings import SearchSettings
 from bwbpf.spaces import SearchSpace, sample, to_document
 
 from .conftest import FAST, FAST_SUBSET, Runner

@@ -23,16 +23,17 @@ from bwbpf.reports.record import (
     state_counts,
 )
 from bwbpf.reports.standing import summary_rows
-from bwbpf.search import budget, constraints
-from bwbpf.search.constraints import (
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial import constraints
+from bwbpf.search.trial.constraints import (
     Constraint,
     RejectionGuard,
     TooManyRejected,
     judge,
 )
-from bwbpf.search.exporting import choose
-from bwbpf.search.reach import Pieces, best_speedup, least_memory, profile
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.trial.reach import Pieces, best_speedup, least_memory, profile
+from bwbpf.search.winners.exporting import choose
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.errors import ConfigError
 from bwbpf.trainers import measure_cost
@@ -45,7 +46,7 @@ SMALL = [*FAST, "--train-subset", "200", "--val-size", "100"]
 # Exact figures (2.11x, 3.07x) are FLOPs'; the measured speed-up depends on the machine.
 FLOPS = ["--cost-model", "flops"]
 # About a third of the default space's random samples on the synthetic set meet both; drawn
-# cut sets that break them are rejected, not moved (search.placement moves them by default).
+# cut sets that break them are rejected, not moved (search.trial.placement moves them by default).
 LOOSE = ["--min-speedup", "1.5", "--max-memory", "0.8", "--cut-placement", "as-drawn"]
 NAMES = {"min_speedup", "max_memory"}
 
@@ -166,7 +167,7 @@ def test_a_run_that_only_rejects_stops_in_one_line(cli: Runner, db: str,
 # ---------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bwbpf.search.cli import main
+    from bwbpf.search.command_line.cli import main
 
     path = tmp_path_factory.mktemp("db") / "study.db"
     assert main(["-q", "run", "--storage", f"sqlite:///{path}", "--study", "keep",

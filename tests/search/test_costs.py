@@ -8,8 +8,8 @@ from optuna.trial import TrialState
 
 from bwbpf.reports.attr_readers import STEP_SECONDS
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.costs import run_cost_model
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.costs import run_cost_model
 
 from .conftest import FAST, Runner
 

@@ -13,10 +13,10 @@ import optuna
 import pytest
 import torch
 
-from bwbpf.search.constraints import meets
-from bwbpf.search.objective import Objective
-from bwbpf.search.placement import Placer
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.constraints import meets
+from bwbpf.search.trial.objective import Objective
+from bwbpf.search.trial.placement import Placer
 from bwbpf.spaces import SearchSpace
 from bwbpf.spaces.encoding import draw
 from bwbpf.spaces.random_trial import RandomTrial

@@ -21,7 +21,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bwbpf.search.argtypes import JOBS_PER_CORE, cores
+from bwbpf.search.command_line.argtypes import JOBS_PER_CORE, cores
 
 from .conftest import FAST, Runner, until
 from .test_storage_safety import as_unprivileged
@@ -63,7 +63,7 @@ def test_force_removes_a_symlinked_run_folder_but_not_what_it_points_to(
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bwbpf.search.cli import main
+    from bwbpf.search.command_line.cli import main
 
     path = tmp_path_factory.mktemp("journal") / "study.log"
     assert main(["-q", "run", "--storage", f"journal:{path}", "--study", "j", "--n-trials", "2",

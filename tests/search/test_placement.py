@@ -1,4 +1,4 @@
-"""Samples feasible by construction (search.placement) and tied heads (heads_tied)."""
+"""Samples feasible by construction (search.trial.placement) and tied heads (heads_tied)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.constraints import Constraint, meets, of_space
-from bwbpf.search.placement import Placer, ViableHeads
-from bwbpf.search.reach import cut_sets
+from bwbpf.search.trial.constraints import Constraint, meets, of_space
+from bwbpf.search.trial.placement import Placer, ViableHeads
+from bwbpf.search.trial.reach import cut_sets
 from bwbpf.spaces import SearchSpace, build, params_for, sample
 from bwbpf.spaces.encoding import Draw, draw, unused_params
 from bwbpf.spaces.random_trial import RandomTrial

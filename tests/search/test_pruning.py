@@ -7,8 +7,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord, state_counts
-from bwbpf.search import budget
-from bwbpf.search.pruning import CurvePruner
+from bwbpf.search.study import budget
+from bwbpf.search.study.pruning import CurvePruner
 
 
 def finished_study(curves: list[list[float]]) -> optuna.Study:

@@ -7,11 +7,11 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search import baselines
-from bwbpf.search.baselines import PUBLISHED, published
-from bwbpf.search.constraints import meets, of_space
-from bwbpf.search.placement import Placer
-from bwbpf.search.reach import cut_sets
+from bwbpf.search.run import baselines
+from bwbpf.search.run.baselines import PUBLISHED, published
+from bwbpf.search.trial.constraints import meets, of_space
+from bwbpf.search.trial.placement import Placer
+from bwbpf.search.trial.reach import cut_sets
 from bwbpf.spaces import SearchSpace, reference_decouplings
 
 from .conftest import FAST, Runner
@@ -133,7 +133,7 @@ def test_references_train_in_full_where_the_pruner_stops_others(cli: Runner, db:
 def test_the_reference_line_says_whether_the_gap_is_outside_the_seeds_noise() -> None:
     from bwbpf.reports.seed_record import Confirmation
     from bwbpf.reports.standing import SummaryRow
-    from bwbpf.search.summary import noise, versus_references
+    from bwbpf.search.run.summary import noise, versus_references
 
     def row(label: str, trial: int, accs: tuple[float, ...]) -> SummaryRow:
         c = Confirmation(trial, tuple(range(len(accs))), accs, (6, 3000))

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports.study_attrs import BP_BASELINE
-from bwbpf.search.objective import FAILURES, Objective
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.objective import FAILURES, Objective
 from bwbpf.trainers import Data, Split
 
 from .conftest import FAST, Runner

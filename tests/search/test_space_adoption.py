@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study.settings import SearchSettings
 from bwbpf.spaces import SearchSpace
 from bwbpf.spaces.declared import before
 

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-from bwbpf.search.study import check_storage_url, open_storage, redact
+from bwbpf.search.study.storage import check_storage_url, open_storage, redact
 from bwbpf.spaces import UserError
 
 from .conftest import FAST, Runner

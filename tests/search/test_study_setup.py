@@ -15,8 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.search import budget
-from bwbpf.search.samplers import Sampler, make_sampler
+from bwbpf.search.study import budget
+from bwbpf.search.study.samplers import Sampler, make_sampler
 from bwbpf.spaces import SearchSpace, sample
 
 from .conftest import FAST, Runner, heartbeats_lapsed, until

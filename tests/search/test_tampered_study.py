@@ -19,11 +19,11 @@ import optuna
 import pytest
 
 from bwbpf.reports.record import ranked
-from bwbpf.search.cli import main
+from bwbpf.search.command_line.cli import main
 
 from .conftest import FAST, Runner
 
-STEP_SECONDS = "bwbpf:step_seconds|"  # search.costs writes the measured step times there
+STEP_SECONDS = "bwbpf:step_seconds|"  # search.trial.costs writes the measured step times there
 BASE = ["--study", "s", "--n-trials", "2", "--pruner", "none", *FAST]
 Tamper = Callable[[Path], None]
 

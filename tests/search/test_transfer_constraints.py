@@ -1,4 +1,5 @@
-"""Transfer that keeps a decoupling's constraints on deeper and wider nets (search.carry)."""
+"""Transfer that keeps a decoupling's constraints on deeper and wider nets
+(search.winners.carry)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bwbpf.search.carry import carry
-from bwbpf.search.constraints import of_space
-from bwbpf.search.placement import Placer
-from bwbpf.search.reach import cut_sets
+from bwbpf.search.trial.constraints import of_space
+from bwbpf.search.trial.placement import Placer
+from bwbpf.search.trial.reach import cut_sets
+from bwbpf.search.winners.carry import carry
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, build, from_document, to_document
 from bwbpf.spaces.document import SCHEMA_ID, SCHEMA_V3
 from bwbpf.spaces.encoding import draw

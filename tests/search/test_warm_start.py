@@ -12,9 +12,9 @@ import pytest
 from bwbpf.reports.frame import trials_frame
 from bwbpf.reports.note import markdown
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.carry import carry
-from bwbpf.search.parser import parse
-from bwbpf.search.warm_start import NEIGHBOURS
+from bwbpf.search.command_line.parser import parse
+from bwbpf.search.run.warm_start import NEIGHBOURS
+from bwbpf.search.winners.carry import carry
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, UserError, to_document
 from bwbpf.spaces.limits import Limits
 

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bwbpf.search import budget
+from bwbpf.search.study import budget
 from bwbpf.spaces import from_document
 
 from .conftest import FAST, heartbeats_lapsed, until

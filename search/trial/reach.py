@@ -9,7 +9,7 @@ programme over them that the constraints use.
 - ``profile`` tabulates every block [a, c) with the space's cheapest head, and
   ``least_largest`` searches all cut sets over it by dynamic programming: the best speed-up
   and the least memory the space can reach (``constraints.check_reachable``);
-- ``cut_sets`` lists every cut set of K blocks, over which ``search.placement`` finds the
+- ``cut_sets`` lists every cut set of K blocks, over which ``search.trial.placement`` finds the
   feasible ones for heads already drawn (samples feasible by construction).
 """
 

@@ -4,7 +4,7 @@ The stage rule (spaces.transfer) keeps a decoupling's cuts at the same stages an
 another member of the family. On a deeper net that can break the speed-up it was searched for:
 the depth a deeper VGG adds lands in its last block. A document from a constrained study
 carries the study's constraints (spaces.limits); carrying it to another backbone or width then
-places its cuts so that they hold on the target, judged by the cost model (search.reach: the
+places its cuts so that they hold on the target, judged by the cost model (search.trial.reach: the
 target's measured step times, or FLOPs), by this rule:
 
 1. The stage rule's placement, when it meets the constraints.
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-from bwbpf.search.constraints import NAMES, Constraint, meets
-from bwbpf.search.costs import run_cost_model
-from bwbpf.search.reach import Pieces, cut_sets
+from bwbpf.search.trial.constraints import NAMES, Constraint, meets
+from bwbpf.search.trial.costs import run_cost_model
+from bwbpf.search.trial.reach import Pieces, cut_sets
 from bwbpf.spaces import Decoupling, UserError, from_document
 from bwbpf.spaces.document import Trained, parse_json, to_document
 from bwbpf.spaces.input_shape import InputShape
@@ -209,7 +209,7 @@ def carry_document(doc: dict[str, Any], backbone: str | None, width: float | Non
 def carry_arch(args: argparse.Namespace, d: Decoupling, doc: dict[str, Any], out: Path,
                shape: Callable[[], dict[str, Any]]) -> tuple[Decoupling, dict[str, Any] | None]:
     """The file's decoupling on --backbone / --width when they differ from the file's, kept
-    within the constraints the file carries (search.carry; its line is printed), and what
+    within the constraints the file carries (search.winners.carry; its line is printed), and what
     settings.json records of the transfer. A --resume of a transferred run keeps the cuts it
     started with: measured step times differ a little from one timing to the next."""
     if not ((args.backbone and args.backbone != d.backbone)

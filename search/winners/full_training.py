@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import torch
 
-from bwbpf.search.costs import run_costs
-from bwbpf.search.run_folder import write_epochs
+from bwbpf.search.trial.costs import run_costs
+from bwbpf.search.winners.run_folder import write_epochs
 from bwbpf.spaces import (
     BlockOptim,
     Decoupling,

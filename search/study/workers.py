@@ -5,7 +5,7 @@ with it alone draw the same trials in every worker; ``TrialSeeded`` seeds trial 
 (``--seed``, n) instead. The storage hands out each trial number once, so no two workers share
 a stream, and one process replays its study from ``--seed``, trial by trial.
 
-A RUNNING trial uses budget (search.budget). Optuna fails a trial whose heartbeat lapsed only
+A RUNNING trial uses budget (search.study.budget). Optuna fails a trial whose heartbeat lapsed only
 when a worker is about to start another trial, and never one without a heartbeat (its worker
 died between creating it and the first beat); ``reap`` does both, so a rerun finishes.
 A journal file keeps no heartbeats, so there each trial records its worker (host, process id
@@ -31,7 +31,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports import optuna_api
-from bwbpf.search.study import HEARTBEAT_RETRIES
+from bwbpf.search.study.storage import HEARTBEAT_RETRIES
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:

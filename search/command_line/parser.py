@@ -1,8 +1,8 @@
 """The `bwbpf-search` command line: one subparser per subcommand. The flags of run settings
 are made from their declarations (``SearchSettings`` and ``SearchSpace`` fields, see
-spaces.declared), the others here with a type from ``search.argtypes``, so the help text and
-the code's default come from one place. ``parse`` turns an argv into the namespace that
-``search.commands`` reads; a bad flag is a ``UsageError`` (one line)."""
+spaces.declared), the others here with a type from ``argtypes``, so the help text and the
+code's default come from one place. ``parse`` turns an argv into the namespace that
+``commands`` reads; a bad flag is a ``UsageError`` (one line)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import os
 import sys
 from typing import Any, NoReturn, Sequence
 
-from bwbpf.search import argtypes as at
-from bwbpf.search import commands, listing
-from bwbpf.search.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
-from bwbpf.search.study import package_version
+from bwbpf.search.command_line import argtypes as at
+from bwbpf.search.command_line import commands, listing
+from bwbpf.search.study.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
+from bwbpf.search.study.storage import package_version
 from bwbpf.spaces import BlockOptim, SearchSpace, UserError
 from bwbpf.spaces.declared import choices, declared
 from bwbpf.spaces.space import CONSTRAINTS, LR_SCHEDULES, SPACE

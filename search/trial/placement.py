@@ -11,7 +11,7 @@ fractions mean as the target: every block's head and learning rate is drawn what
 The parameters keep their meaning wherever they are feasible, and TPE learns which region of
 each parameter pays.
 
-Costs are the figures of search.reach's pieces (measured step times or FLOPs), judged by the
+Costs are the figures of search.trial.reach's pieces (measured step times or FLOPs), judged by the
 one rule (``constraints.meets``, unrounded) that the objective applies to the same figures
 (``Placer.ratios``), so a moved trial is never rejected. When no cut set of
 any K meets the constraints with those heads (wide or deep heads can cost more than a block),
@@ -37,8 +37,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from bwbpf.search.constraints import Constraint, meets, of_space
-from bwbpf.search.reach import Pieces, cheapest_heads, cut_sets
+from bwbpf.search.trial.constraints import Constraint, meets, of_space
+from bwbpf.search.trial.reach import Pieces, cheapest_heads, cut_sets
 from bwbpf.spaces import Decoupling, SearchSpace
 from bwbpf.spaces.encoding import Draw
 from bwbpf.trainers.cost import Ratios

@@ -8,7 +8,7 @@ fraction of BP's) are known before training, so:
   learns from rejected (PRUNED) trials too; GP and NSGA-II read constraints of COMPLETE trials
   only, so for them a rejected sample teaches nothing (it still costs no training);
 - a sampled trial that breaks one is *rejected*: recorded (``TrialRecord.rejected``), ended
-  PRUNED, never trained, and it uses no budget (search.budget). A baseline is trained anyway
+  PRUNED, never trained, and it uses no budget (search.study.budget). A baseline is trained anyway
   and marked (``TrialRecord.infeasible``); best, export and summaries choose among feasible
   trials;
 - before a study starts, a constraint that no decoupling of the space can meet is refused
@@ -24,7 +24,7 @@ from typing import Any, Literal, Sequence
 import optuna
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.reach import Pieces, Profile, best_speedup, least_memory, profile
+from bwbpf.search.trial.reach import Pieces, Profile, best_speedup, least_memory, profile
 from bwbpf.spaces import SearchSpace, UserError
 from bwbpf.trainers.cost import Ratios
 from bwbpf.trainers.timing import StepTimer
@@ -80,8 +80,9 @@ def of_space(space: SearchSpace) -> list[Constraint]:
 def broken(constraints: Sequence[Constraint], r: Ratios) -> list[str]:
     """The one feasibility rule: why a decoupling with these figures breaks the constraints
     (empty when it meets them). Judged on the unrounded figures, by the placer
-    (search.placement), the objective, the warm start and transfer alike, so a decoupling the placer
-    calls feasible is never rejected; records show the figures rounded."""
+    (search.trial.placement), the objective, the warm start and transfer alike, so a
+    decoupling the placer calls feasible is never rejected; records show the figures
+    rounded."""
     return [c.reason(r.speedup, r.memory_ratio) for c in constraints
             if c.value(r.speedup, r.memory_ratio) > 0]
 
@@ -107,7 +108,7 @@ def check_reachable(space: SearchSpace, *, in_channels: int, image_size: tuple[i
     trials are judged on), else from FLOPs.
 
     The values come from per-unit costs and the cheapest head at each cut, measured once each
-    (search.reach), by the rules measure_cost and the timer follow; the objective still
+    (search.trial.reach), by the rules measure_cost and the timer follow; the objective still
     judges each trial on measure_cost's and the timer's own figures.
     """
     if space.min_speedup is None and space.max_memory is None:

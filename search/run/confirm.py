@@ -40,10 +40,10 @@ from bwbpf.reports.study_attrs import (
     promoted,
     save_confirmation,
 )
-from bwbpf.search import budget
-from bwbpf.search.baselines import bp_decoupling, bp_plan
-from bwbpf.search.objective import trial_plan, write_note
-from bwbpf.search.settings import MAX_SEED, SearchSettings
+from bwbpf.search.run.baselines import bp_decoupling, bp_plan
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import MAX_SEED, SearchSettings
+from bwbpf.search.trial.objective import trial_plan, write_note
 from bwbpf.spaces import Decoupling, build
 from bwbpf.trainers import Data, NonFiniteLoss, OutOfMemory, TrainPlan, fit, memory_guard
 

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search.samplers import Pruner
+from bwbpf.search.study.samplers import Pruner
 
 
 class CurvePruner:

@@ -20,10 +20,10 @@ from bwbpf.reports.study_attrs import (
     save_bp_baseline,
     save_bp_sweep_points,
 )
-from bwbpf.search import budget
-from bwbpf.search.full_training import Diverged
-from bwbpf.search.placement import Placer
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.placement import Placer
+from bwbpf.search.winners.full_training import Diverged
 from bwbpf.spaces import (
     BlockOptim,
     ConfigError,

@@ -23,7 +23,7 @@ import torch
 from bwbpf.reports import optuna_api
 from bwbpf.reports.attr_readers import STEP_SECONDS, step_times
 from bwbpf.reports.record import MB, TrialRecord
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study.settings import SearchSettings
 from bwbpf.spaces import Decoupling
 from bwbpf.spaces.limits import CostModel, Limits
 from bwbpf.trainers import Data, NetCost, resolve_device

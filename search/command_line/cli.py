@@ -1,7 +1,7 @@
 """The `bwbpf-search` entry point. It imports nothing heavy itself, so that what can go wrong
 before a command runs is still one line: standard output closed, the current folder deleted,
 torch failing to load (too little memory for its libraries), Ctrl-C while loading. Then
-``search.dispatch`` runs the command.
+``search.command_line.dispatch`` runs the command.
 
 Ctrl-C raises KeyboardInterrupt wherever Python is; where that is a finaliser or a weakref
 callback (SQLAlchemy's), Python prints "Exception ignored" and the command goes on. The
@@ -44,8 +44,8 @@ def _refusal() -> str | None:
 
 
 def _load() -> Any:
-    """``search.dispatch``, which loads torch, Optuna and the project."""
-    from bwbpf.search import dispatch
+    """``search.command_line.dispatch``, which loads torch, Optuna and the project."""
+    from bwbpf.search.command_line import dispatch
 
     return dispatch
 

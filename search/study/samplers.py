@@ -6,7 +6,7 @@ from typing import Literal
 
 import optuna
 
-from bwbpf.search.workers import TrialSeeded
+from bwbpf.search.study.workers import TrialSeeded
 
 Sampler = Literal["tpe", "random", "nsga2", "gp"]
 Pruner = Literal["hyperband", "sha", "median", "none"]
@@ -43,7 +43,7 @@ def _sampler(name: Sampler, *, seed: int | None, n_trials: int) -> optuna.sample
 
 def make_pruner(name: Pruner, *, epochs: int, min_epochs: int, reduction_factor: int,
                 startup_trials: int) -> optuna.pruners.BasePruner:
-    """Resource = epochs. (Multi-objective studies prune with search.pruning instead.)"""
+    """Resource = epochs. (Multi-objective studies prune with search.study.pruning instead.)"""
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=epochs,
                                               reduction_factor=reduction_factor)

@@ -1,4 +1,5 @@
-"""Storages and studies: what Optuna is asked to open (samplers and pruners: search.samplers)."""
+"""Storages and studies: what Optuna is asked to open (samplers and pruners:
+search.study.samplers)."""
 
 from __future__ import annotations
 

@@ -13,26 +13,26 @@ import optuna
 
 from bwbpf.reports.attr_readers import study_names
 from bwbpf.reports.stored_run import SETTINGS
-from bwbpf.search import budget
-from bwbpf.search.baselines import enqueue_references, ensure_bp_baselines
-from bwbpf.search.confirm import confirm
-from bwbpf.search.constraints import RejectionGuard, check_reachable, of_space
-from bwbpf.search.costs import attach, step_timer
-from bwbpf.search.objective import FAILURES, Objective, study_placer, write_note
-from bwbpf.search.placement import Placer, ViableHeads
-from bwbpf.search.samplers import make_pruner, make_sampler
-from bwbpf.search.settings import SearchSettings
-from bwbpf.search.stopping import Terminated, start_worker, stop_workers
-from bwbpf.search.study import (
+from bwbpf.search.run.baselines import enqueue_references, ensure_bp_baselines
+from bwbpf.search.run.confirm import confirm
+from bwbpf.search.run.summary import Progress
+from bwbpf.search.run.warm_start import enqueue_warm_start, read_warm_start
+from bwbpf.search.study import budget
+from bwbpf.search.study.samplers import make_pruner, make_sampler
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stopping import Terminated, start_worker, stop_workers
+from bwbpf.search.study.storage import (
     check_storage_url,
     open_storage,
     open_study,
     storage_cause,
     storage_lost,
 )
-from bwbpf.search.summary import Progress
-from bwbpf.search.warm_start import enqueue_warm_start, read_warm_start
-from bwbpf.search.workers import reap
+from bwbpf.search.study.workers import reap
+from bwbpf.search.trial.constraints import RejectionGuard, check_reachable, of_space
+from bwbpf.search.trial.costs import attach, step_timer
+from bwbpf.search.trial.objective import FAILURES, Objective, study_placer, write_note
+from bwbpf.search.trial.placement import Placer, ViableHeads
 from bwbpf.spaces import UserError
 from bwbpf.trainers import Data, DataError, load_data, memory_guard, resolve_device
 
@@ -102,7 +102,7 @@ def check_promoted_data(s: SearchSettings) -> None:
 def start(s: SearchSettings, *, adopted: set[int] | None = None
           ) -> tuple[optuna.Study, Data, bool, Placer]:
     """Checks everything, opens the study, fails the trials of dead workers (``adopted``: see
-    search.workers.reap) and queues the missing baselines; (study, data, whether to search,
+    search.study.workers.reap) and queues the missing baselines; (study, data, whether to search,
     the study's placer, which holds its step timer): False when the study's budget is used
     and no trial is running that may yet give some back (the data is still wanted:
     confirmation may have seeds to train)."""
@@ -137,7 +137,7 @@ def start(s: SearchSettings, *, adopted: set[int] | None = None
 def run_search(s: SearchSettings) -> optuna.Study:
     """Runs trials until the study holds ``n_trials`` that use budget and none is running,
     or until the timeout; a dead worker's trial is run again here (see _room). Then confirms
-    the winners (search.confirm), also when the budget was used before this run."""
+    the winners (search.run.confirm), also when the budget was used before this run."""
     adopted: set[int] = set()
     s = with_stored_space(s)
     study, data, searching, placer = start(s, adopted=adopted)
@@ -163,7 +163,7 @@ def search(study: optuna.Study, s: SearchSettings, data: Data, adopted: set[int]
     if rules:
         callbacks.append(RejectionGuard(rules))
     try:
-        # Rejected samples use no budget (search.budget), so this samples on until the
+        # Rejected samples use no budget (search.study.budget), so this samples on until the
         # study holds n_trials trained trials.
         while _room(study, s, adopted, deadline):
             left = None if deadline is None else deadline - time.monotonic()

@@ -2,7 +2,7 @@
 another member of the family.
 
 The file's decoupling is carried to the study's backbone and width under the *study's*
-constraints and cost model (search.carry, restricted to the space's numbers of blocks and
+constraints and cost model (search.winners.carry, restricted to the space's numbers of blocks and
 least block size; each head no deeper than the space draws it), and queued as the study's first
 trial, marked ``transferred``; one the space cannot express is refused in one line. Where the
 file's own heads fit no placement on the target (the transfer would refuse), its structure is
@@ -18,7 +18,7 @@ the constraints allow, the cheapest on the target first: the least compute over 
 heads; at most ``TIED``); then one head changed to another family (every block's first other
 family, then their second, ...). A changed head has its family's least depth and keeps the width
 and loss where the family has them; a neighbour the space cannot express is skipped. These
-starting trials train in full: the pruner does not stop them (search.objective). Every one is
+starting trials train in full: the pruner does not stop them (search.trial.objective). Every one is
 queued as the space's parameters (spaces.params_for), so the sampler learns from them as from
 its own; no more are queued than the study's budget has room for. A rerun queues only the
 starting trials that have neither a finished trial that used budget nor a waiting or running
@@ -36,11 +36,11 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.search import budget
-from bwbpf.search.carry import Carried, carry, distance
-from bwbpf.search.constraints import meets
-from bwbpf.search.placement import Placer
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.trial.constraints import meets
+from bwbpf.search.trial.placement import Placer
+from bwbpf.search.winners.carry import Carried, carry, distance
 from bwbpf.spaces import (
     AuxSpec,
     ConfigError,

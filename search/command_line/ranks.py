@@ -2,7 +2,7 @@
 launcher that starts K ranks on this machine as torchrun would.
 
 Rank 0 checks --out, loads the data and shares its sizes; every rank then trains its blocks
-(``search.full_training.train_ranked``). The BP baseline of --compare-bp stays
+(``search.winners.full_training.train_ranked``). The BP baseline of --compare-bp stays
 single-process: rank 0 trains it after the group is closed.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bwbpf.search import full_training as t
-from bwbpf.search import run_folder as f
-from bwbpf.search.commands import load_data_from
-from bwbpf.search.run_folder import check_out
+from bwbpf.search.command_line.commands import load_data_from
+from bwbpf.search.winners import full_training as t
+from bwbpf.search.winners import run_folder as f
+from bwbpf.search.winners.run_folder import check_out
 from bwbpf.spaces import Decoupling, UserError
 from bwbpf.trainers import TrainPlan
 from bwbpf.trainers.distributed import Sizes

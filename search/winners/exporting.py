@@ -14,9 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
 from bwbpf.reports.stored_run import StoredRun
-from bwbpf.search.carry import carry_document
-from bwbpf.search.settings import SearchSettings
-from bwbpf.search.study import redact
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.storage import redact
+from bwbpf.search.winners.carry import carry_document
 from bwbpf.spaces import UserError, from_document
 from bwbpf.spaces.declared import before
 from bwbpf.spaces.document import upgrade
@@ -82,7 +82,7 @@ def study_limits(study: optuna.Study) -> Limits:
 
 @dataclass(frozen=True)
 class Target:
-    """Where ``export --backbone/--width`` carries the documents (search.carry)."""
+    """Where ``export --backbone/--width`` carries the documents (search.winners.carry)."""
 
     backbone: str | None = None
     width: float | None = None

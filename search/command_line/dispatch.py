@@ -1,6 +1,6 @@
-"""One `bwbpf-search` command once its libraries are loaded (``search.cli`` loads them): parse
-(``search.parser``), run one subcommand (``search.commands``), and turn every way it can end
-into an exit status and at most one line."""
+"""One `bwbpf-search` command once its libraries are loaded (``cli`` loads them): parse
+(``parser``), run one subcommand (``commands``), and turn every way it can end into an exit
+status and at most one line."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
-from bwbpf.search.cli import interrupted
-from bwbpf.search.full_training import Diverged
-from bwbpf.search.parser import PROG, UsageError, parse
-from bwbpf.search.stopping import Terminated, stop_on_sigterm
-from bwbpf.search.study import StorageLost, storage_lost
+from bwbpf.search.command_line.cli import interrupted
+from bwbpf.search.command_line.parser import PROG, UsageError, parse
+from bwbpf.search.study.stopping import Terminated, stop_on_sigterm
+from bwbpf.search.study.storage import StorageLost, storage_lost
+from bwbpf.search.winners.full_training import Diverged
 from bwbpf.spaces import UserError
 from bwbpf.trainers import NonFiniteLoss
 from bwbpf.trainers.device import OutOfMemory, is_out_of_memory, oom_line

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bwbpf.search.parser import DEFAULT_STORAGE, PROG, build_parser
+from bwbpf.search.command_line.parser import DEFAULT_STORAGE, PROG, build_parser
 
 HEADER = f"""# Command-line reference
 
@@ -89,7 +89,8 @@ def cli_reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bwbpf.search.reference FILE`` writes the page (no FILE: standard output)."""
+    """``python -m bwbpf.search.command_line.reference FILE`` writes the page (no FILE:
+    standard output)."""
     args = sys.argv[1:] if argv is None else argv
     text = cli_reference()
     if args:

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from bwbpf.search.costs import run_cost_model
-from bwbpf.search.settings import SearchSettings, checked_plan
+from bwbpf.search.study.settings import SearchSettings, checked_plan
+from bwbpf.search.trial.costs import run_cost_model
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
 from bwbpf.spaces.heads import check_schedule
@@ -28,8 +28,8 @@ def load_data_from(args: argparse.Namespace) -> Data:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.carry import carry_arch
-    from bwbpf.search.full_training import load_arch
+    from bwbpf.search.winners.carry import carry_arch
+    from bwbpf.search.winners.full_training import load_arch
 
     d, found, doc = load_arch(args.arch, args.backbone, args.width, args.lr)
     # Augmented unless told: a full training needs it, whatever the search's short trials
@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         compile=args.compile, augment=augment, lr_schedule=lr_schedule)
     check_schedule((a.family for a in d.aux), args.schedule)
     if args.schedule == "distributed":
-        from bwbpf.search.ranks import launch, train_distributed
+        from bwbpf.search.command_line.ranks import launch, train_distributed
 
         if args.nproc:
             return launch(args, d.num_blocks, out, settings)
@@ -96,8 +96,8 @@ def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
                plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
-    from bwbpf.search.full_training import bp_for, check_fits, train_one
-    from bwbpf.search.run_folder import check_out, finish, prepare_out, undone_unless_saved
+    from bwbpf.search.winners.full_training import bp_for, check_fits, train_one
+    from bwbpf.search.winners.run_folder import check_out, finish, prepare_out, undone_unless_saved
 
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
@@ -121,8 +121,8 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bwbpf.search.exporting import Target, export
-    from bwbpf.search.study import check_study_name, load_existing, open_storage
+    from bwbpf.search.study.storage import check_study_name, load_existing, open_storage
+    from bwbpf.search.winners.exporting import Target, export
     from bwbpf.spaces.files import refuse_stdout
 
     check_study_name(args.study)
@@ -167,8 +167,8 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bwbpf.search.runner import run_search, run_workers
-    from bwbpf.search.summary import summary
+    from bwbpf.search.run.runner import run_search, run_workers
+    from bwbpf.search.run.summary import summary
 
     settings = settings_from(args)
     code = 0
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of one of --jobs worker processes: the same `run`, baselines and
     --warm-start's starting trials queued already, the cores shared out (trials, not workers,
-    seed the sampler: search.workers). The storage URL goes in the environment
+    seed the sampler: search.study.workers). The storage URL goes in the environment
     (BWBPF_STORAGE), never in the argv, where `ps` would show its password."""
     argv = list(args.argv)
     rest, skip = [], False
@@ -211,7 +211,7 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
 def cmd_studies(args: argparse.Namespace) -> int:
     from bwbpf.reports.record import best_trial, describe_counts, state_counts
     from bwbpf.reports.study_attrs import confirmations
-    from bwbpf.search.study import check_study_name, checked_studies, open_storage
+    from bwbpf.search.study.storage import check_study_name, checked_studies, open_storage
 
     check_study_name(args.study)  # not used here, but a bad flag is still refused
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
@@ -232,7 +232,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bwbpf.reports import trials_frame, write_report
-    from bwbpf.search.study import check_study_name, load_existing, open_storage
+    from bwbpf.search.study.storage import check_study_name, load_existing, open_storage
     from bwbpf.spaces.files import check_output, write_bytes_atomic
 
     check_study_name(args.study)
@@ -261,7 +261,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from bwbpf.search.study import checked_studies, open_storage, redact
+    from bwbpf.search.study.storage import checked_studies, open_storage, redact
 
     check_listen(args.host, args.port)
     storage = open_storage(args.storage, heartbeat_s=None, create=False)

@@ -2,11 +2,11 @@
 
 A trial uses budget when it is finished (COMPLETE, PRUNED, FAIL) or RUNNING: a RUNNING trial
 whose worker is gone is failed and re-queued when a worker starts or waits for the last trials
-(search.workers.reap), so only live ones are counted then. It does not when it is WAITING,
+(search.study.workers.reap), so only live ones are counted then. It does not when it is WAITING,
 when it failed because the run was interrupted, when a worker died and the trial was
 re-queued (its retry counts instead), when it was found surplus (numbered past the budget
 because two workers asked at the same moment), or when the constraints rejected it (PRUNED
-before training: search.constraints), so `--n-trials` counts trained trials.
+before training: search.trial.constraints), so `--n-trials` counts trained trials.
 """
 
 from __future__ import annotations

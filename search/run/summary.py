@@ -28,8 +28,8 @@ from bwbpf.reports.standing import (
     verdict,
 )
 from bwbpf.reports.study_attrs import confirmations
-from bwbpf.search import budget
-from bwbpf.search.settings import SearchSettings
+from bwbpf.search.study import budget
+from bwbpf.search.study.settings import SearchSettings
 
 log = logging.getLogger("bwbpf.search")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from bwbpf.reports.attr_readers import Stored
 from bwbpf.reports.stored_run import SETTINGS, read_settings
-from bwbpf.search.samplers import Pruner, Sampler
-from bwbpf.search.study import check_study_name, redact
+from bwbpf.search.study.samplers import Pruner, Sampler
+from bwbpf.search.study.storage import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
 from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
@@ -116,7 +116,7 @@ class SearchSettings:
     baselines: bool = setting(True, flag="--baselines", kind="bool", group=TRIALS,
                               help="queue the reference decouplings first and run the BP "
                                    "learning-rate sweep")
-    # Which references (search.baselines): the paper's and the uniform decoupling, and the
+    # Which references (search.run.baselines): the paper's and the uniform decoupling, and the
     # published designs, each at its best feasible placement.
     references: tuple[str, ...] = setting(
         REFERENCES, flag="--references", kind="names", options=lambda: REFERENCES,
@@ -124,7 +124,7 @@ class SearchSettings:
         help="the reference decouplings every study trains: any of " + ", ".join(REFERENCES)
              + " (default: all)")
     # A winner found on another member of the family, carried to this study's net and queued
-    # with a few neighbours as its first trials (search.warm_start).
+    # with a few neighbours as its first trials (search.run.warm_start).
     warm_start: str | None = setting(
         None, flag="--warm-start", renamed_from="--seed-from", kind="path", optional=True,
         group=TRIALS, metavar="FILE",
@@ -140,7 +140,7 @@ class SearchSettings:
                                   "storages); a trial that misses three is failed and "
                                   "re-queued (default %(default)s)")
     # After the search: the best trials, the reference trials and BP re-trained for this many
-    # more seeds (search.confirm). Not part of a study's identity: a rerun may ask for more.
+    # more seeds (search.run.confirm). Not part of a study's identity: a rerun may ask for more.
     confirm_top: int = setting(3, flag="--confirm-top", kind="int>=0", group=TRIALS,
                                metavar="N",
                                help="after the search, re-train the N best trials, the "
@@ -150,7 +150,7 @@ class SearchSettings:
                                  metavar="S",
                                  help="seeds each confirmed config trains beyond the "
                                       "search's own (default %(default)s)")
-    # Promotion (search.confirm): after the search, the best trials, the references and BP
+    # Promotion (search.run.confirm): after the search, the best trials, the references and BP
     # trained at a higher fidelity, which then ranks them and hosts the confirmation seeds.
     promote_top: int = setting(0, flag="--promote-top", kind="int>=0", group=TRIALS,
                                metavar="N",

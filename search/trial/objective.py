@@ -13,14 +13,14 @@ from bwbpf.reports.note import save_note
 from bwbpf.reports.record import MB, TrialRecord, save
 from bwbpf.reports.seed_record import Confirmation
 from bwbpf.reports.study_attrs import bp_baselines
-from bwbpf.search.budget import SurplusTrial, used
-from bwbpf.search.constraints import judge, of_space
-from bwbpf.search.costs import cost_record
-from bwbpf.search.placement import Placer
-from bwbpf.search.pruning import CurvePruner
-from bwbpf.search.settings import SearchSettings
-from bwbpf.search.study import package_version, redact
-from bwbpf.search.workers import mark_worker
+from bwbpf.search.study.budget import SurplusTrial, used
+from bwbpf.search.study.pruning import CurvePruner
+from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.storage import package_version, redact
+from bwbpf.search.study.workers import mark_worker
+from bwbpf.search.trial.constraints import judge, of_space
+from bwbpf.search.trial.costs import cost_record
+from bwbpf.search.trial.placement import Placer
 from bwbpf.spaces import DecoupledNet, Decoupling, build, to_document
 from bwbpf.spaces.document import Trained
 from bwbpf.spaces.encoding import draw
@@ -72,8 +72,8 @@ def study_placer(s: SearchSettings, data: Data, timer: StepTimer | None) -> Plac
 class Objective:
     def __init__(self, settings: SearchSettings, data: Data, *, progress: bool = False,
                  placer: Placer | None = None) -> None:
-        """``placer``: the study's (search.runner.start), holding its step times
-        (search.costs); without one, a placer on FLOPs."""
+        """``placer``: the study's (search.run.runner.start), holding its step times
+        (search.trial.costs); without one, a placer on FLOPs."""
         self.s, self.data, self.progress = settings, data, progress
         self.constraints = of_space(settings.space)
         self.placer = placer or study_placer(settings, data, None)
@@ -87,7 +87,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         # An enqueued baseline or warm start carries its mark; a re-queued trial carries its failed
         # predecessor's attributes, which are cleared.
-        mark_worker(trial)  # a journal file's stand-in for heartbeats (search.workers)
+        mark_worker(trial)  # a journal file's stand-in for heartbeats (search.study.workers)
         stored = TrialRecord.of(trial)
         rec = save(trial, stored, TrialRecord(baseline=stored.baseline,
                                               warm_start=stored.warm_start))
