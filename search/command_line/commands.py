@@ -12,6 +12,7 @@ import torch
 
 from bwbpf.search.study.settings import SearchSettings, checked_plan
 from bwbpf.search.trial.costs import run_cost_model
+from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
 from bwbpf.spaces.heads import check_schedule
@@ -52,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # run must leave the earlier one as it was.
     for dev in args.devices:
         resolve_device(dev)
-    plan = checked_plan(epochs=settings["epochs"], batch_size=args.batch_size, seed=args.seed,
+    plan = checked_plan(epochs=settings.epochs, batch_size=args.batch_size, seed=args.seed,
                         device=args.device, schedule=args.schedule, devices=args.devices,
                         compile=args.compile, augment=augment, lr_schedule=lr_schedule)
     check_schedule((a.family for a in d.aux), args.schedule)
@@ -71,18 +72,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_settings(args: argparse.Namespace, d: Decoupling, bp_lr: float, augment: bool,
                  lr_schedule: str, transferred: dict[str, Any] | None,
-                 doc: dict[str, Any] | None) -> dict[str, Any]:
-    """What settings.json records of a `train` run (a --resume must match it, but for how it
-    was transferred and the cost model metrics.json's speed-up is judged by)."""
-    settings = {"decoupling": d.to_dict(), "dataset": args.dataset, "epochs": args.epochs,
-                "batch_size": args.batch_size, "seed": args.seed, "train_subset":
-                args.train_subset, "val_size": args.val_size, "image_size": args.image_size,
-                "compare_bp": args.compare_bp, "bp_lr": bp_lr if args.compare_bp else None,
-                "schedule": args.schedule, "devices": list(args.devices), "augment": augment,
-                "lr_schedule": lr_schedule, "cost_model": run_cost_model(args.cost_model, doc)}
-    if transferred is not None:  # the file, target and rule it was carried by (not compared)
-        settings["transferred"] = transferred
-    return settings
+                 doc: dict[str, Any] | None) -> TrainSettings:
+    """What settings.json records of a `train` run."""
+    return TrainSettings(
+        decoupling=d.to_dict(), dataset=args.dataset, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, train_subset=args.train_subset,
+        val_size=args.val_size, image_size=args.image_size, compare_bp=args.compare_bp,
+        bp_lr=bp_lr if args.compare_bp else None, schedule=args.schedule,
+        devices=tuple(args.devices), augment=augment, lr_schedule=lr_schedule,
+        cost_model=run_cost_model(args.cost_model, doc), transferred=transferred)
 
 
 def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
@@ -93,7 +91,7 @@ def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
             "num_classes": data.num_classes}
 
 
-def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
+def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: TrainSettings,
                plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
     from bwbpf.search.winners.full_training import bp_for, check_fits, train_one
@@ -114,7 +112,7 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: dic
         for key, dec in runs.items():
             results[key] = train_one(dec, data, plan, out / key, key, resume=args.resume,
                                      stop_after=args.stop_after,
-                                     cost_model=settings["cost_model"])
+                                     cost_model=settings.cost_model)
             if results[key] is None:
                 break
         return finish(out, results, settings, args.stop_after)

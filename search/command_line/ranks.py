@@ -27,6 +27,7 @@ from bwbpf.search.command_line.commands import load_data_from
 from bwbpf.search.winners import full_training as t
 from bwbpf.search.winners import run_folder as f
 from bwbpf.search.winners.run_folder import check_out
+from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, UserError
 from bwbpf.trainers import TrainPlan
 from bwbpf.trainers.distributed import Sizes
@@ -45,7 +46,7 @@ POLL_S = 0.1
 
 
 def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
-                      settings: dict[str, Any], plan: TrainPlan, bp_lr: float) -> int:
+                      settings: TrainSettings, plan: TrainPlan, bp_lr: float) -> int:
     """One rank of `train --schedule distributed`."""
     rank, world, _ = launch_env()
     try:
@@ -54,7 +55,7 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
         raise (e if rank == 0 else RankStop(2, None)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = with_ranks(settings, world, args.placement)
+    settings = settings.with_ranks(world, args.placement)
     group = join_group(args.device, args.peer_timeout)
     where = (f"the last complete checkpoint stays in {out / 'blockwise'}; continue with "
              "--resume")
@@ -66,7 +67,7 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
         raise group.stop(e, where) from None
 
 
-def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[str, Any],
+def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: TrainSettings,
            plan: TrainPlan, bp_lr: float, group: Group) -> int:
     runs = {"blockwise": d, **({"backprop": t.bp_for(d, bp_lr)} if args.compare_bp else {})}
     data = None
@@ -83,7 +84,7 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[st
     sizes = Sizes(**{**shared, "image_size": tuple(shared["image_size"])})
     r = t.train_ranked(d, data, sizes, plan, out / "blockwise", "blockwise", group,
                      args.placement, resume=args.resume, stop_after=args.stop_after,
-                     cost_model=settings["cost_model"])
+                     cost_model=settings.cost_model)
     group.leave()
     if not group.first:
         return 0
@@ -92,23 +93,17 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: dict[st
         assert data is not None
         results["backprop"] = t.train_one(runs["backprop"], data, replace(
             plan, schedule="sequential"), out / "backprop", "backprop", resume=args.resume,
-            stop_after=args.stop_after, cost_model=settings["cost_model"])
+            stop_after=args.stop_after, cost_model=settings.cost_model)
     return f.finish(out, results, settings, args.stop_after)
 
 
-def with_ranks(settings: dict[str, Any], world: int, placement: tuple[int, ...] | None
-           ) -> dict[str, Any]:
-    """A distributed run's settings: the ranks and placement too (--resume needs the same)."""
-    return {**settings, "ranks": world, "placement": list(placement) if placement else None}
-
-
-def launch(args: argparse.Namespace, blocks: int, out: Path, settings: dict[str, Any]) -> int:
+def launch(args: argparse.Namespace, blocks: int, out: Path, settings: TrainSettings) -> int:
     """`--nproc K`: runs the same command as K ranks on this machine and waits for them. What
     can be refused without the data is refused here, before any rank starts."""
     if "RANK" in os.environ:
         raise UserError("--nproc starts the ranks itself; under torchrun leave it out")
     check_world(args.nproc, blocks, args.placement)
-    check_out(out, with_ranks(settings, args.nproc, args.placement), resume=args.resume,
+    check_out(out, settings.with_ranks(args.nproc, args.placement), resume=args.resume,
               force=args.force)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
     return Ranks(rank_argv(args.argv, threads), args.nproc, threads).wait(out)

@@ -12,6 +12,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
+from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import SearchSpace, UserError
 from bwbpf.spaces.declared import before
 from bwbpf.spaces.document import parse_json
@@ -24,7 +25,7 @@ RUN_FILES = ("metrics.json", "settings.json", "decoupling.json", "blockwise", "b
 RUN_BEFORE = {k: v for k, v in before(SearchSpace).items() if k in ("augment", "lr_schedule")}
 
 
-def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
+def check_out(out: Path, settings: TrainSettings, *, resume: bool, force: bool) -> bool:
     """Refuses to mix runs: a finished or different run is kept unless --force. Touches
     nothing; True when ``out`` holds the run that --resume continues."""
     refuse_stdout(out, "--out")
@@ -39,13 +40,9 @@ def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool)
         if not isinstance(old, dict):
             raise UserError(f"--resume: {stored} is not a run's settings")
         old = {**RUN_BEFORE, **old}
-        # "transferred" says how the decoupling was placed (the decoupling itself is
-        # compared); the cost model what the speed-up is judged by, not how it trains
-        bad = [k for k in settings if k not in ("resume", "force", "transferred", "cost_model")
-               and old.get(k) != settings[k]]
-        if bad:
-            raise UserError(f"--resume: {out} was run with {bad[0]}={old.get(bad[0])!r}, "
-                            f"not {settings[bad[0]]!r}")
+        if (bad := settings.differs_from(old)) is not None:
+            raise UserError(f"--resume: {out} was run with {bad}={old.get(bad)!r}, "
+                            f"not {settings.record()[bad]!r}")
         return True
     if any((out / f).exists() for f in RUN_FILES) and not force:
         what = "a finished run" if (out / "metrics.json").exists() else "an unfinished run"
@@ -54,7 +51,7 @@ def check_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool)
     return False
 
 
-def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: bool) -> bool:
+def prepare_out(out: Path, settings: TrainSettings, *, resume: bool, force: bool) -> bool:
     """The first write into ``out``: after check_out (and every other check) passed, an earlier
     run there is removed (--force) and the settings are written. True when it continues a
     run (--resume)."""
@@ -69,7 +66,7 @@ def prepare_out(out: Path, settings: dict[str, Any], *, resume: bool, force: boo
         log.warning("--resume: %s holds no earlier run; starting a new one", out)
     for f in RUN_FILES:  # only with --force: check_out refused an earlier run otherwise
         remove(out / f)
-    write_json_atomic(out / "settings.json", settings)
+    write_json_atomic(out / "settings.json", settings.record())
     return False
 
 
@@ -121,14 +118,14 @@ def _csv(history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def finish(out: Path, results: dict[str, dict[str, Any] | None], settings: dict[str, Any],
+def finish(out: Path, results: dict[str, dict[str, Any] | None], settings: TrainSettings,
            stop_after: int | None) -> int:
     """The end of a `train` run: its metrics.json and test accuracies, or, when it stopped at
     --stop-after, how to continue it."""
     if any(v is None for v in results.values()):
         print(f"stopped after epoch {stop_after}; continue with --resume --out {out}")
         return 0
-    write_json_atomic(out / "metrics.json", {**results, "settings": settings})
+    write_json_atomic(out / "metrics.json", {**results, "settings": settings.record()})
     for key, res in results.items():
         assert res is not None
         print(f"{key:9s} test accuracy {res['test_accuracy']:.4f}")

@@ -1,0 +1,67 @@
+"""A `train` run's settings as a typed record: settings.json is written as it always was, so a
+folder made by an earlier version resumes, and --resume names the first setting that differs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bwbpf.search.winners.run_folder import check_out
+from bwbpf.search.winners.train_settings import TrainSettings
+from bwbpf.spaces import Decoupling, UserError
+
+# settings.json as `train --compare-bp` wrote it before the record was typed (a dict built by
+# hand, keys in this order), then the same run distributed over 2 ranks.
+WRITTEN = """{"decoupling": %s, "dataset": "fashion_mnist", "epochs": 5, "batch_size": 128,
+"seed": 0, "train_subset": 3000, "val_size": 1000, "image_size": null, "compare_bp": true,
+"bp_lr": 0.05, "schedule": "sequential", "devices": [], "augment": true,
+"lr_schedule": "one_cycle", "cost_model": "measured"}"""
+D = Decoupling.paper_default("vgg8b", width=0.25)
+
+
+def settings(**changed: object) -> TrainSettings:
+    base = dict(decoupling=D.to_dict(), dataset="fashion_mnist", epochs=5, batch_size=128,
+                seed=0, train_subset=3000, val_size=1000, image_size=None, compare_bp=True,
+                bp_lr=0.05, schedule="sequential", devices=(), augment=True,
+                lr_schedule="one_cycle", cost_model="measured")
+    return TrainSettings(**{**base, **changed})  # type: ignore[arg-type]
+
+
+def written() -> dict[str, object]:
+    return json.loads(WRITTEN % json.dumps(D.to_dict()))
+
+
+def test_the_record_is_what_earlier_versions_wrote_key_for_key() -> None:
+    old = written()
+    assert list(settings().record().items()) == list(old.items())
+    ranked = settings(schedule="distributed").with_ranks(2, None).record()
+    assert list(ranked)[-2:] == ["ranks", "placement"] and ranked["placement"] is None
+    assert settings(schedule="distributed").with_ranks(2, (1, 3)).record()["placement"] == [1, 3]
+    assert "transferred" not in settings().record()
+
+
+def test_resume_names_the_first_setting_that_differs(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text(json.dumps(written()))
+    assert check_out(tmp_path, settings(), resume=True, force=False) is True
+    # how it was carried and what the speed-up is judged by are not compared
+    assert check_out(tmp_path, settings(transferred={"rule": "stages"}, cost_model="flops"),
+                     resume=True, force=False) is True
+    with pytest.raises(UserError, match="was run with epochs=5, not 6"):
+        check_out(tmp_path, settings(epochs=6), resume=True, force=False)
+    with pytest.raises(UserError, match="was run with ranks=None, not 2"):
+        check_out(tmp_path, settings().with_ranks(2, None), resume=True, force=False)
+
+
+def test_a_folder_from_before_augment_and_the_schedule_were_recorded_resumes(
+        tmp_path: Path) -> None:
+    old = written()
+    del old["augment"], old["lr_schedule"]  # what those runs meant: augmented, cosine
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    assert check_out(tmp_path, settings(lr_schedule="cosine"), resume=True, force=False)
+    with pytest.raises(UserError, match="lr_schedule='cosine', not 'one_cycle'"):
+        check_out(tmp_path, settings(), resume=True, force=False)
+    with pytest.raises(UserError, match="augment=True, not False"):
+        check_out(tmp_path, settings(augment=False, lr_schedule="cosine"), resume=True,
+                  force=False)
