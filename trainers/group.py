@@ -76,29 +76,29 @@ def launch_env() -> tuple[int, int, int]:
                         "them)") from None
 
 
-def check_world(world: int, blocks: int, placement: tuple[int, ...] | None) -> None:
-    """Refuses a world size no plan fits: more ranks than blocks, or a --placement (blocks per
-    rank) that does not match the ranks and blocks."""
+def check_world(world: int, blocks: int, blocks_per_rank: tuple[int, ...] | None) -> None:
+    """Refuses a world size no plan fits: more ranks than blocks, or a --blocks-per-rank that
+    does not match the ranks and blocks."""
     if world > blocks:
         raise UserError(f"{world} ranks but the decoupling has {blocks} blocks: every rank "
                         f"needs a block; launch at most {blocks}")
-    if placement is None:
+    if blocks_per_rank is None:
         return
-    text = ",".join(map(str, placement))
-    if len(placement) != world:
-        raise UserError(f"--placement {text} gives blocks to {len(placement)} ranks, but "
-                        f"{world} were launched")
-    if min(placement) < 1:
-        raise UserError(f"--placement {text} gives a rank no block")
-    if sum(placement) != blocks:
-        raise UserError(f"--placement {text} places {sum(placement)} blocks; the decoupling "
-                        f"has {blocks}")
+    text = ",".join(map(str, blocks_per_rank))
+    if len(blocks_per_rank) != world:
+        raise UserError(f"--blocks-per-rank {text} gives blocks to {len(blocks_per_rank)} "
+                        f"ranks, but {world} were launched")
+    if min(blocks_per_rank) < 1:
+        raise UserError(f"--blocks-per-rank {text} gives a rank no block")
+    if sum(blocks_per_rank) != blocks:
+        raise UserError(f"--blocks-per-rank {text} places {sum(blocks_per_rank)} blocks; the "
+                        f"decoupling has {blocks}")
 
 
-def ranges_of(placement: tuple[int, ...]) -> list[range]:
+def ranges_of(blocks_per_rank: tuple[int, ...]) -> list[range]:
     """Blocks per rank -> each rank's contiguous block range."""
     out, a = [], 0
-    for n in placement:
+    for n in blocks_per_rank:
         out.append(range(a, a + n))
         a += n
     return out

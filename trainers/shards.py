@@ -54,7 +54,7 @@ class Shards:
 
     def load(self) -> dict[str, Any] | None:
         """This rank's shard of the epoch the manifest names (None: no checkpoint yet). A
-        manifest of another number of ranks or another placement is a UserError."""
+        manifest of another number of ranks or other blocks per rank is a UserError."""
         g = self.group
         manifest = g.share("manifest", lambda: self._manifest())
         if manifest is None:
@@ -67,7 +67,7 @@ class Shards:
                             f"{manifest['ranks']})")
         if [[r.start, r.stop] for r in g.ranges] != manifest["blocks"]:
             raise UserError(f"--resume: {self.folder} was written with {text} blocks per rank; "
-                            f"pass --placement {text}")
+                            f"pass --blocks-per-rank {text}")
         path = self.folder / shard_name(int(manifest["epoch"]), g.rank)
         if not path.is_file():
             raise UserError(f"--resume: {path} is missing (rank {g.rank}'s part of the "

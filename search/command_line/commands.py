@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.nproc:
             return launch(args, d.num_blocks, out, settings)
         return train_distributed(args, d, out, settings, plan, bp_lr)
-    for flag, given in (("--nproc", args.nproc), ("--placement", args.placement)):
+    for flag, given in (("--nproc", args.nproc), ("--blocks-per-rank", args.blocks_per_rank)):
         if given:
             raise UserError(f"{flag} needs --schedule distributed")
     with memory_guard(f"building and training {d.backbone} x{d.width:g}"):

@@ -138,8 +138,12 @@ def add_distributed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("distributed (--schedule distributed)")
     g.add_argument("--nproc", type=at.positive_int, default=None, metavar="K",
                    help="start K ranks on this machine (else launch with torchrun)")
-    g.add_argument("--placement", type=at.csv(at.positive_int), default=None, metavar="N,N,..",
+    g.add_argument("--blocks-per-rank", type=at.csv(at.positive_int), default=None,
+                   metavar="N,N,..",
                    help="blocks per rank, in order (default: balanced by the blocks' FLOPs)")
+    g.add_argument("--placement", type=at.csv(at.positive_int), default=None,  # former name
+                   dest="blocks_per_rank", help=argparse.SUPPRESS, action=_Renamed,
+                   new="--blocks-per-rank")
     g.add_argument("--peer-timeout", type=at.positive_float, default=300.0, metavar="S",
                    help="seconds a rank waits for another before the run stops "
                         "(default %(default)s)")

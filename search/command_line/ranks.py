@@ -50,12 +50,12 @@ def train_distributed(args: argparse.Namespace, d: Decoupling, out: Path,
     """One rank of `train --schedule distributed`."""
     rank, world, _ = launch_env()
     try:
-        check_world(world, d.num_blocks, args.placement)
+        check_world(world, d.num_blocks, args.blocks_per_rank)
     except UserError as e:  # the same on every rank: rank 0 says it
         raise (e if rank == 0 else RankStop(2, None)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = settings.with_ranks(world, args.placement)
+    settings = settings.with_ranks(world, args.blocks_per_rank)
     group = join_group(args.device, args.peer_timeout)
     where = (f"the last complete checkpoint stays in {out / 'blockwise'}; continue with "
              "--resume")
@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace, d: Decoupling, out: Path, settings: TrainSe
     shared = group.share("start", start)
     sizes = Sizes(**{**shared, "image_size": tuple(shared["image_size"])})
     r = t.train_ranked(d, data, sizes, plan, out / "blockwise", "blockwise", group,
-                     args.placement, resume=args.resume, stop_after=args.stop_after,
+                     args.blocks_per_rank, resume=args.resume, stop_after=args.stop_after,
                      cost_model=settings.cost_model)
     group.leave()
     if not group.first:
@@ -102,8 +102,8 @@ def launch(args: argparse.Namespace, blocks: int, out: Path, settings: TrainSett
     can be refused without the data is refused here, before any rank starts."""
     if "RANK" in os.environ:
         raise UserError("--nproc starts the ranks itself; under torchrun leave it out")
-    check_world(args.nproc, blocks, args.placement)
-    check_out(out, settings.with_ranks(args.nproc, args.placement), resume=args.resume,
+    check_world(args.nproc, blocks, args.blocks_per_rank)
+    check_out(out, settings.with_ranks(args.nproc, args.blocks_per_rank), resume=args.resume,
               force=args.force)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
     return Ranks(rank_argv(args.argv, threads), args.nproc, threads).wait(out)

@@ -110,15 +110,16 @@ def train_one(d: Decoupling, data: Data, plan: TrainPlan, out: Path, label: str,
 
 
 def train_ranked(d: Decoupling, data: Data | None, sizes: Sizes, plan: TrainPlan, out: Path,
-                 label: str, group: Group, placement: tuple[int, ...] | None, *, resume: bool,
+                 label: str, group: Group, blocks_per_rank: tuple[int, ...] | None, *,
+                 resume: bool,
                  stop_after: int | None, cost_model: CostModel) -> dict[str, Any] | None:
     """``train_one`` for one rank of a distributed run (rank 0 holds the data): every rank
     trains its blocks and writes its checkpoint shards into ``out``; rank 0 also the
-    per-epoch metrics. The blocks are spread by ``placement`` (blocks per rank), else
+    per-epoch metrics. The blocks are spread by ``blocks_per_rank``, else
     balanced by their FLOPs."""
     net = build(d, sizes.num_classes, sizes.in_channels, sizes.image_size, seed=plan.seed)
     cost = measure_cost(net, sizes.in_channels, sizes.image_size)
-    group.ranges = tuple(ranges_of(placement) if placement
+    group.ranges = tuple(ranges_of(blocks_per_rank) if blocks_per_rank
                          else block_groups(cost.block_flops, group.world))
     report = reporter(label, plan, stop_after) if group.first else stopper(plan, stop_after)
 

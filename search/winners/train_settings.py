@@ -12,6 +12,7 @@ from bwbpf.spaces.limits import CostModel
 # Compared by --resume: everything but these (how the decoupling was placed: the decoupling
 # itself is compared; what the speed-up is judged by, not how it trains).
 NOT_COMPARED = ("transferred", "cost_model")
+STORED_AS = {"blocks_per_rank": "placement"}  # the key settings.json has always used
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,13 @@ class TrainSettings:
     lr_schedule: str
     cost_model: CostModel
     transferred: dict[str, Any] | None = None  # the file, target and rule it was carried by
-    ranks: int | None = None  # `--schedule distributed` only, with the placement
-    placement: tuple[int, ...] | None = None
+    ranks: int | None = None  # `--schedule distributed` only, with its blocks per rank
+    blocks_per_rank: tuple[int, ...] | None = None  # recorded as "placement", its former name
 
-    def with_ranks(self, world: int, placement: tuple[int, ...] | None) -> TrainSettings:
-        """A distributed run's settings: the ranks and placement too (--resume needs them)."""
-        return replace(self, ranks=world, placement=placement or None)
+    def with_ranks(self, world: int, blocks_per_rank: tuple[int, ...] | None) -> TrainSettings:
+        """A distributed run's settings: the ranks and blocks per rank too (--resume needs
+        them)."""
+        return replace(self, ranks=world, blocks_per_rank=blocks_per_rank or None)
 
     def record(self) -> dict[str, Any]:
         """The JSON object settings.json holds (the keys in the order they have always been
@@ -48,9 +50,9 @@ class TrainSettings:
             value = getattr(self, f.name)
             if f.name == "transferred" and value is None:
                 continue
-            if f.name in ("ranks", "placement") and self.ranks is None:
+            if f.name in ("ranks", "blocks_per_rank") and self.ranks is None:
                 continue
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            out[STORED_AS.get(f.name, f.name)] = list(value) if isinstance(value, tuple) else value
         return out
 
     def differs_from(self, old: dict[str, Any]) -> str | None:

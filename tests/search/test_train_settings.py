@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bwbpf.search.command_line.parser import parse
 from bwbpf.search.winners.run_folder import check_out
 from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, UserError
@@ -65,3 +66,16 @@ def test_a_folder_from_before_augment_and_the_schedule_were_recorded_resumes(
     with pytest.raises(UserError, match="augment=True, not False"):
         check_out(tmp_path, settings(augment=False, lr_schedule="cosine"), resume=True,
                   force=False)
+
+
+def test_blocks_per_rank_has_one_name_and_the_former_still_works(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(["train", "--arch", "a.json", "--schedule", "distributed", "--placement", "2,2"])
+    assert args.blocks_per_rank == (2, 2)
+    assert capsys.readouterr().err.splitlines() == [
+        "bwbpf-search train: --placement is now --blocks-per-rank (the old name still works)"]
+    assert parse(["train", "--arch", "a.json", "--blocks-per-rank", "1,3"]).blocks_per_rank == (1, 3)
+    with pytest.raises(SystemExit):
+        parse(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert "--blocks-per-rank N,N,.." in shown and "--placement" not in shown

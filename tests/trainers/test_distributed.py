@@ -161,11 +161,11 @@ def test_a_nan_in_one_block_stops_every_rank_naming_the_block(tmp_path: Path) ->
 @pytest.mark.parametrize(("argv", "message"), [
     (["--nproc", "5"], "5 ranks but the decoupling has 4 blocks: every rank needs a block; "
                        "launch at most 4"),
-    (["--nproc", "2", "--placement", "4,0"], "argument --placement: 0 must be >= 1"),
-    (["--nproc", "2", "--placement", "1,1"], "--placement 1,1 places 2 blocks; the decoupling "
-                                             "has 4"),
-    (["--nproc", "3", "--placement", "2,2"], "--placement 2,2 gives blocks to 2 ranks, but 3 "
-                                             "were launched"),
+    (["--nproc", "2", "--blocks-per-rank", "4,0"], "argument --blocks-per-rank: 0 must be >= 1"),
+    (["--nproc", "2", "--blocks-per-rank", "1,1"],
+     "--blocks-per-rank 1,1 places 2 blocks; the decoupling has 4"),
+    (["--nproc", "3", "--blocks-per-rank", "2,2"],
+     "--blocks-per-rank 2,2 gives blocks to 2 ranks, but 3 were launched"),
     ([], "--schedule distributed runs one process per rank; launch it with torchrun "
          "--nproc-per-node K -m bwbpf.search train"),
     (["--device", "cuda:1"], "--device: 'cuda:1': under schedule='distributed' every rank"),
@@ -185,7 +185,7 @@ def test_bad_distributed_input_is_one_line(argv: list[str], message: str, tmp_pa
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["train", "--nproc", "2"], "--nproc needs --schedule distributed"),
-    (["train", "--placement", "2,2"], "--placement needs --schedule distributed"),
+    (["train", "--blocks-per-rank", "2,2"], "--blocks-per-rank needs --schedule distributed"),
     (["run", "--schedule", "distributed"], "--schedule distributed trains one network across "
                                            "processes (`train`); a search scales out by trials"),
 ])
