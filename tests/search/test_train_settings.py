@@ -74,7 +74,8 @@ def test_blocks_per_rank_has_one_name_and_the_former_still_works(
     assert args.blocks_per_rank == (2, 2)
     assert capsys.readouterr().err.splitlines() == [
         "bwbpf-search train: --placement is now --blocks-per-rank (the old name still works)"]
-    assert parse(["train", "--arch", "a.json", "--blocks-per-rank", "1,3"]).blocks_per_rank == (1, 3)
+    given = parse(["train", "--arch", "a.json", "--blocks-per-rank", "1,3"])
+    assert given.blocks_per_rank == (1, 3)
     with pytest.raises(SystemExit):
         parse(["train", "--help"])
     shown = capsys.readouterr().out
