@@ -113,8 +113,8 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 def test_sigint_mid_trial_leaves_a_loadable_study_and_rerun_completes(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'study.db'}"
     argv = [sys.executable, "-m", "bwbpf.search", "-q", "run", "--storage", db, "--study", "s",
-            "--n-trials", "4", "--pruner", "none", "--no-baselines",
-            *[a if a != "2" else "4" for a in FAST]]
+            "--n-trials", "4", "--pruner", "none", "--no-baselines", "--cost-model", "flops",
+            *[a if a != "2" else "4" for a in FAST]]  # (what a trial costs is not the point)
     # a shell's background job (`make test &`, nohup) inherits SIGINT ignored; Python then
     # installs no KeyboardInterrupt handler, so the child gets the default disposition back
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
