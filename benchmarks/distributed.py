@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from common import Row, show
 
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build, to_json
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, balanced_cuts, build
 from bwbpf.trainers import unit_times
 from bwbpf.trainers.cost import against_bp, block_sums
 from bwbpf.trainers.shards import merged_weights
@@ -94,7 +94,7 @@ def run() -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "k2.json"
-        arch.write_text(to_json(d))
+        arch.write_text(d.to_json())
         seq, dist_ = float("inf"), float("inf")
         for _ in range(REPEATS):
             seq = min(seq, train(arch, Path(tmp) / "seq", "sequential"))

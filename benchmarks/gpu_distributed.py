@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from common import show_pairs
 
-from bwbpf.spaces import Decoupling, to_json
+from bwbpf.spaces import Decoupling
 
 
 def train(out: Path, argv: list[str], ranks: int) -> dict:
@@ -47,7 +47,7 @@ def main() -> int:
             + (["--data-dir", str(args.data_dir)] if args.data_dir else []))
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "arch.json"
-        arch.write_text(to_json(Decoupling.uniform(backbone, k=gpus, width=width)))
+        arch.write_text(Decoupling.uniform(backbone, k=gpus, width=width).to_json())
         argv = ["--arch", str(arch), "--epochs", "2", *data]
         one = train(Path(tmp) / "one", [*argv, "--schedule", "sequential"], 1)
         many = train(Path(tmp) / "many", [*argv, "--schedule", "distributed"], gpus)

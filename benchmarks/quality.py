@@ -41,7 +41,7 @@ from common import Runs, train_and_test
 from bwbpf.reports.record import TrialRecord, best_trial, describe_counts, state_counts
 from bwbpf.search.run.runner import run_search
 from bwbpf.search.study.settings import CostModel, SearchSettings
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build, from_json
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, SearchSpace, build
 from bwbpf.spaces.space import LrSchedule
 from bwbpf.trainers import load_data, measure_cost
 from bwbpf.trainers.timing import StepTimer
@@ -198,7 +198,7 @@ class Quality:
                           "cost_model": s.cost_model}, default=str)
         found = self.runs.get(f"search {s.study} {key}", run)
         self.searches[s.study] = {k: v for k, v in found.items() if k != "decoupling"}
-        d = from_json(json.dumps(found["decoupling"]))
+        d = Decoupling.from_json(json.dumps(found["decoupling"]))
         print(f"  searched {s.study}: trial {found['trial']} ({found['minutes']:.0f} min), "
               f"K={d.num_blocks}, cuts {d.cuts}, heads {[a.family for a in d.aux]}", flush=True)
         return d

@@ -43,7 +43,7 @@ import torch
 from common import Runs, long_run_parser, long_run_start, train_and_test
 
 from bwbpf.reports.record import TrialRecord, ranked
-from bwbpf.search.command_line.cli import main as cli
+from bwbpf.search.cli import main as cli
 from bwbpf.search.winners.carry import carry
 from bwbpf.spaces import (
     AuxSpec,

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import optuna
 from common import Row, show
 
-from bwbpf.search.command_line.cli import main as cli
+from bwbpf.search.cli import main as cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from pgserver import PostgresServer  # noqa: E402

@@ -1,3 +1,3 @@
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 
 raise SystemExit(main())

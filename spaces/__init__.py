@@ -3,8 +3,8 @@
 from bwbpf.spaces import graph_backbone  # noqa: F401 - resolves named networks
 from bwbpf.spaces.backbone_spec import UnitInfo, stage_boundaries
 from bwbpf.spaces.backbones import get_backbone, list_backbones
-from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling
-from bwbpf.spaces.document import SCHEMA_ID, from_document, from_json, to_document, to_json
+from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, from_document
+from bwbpf.spaces.document import SCHEMA_ID, to_document
 from bwbpf.spaces.encoding import params_for, reference_decouplings, sample, unused_params
 from bwbpf.spaces.errors import ConfigError, UserError
 from bwbpf.spaces.heads import AuxHead, HeadPlace, list_aux_heads, make_aux_head
@@ -35,7 +35,6 @@ __all__ = [
     "fit_to_networks",
     "is_named",
     "from_document",
-    "from_json",
     "get_backbone",
     "list_aux_heads",
     "list_backbones",
@@ -45,7 +44,6 @@ __all__ = [
     "sample",
     "stage_boundaries",
     "to_document",
-    "to_json",
     "transfer",
     "unused_params",
 ]

@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from itertools import combinations
-from typing import Any, Literal, Mapping, Sequence, get_args
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args
 
 from bwbpf.spaces.backbone_spec import stage_boundaries
 from bwbpf.spaces.backbones import get_backbone
-from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.document import at_path, checked_document, parse_json, to_document
+from bwbpf.spaces.errors import ConfigError, UserError
+from bwbpf.spaces.files import dumps
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.losses import LOCAL_LOSSES, LocalLoss
+from bwbpf.spaces.partition import check_cuts
 from bwbpf.spaces.transfer import RelativeCut, relative_cuts, transfer
 
 Optimizer = Literal["sgd", "adamw"]
@@ -31,21 +35,6 @@ def _require(ok: bool, where: str, msg: str) -> None:
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_cuts(cuts: Sequence[object], backbone: str, field: str = "cuts") -> None:
-    """Cuts are integer unit indices of ``backbone``, strictly increasing, none at either end.
-    Errors name ``field[i]`` (the JSON document passes ``cuts.units``)."""
-    n, prev = get_backbone(backbone).num_units, 0
-    for i, c in enumerate(cuts):
-        where = f"{field}[{i}]"
-        if not isinstance(c, int) or isinstance(c, bool):
-            raise ConfigError(f"{where}: expected an integer unit index, got {c!r}")
-        _require(1 <= c <= n - 1, where,
-                 f"{c} out of range; {backbone} has {n} units, valid cuts are 1..{n - 1}")
-        _require(i == 0 or c > prev, where,
-                 f"{c} must be greater than {field}[{i - 1}]={prev} (increasing, no empty block)")
-        prev = c
 
 
 MAX_LR = 10.0  # the largest learning rate any block, search or baseline may use
@@ -149,6 +138,16 @@ class Decoupling:
         """The same decoupling on another member of the family (see ``spaces.transfer``)."""
         return transfer(self, backbone, width)
 
+    def to_json(self, **extras: Any) -> str:
+        """The versioned JSON document (``spaces.document.to_document``); extras: input,
+        metrics, provenance, training, constraints, transfer."""
+        return dumps(to_document(self, **extras))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "decoupling") -> Decoupling:
+        """Parses and validates a versioned document; errors name the JSON path."""
+        return from_document(parse_json(text, where))
+
     # ------------------------------------------------------------ reference decouplings
     @classmethod
     def paper_default(cls, backbone: str, *, width: float = 1.0, k: int = 4,
@@ -245,3 +244,30 @@ def _most_even_subset(bounds: list[int], m: int, n: int) -> tuple[int, ...]:
     return best
 
 
+def from_document(doc: Any) -> Decoupling:
+    """Validates a parsed document (``spaces.document.checked_document``); returns its
+    Decoupling."""
+    doc = checked_document(doc)
+    blocks = doc["blocks"]
+    aux = tuple(at_path(f"$.blocks[{k}].aux", lambda b=b: AuxSpec(**b["aux"]))
+                for k, b in enumerate(blocks[:-1]))
+    optim = tuple(at_path(f"$.blocks[{k}].optim", lambda b=b: BlockOptim(**b["optim"]))
+                  for k, b in enumerate(blocks))
+    cuts = tuple(b["units"][0] for b in blocks[1:])
+    return at_path("$", lambda: Decoupling(doc["backbone"]["name"], cuts, aux, optim,
+                                           doc["backbone"]["width"]))
+
+
+def read_document(path: Path, flag: str) -> tuple[Decoupling, dict[str, Any]]:
+    """A decoupling file as its Decoupling and its (validated) document; any failure is one
+    ConfigError line starting "<flag> <path>:"."""
+    where = f"{flag} {path}"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read ({type(e).__name__})") from None
+    doc = parse_json(text, where)
+    try:
+        return from_document(doc), doc
+    except UserError as e:
+        raise ConfigError(f"{where}: {e}") from None

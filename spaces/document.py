@@ -12,15 +12,16 @@ import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from bwbpf.spaces.backbones import get_backbone
-from bwbpf.spaces.decoupling import AuxSpec, BlockOptim, Decoupling, check_cuts
-from bwbpf.spaces.errors import ConfigError, UserError
-from bwbpf.spaces.files import dumps
+from bwbpf.spaces.errors import ConfigError
+from bwbpf.spaces.partition import check_cuts
 from bwbpf.spaces.transfer import relative_cuts
 from bwbpf.spaces.values import unique_keys
+
+if TYPE_CHECKING:  # the type only: spaces.decoupling builds from a document checked here
+    from bwbpf.spaces.decoupling import Decoupling
 
 SCHEMA_ID = "bwbpf-search/decoupling/5"
 SCHEMA_V4 = "bwbpf-search/decoupling/4"
@@ -97,16 +98,6 @@ def to_document(d: Decoupling, *, input: dict[str, Any] | None = None,
     return doc
 
 
-def to_json(d: Decoupling, **extras: Any) -> str:
-    """The versioned JSON document as text; extras as ``to_document``'s."""
-    return dumps(to_document(d, **extras))
-
-
-def from_json(text: str, where: str = "decoupling") -> Decoupling:
-    """Parses and validates a versioned document; errors name the JSON path."""
-    return from_document(parse_json(text, where))
-
-
 def compact(doc: dict[str, Any]) -> str:
     """The document as one compact JSON string (how trials carry it: optuna-dashboard shows
     string attributes whole, but cuts structured ones at 1,024 characters)."""
@@ -152,21 +143,6 @@ def parse_json(text: str, where: str) -> Any:
     return doc
 
 
-def read_document(path: Path, flag: str) -> tuple[Decoupling, dict[str, Any]]:
-    """A decoupling file as its Decoupling and its (validated) document; any failure is one
-    ConfigError line starting "<flag> <path>:"."""
-    where = f"{flag} {path}"
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{where}: cannot read ({type(e).__name__})") from None
-    doc = parse_json(text, where)
-    try:
-        return from_document(doc), doc
-    except UserError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
 def _walk(doc: Any) -> Iterator[tuple[str, Any, int]]:
     """(JSON path, value, depth) of every value in document order, without recursion."""
     stack: list[tuple[str, Any, int]] = [("$", doc, 0)]
@@ -183,8 +159,10 @@ def _walk(doc: Any) -> Iterator[tuple[str, Any, int]]:
         stack.extend((p, v, depth + 1) for p, v in reversed(items))
 
 
-def from_document(doc: Any) -> Decoupling:
-    """Validates a parsed document; returns its Decoupling."""
+def checked_document(doc: Any) -> dict[str, Any]:
+    """A parsed document, upgraded to the current version and validated (structure by the
+    schema, then the blocks, cuts and backbone); the decoupling is built from it by
+    ``spaces.decoupling.from_document``."""
     doc = upgrade(doc)
     _check_schema(doc)
     name = doc["backbone"]["name"]
@@ -209,17 +187,13 @@ def from_document(doc: Any) -> Decoupling:
                           f"which start at {list(cuts)}")
     _check_relative(doc["cuts"]["relative"], name, cuts)
     get_backbone(name).check_nodes(doc["backbone"].get("nodes"), cuts)
-    aux = tuple(_at(f"$.blocks[{k}].aux", lambda b=b: AuxSpec(**b["aux"]))
-                for k, b in enumerate(blocks[:-1]))
-    optim = tuple(_at(f"$.blocks[{k}].optim", lambda b=b: BlockOptim(**b["optim"]))
-                  for k, b in enumerate(blocks))
-    return _at("$", lambda: Decoupling(name, cuts, aux, optim, doc["backbone"]["width"]))
+    return doc
 
 
 def _check_backbone(backbone: dict[str, Any]) -> int:
     """The backbone's number of units, after its name, family and units are checked."""
     name = backbone["name"]
-    spec = _at("$.backbone.name", lambda: get_backbone(name))
+    spec = at_path("$.backbone.name", lambda: get_backbone(name))
     if backbone["family"] != spec.family:
         raise ConfigError(f"$.backbone.family: {name} is a {spec.family}, not "
                           f"{backbone['family']}")
@@ -271,7 +245,7 @@ def _check_relative(rel: list[dict[str, Any]], name: str, cuts: tuple[int, ...])
                               f"(stage {want.stage}, fraction {want.fraction})")
 
 
-def _at(path: str, make: Any) -> Any:
+def at_path(path: str, make: Any) -> Any:
     """Runs ``make``; a ConfigError from it ("field: message") is re-raised under the JSON
     path ("$.blocks[0].aux.field: message")."""
     try:

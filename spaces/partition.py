@@ -1,8 +1,29 @@
-"""Cut placement by cost: split a sequence of unit costs into K contiguous blocks."""
+"""Cuts: what a valid cut set is, and cut placement by cost (a sequence of unit costs split
+into K contiguous blocks)."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
+from bwbpf.spaces.backbones import get_backbone
 from bwbpf.spaces.errors import ConfigError
+
+
+def check_cuts(cuts: Sequence[object], backbone: str, field: str = "cuts") -> None:
+    """Cuts are integer unit indices of ``backbone``, strictly increasing, none at either end.
+    Errors name ``field[i]`` (the JSON document passes ``cuts.units``)."""
+    n, prev = get_backbone(backbone).num_units, 0
+    for i, c in enumerate(cuts):
+        where = f"{field}[{i}]"
+        if not isinstance(c, int) or isinstance(c, bool):
+            raise ConfigError(f"{where}: expected an integer unit index, got {c!r}")
+        if not 1 <= c <= n - 1:
+            raise ConfigError(f"{where}: {c} out of range; {backbone} has {n} units, valid "
+                              f"cuts are 1..{n - 1}")
+        if i > 0 and c <= prev:
+            raise ConfigError(f"{where}: {c} must be greater than {field}[{i - 1}]={prev} "
+                              "(increasing, no empty block)")
+        prev = c
 
 
 def balanced_cuts(costs: list[float], k: int) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
-from bwbpf.search.command_line.cli import interrupted
+from bwbpf.search.cli import interrupted
 from bwbpf.search.command_line.parser import PROG, UsageError, parse
 from bwbpf.search.study.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study.storage import StorageLost, storage_lost

@@ -49,7 +49,7 @@ from bwbpf.spaces import (
     get_backbone,
     params_for,
 )
-from bwbpf.spaces.document import read_document
+from bwbpf.spaces.decoupling import read_document
 from bwbpf.spaces.heads import AUX_HEADS
 from bwbpf.spaces.limits import Limits
 from bwbpf.spaces.transfer import check_family

@@ -20,7 +20,8 @@ from bwbpf.spaces import (
     is_named,
     to_document,
 )
-from bwbpf.spaces.document import Trained, read_document
+from bwbpf.spaces.decoupling import read_document
+from bwbpf.spaces.document import Trained
 from bwbpf.spaces.limits import CostModel
 from bwbpf.trainers import (
     Data,

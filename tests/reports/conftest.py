@@ -17,7 +17,7 @@ from bwbpf.reports.note import save_note
 from bwbpf.reports.record import TrialRecord
 from bwbpf.reports.stored_run import SETTINGS
 from bwbpf.reports.study_attrs import BP_BASELINE
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.spaces import SearchSpace, params_for, reference_decouplings, sample, to_document
 
 SPACE = SearchSpace()  # vgg8b at 0.25 width

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bwbpf.reports import trials_frame
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.spaces import from_document
 
 from .conftest import PLANS

@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 import sqlalchemy as sa
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 
 Runner = Callable[..., tuple[int, str, str]]
 

@@ -12,7 +12,7 @@ from .conftest import FAST, Runner
 
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     path = tmp_path_factory.mktemp("db") / "study.db"
     assert main(["-q", "run", "--storage", f"sqlite:///{path}", "--study", "keep",
@@ -77,15 +77,15 @@ def test_unknown_study_in_studies_command(cli: Runner, existing: Path) -> None:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from bwbpf.spaces import Decoupling, to_json
+    from bwbpf.spaces import Decoupling
 
     root = tmp_path_factory.mktemp("files")
-    good = to_json(Decoupling.paper_default("vgg11", width=0.125))
+    good = Decoupling.paper_default("vgg11", width=0.125).to_json()
     (root / "truncated.json").write_text(good[: len(good) // 3])
     (root / "vgg11.json").write_text(good)
     momentum = Decoupling.from_dict({"backbone": "vgg11", "width": 0.125, "cuts": [2],
                                      "aux": [{"family": "momentum"}], "optim": [{}, {}]})
-    (root / "momentum.json").write_text(to_json(momentum))
+    (root / "momentum.json").write_text(momentum.to_json())
     (root / "garbage.db").write_bytes(b"\x13\x37not sqlite at all" * 64)
     (root / "empty").mkdir()
     (root / "afile").write_text("x")

@@ -167,7 +167,7 @@ def test_a_run_that_only_rejects_stops_in_one_line(cli: Runner, db: str,
 # ---------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     path = tmp_path_factory.mktemp("db") / "study.db"
     assert main(["-q", "run", "--storage", f"sqlite:///{path}", "--study", "keep",

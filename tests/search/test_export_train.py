@@ -14,7 +14,7 @@ import optuna
 import pytest
 import torch
 
-from bwbpf.spaces import Decoupling, from_document, from_json, sample, to_json
+from bwbpf.spaces import Decoupling, from_document, sample
 from bwbpf.spaces.space import SearchSpace
 
 from .conftest import FAST, Runner
@@ -24,7 +24,7 @@ SYN = ["--dataset", "synthetic", "--batch-size", "64", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     db = f"sqlite:///{tmp_path_factory.mktemp('db') / 'study.db'}"
     assert main(["-q", "run", "--storage", db, "--study", "so", "--n-trials", "4",
@@ -42,7 +42,7 @@ def test_export_round_trip_equals_what_the_trial_trained(cli: Runner, study_db: 
     rc, stdout, err = cli("export", "--storage", study_db, "--study", "so", "-o", str(out))
     assert rc == 0, err
     best = optuna.load_study(study_name="so", storage=study_db).best_trial
-    loaded = from_json(out.read_text())
+    loaded = Decoupling.from_json(out.read_text())
     assert loaded == sample(optuna.trial.FixedTrial(best.params), SearchSpace())
     doc = json.loads(out.read_text())
     assert doc == json.loads(best.user_attrs["decoupling"])  # the document rides on the trial
@@ -111,7 +111,7 @@ def _edit(text: str, change) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("kind", list(MALFORMED))
 def test_train_refuses_malformed_files(cli: Runner, tmp_path: Path, kind: str) -> None:
-    good = to_json(Decoupling.paper_default("vgg11", width=0.125))
+    good = Decoupling.paper_default("vgg11", width=0.125).to_json()
     bad = tmp_path / "arch.json"
     bad.write_text(MALFORMED[kind](good))
     rc, out, err = cli("train", "--arch", str(bad), "--out", str(tmp_path / "run"), *SYN)
@@ -196,7 +196,7 @@ def test_train_reports_the_speedup_its_document_was_judged_by(cli: Runner, study
 
 def test_transfer_through_train(cli: Runner, tmp_path: Path) -> None:
     src = tmp_path / "vgg11.json"
-    src.write_text(to_json(Decoupling.paper_default("vgg11", width=0.125)))
+    src.write_text(Decoupling.paper_default("vgg11", width=0.125).to_json())
     rc, _, err = cli("train", "--arch", str(src), "--backbone", "vgg13", "--epochs", "1",
                      "--out", str(tmp_path / "t"), *SYN)
     assert rc == 0, err

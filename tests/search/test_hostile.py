@@ -63,7 +63,7 @@ def test_force_removes_a_symlinked_run_folder_but_not_what_it_points_to(
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     path = tmp_path_factory.mktemp("journal") / "study.log"
     assert main(["-q", "run", "--storage", f"journal:{path}", "--study", "j", "--n-trials", "2",

@@ -138,7 +138,7 @@ def test_a_deleted_current_folder_is_one_line(tmp_path: Path) -> None:
     gone = tmp_path / "gone"
     gone.mkdir()
     r = subprocess.run([sys.executable, "-c", "import os, sys; os.rmdir(os.getcwd()); "
-                        "from bwbpf.search.command_line.cli import main; "
+                        "from bwbpf.search.cli import main; "
                         "sys.exit(main(['studies']))"],
                        cwd=gone, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and one_line(r.stderr), r.stderr
@@ -405,7 +405,7 @@ def test_resume_without_an_earlier_run_says_so(cli: Runner, tmp_path: Path) -> N
 
 def test_a_command_run_from_another_thread_leaves_the_signals_alone(
         db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     optuna.create_study(study_name="s", storage=db)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)

@@ -23,7 +23,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def slashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """(root, storage, absolute study name): studies '../../escape' (2 trials) and
     '<root>/abs/X' (1 trial), both legal Optuna names, in root/db/study.db."""
-    from bwbpf.search.command_line.cli import main
+    from bwbpf.search.cli import main
 
     root = tmp_path_factory.mktemp("out")
     (root / "db").mkdir()

@@ -19,7 +19,7 @@ import optuna
 import pytest
 
 from bwbpf.reports.record import ranked
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 
 from .conftest import FAST, Runner
 

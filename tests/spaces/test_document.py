@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.spaces import (
     SCHEMA_ID,
     AuxSpec,
@@ -14,9 +14,7 @@ from bwbpf.spaces import (
     ConfigError,
     Decoupling,
     from_document,
-    from_json,
     to_document,
-    to_json,
 )
 from bwbpf.spaces.document import parse_json, upgrade
 from bwbpf.spaces.input_shape import InputShape
@@ -31,9 +29,9 @@ def test_schema_file_ships_with_the_package() -> None:
 
 
 def test_round_trip_and_contents() -> None:
-    text = to_json(D, input={"channels": 1, "size": [28, 28], "classes": 10},
-                   metrics={"val_accuracy": 0.9}, provenance={"study": "s", "trial": 3})
-    assert from_json(text) == D
+    text = D.to_json(input={"channels": 1, "size": [28, 28], "classes": 10},
+                     metrics={"val_accuracy": 0.9}, provenance={"study": "s", "trial": 3})
+    assert Decoupling.from_json(text) == D
     doc = json.loads(text)
     assert doc["schema"] == SCHEMA_ID and doc["backbone"]["family"] == "vgg"
     assert [b["units"] for b in doc["blocks"]] == [[0, 2], [2, 5], [5, 8]]
@@ -97,7 +95,7 @@ def test_malformed_documents_name_the_json_path(change, pattern: str) -> None:
 ])
 def test_unparseable_text(text: str, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
-        from_json(text)
+        Decoupling.from_json(text)
 
 
 def test_a_constant_is_named_by_file_and_json_path() -> None:

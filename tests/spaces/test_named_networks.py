@@ -19,10 +19,11 @@ from bwbpf.spaces import (
     SearchSpace,
     build,
     fit_to_networks,
+    from_document,
     get_backbone,
+    to_document,
     transfer,
 )
-from bwbpf.spaces.document import from_document, to_document
 from bwbpf.spaces.graph_backbone import analyse
 from bwbpf.spaces.graph_cuts import cut_points, propagate, trace
 from bwbpf.spaces.named_nets import adapt, instantiate, parse_name

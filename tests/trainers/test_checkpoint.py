@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.spaces import BlockOptim, Decoupling, UserError, build
 from bwbpf.trainers import TrainPlan, TrainResult
 from bwbpf.trainers.checkpoint import load_checkpoint, restore, save_checkpoint, snapshot

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.trainers import DataError, load_data
 from bwbpf.trainers import datasets as ds
 from bwbpf.trainers.data import Data, Split, augment_batch

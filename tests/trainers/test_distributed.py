@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.search.command_line.ranks import Ranks, rank_argv
-from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, to_json
+from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling
 from bwbpf.trainers.shards import MANIFEST, merged_weights, read_manifest
 
 pytestmark = pytest.mark.integration  # starts processes; still in `make test`
@@ -40,7 +40,7 @@ def arch(tmp: Path, k: int, aux: tuple[AuxSpec, ...] = (), **optim: BlockOptim) 
     if optim:
         d = replace(d, optim=tuple(optim.get(f"b{i + 1}", o) for i, o in enumerate(d.optim)))
     path = tmp / f"k{k}.json"
-    path.write_text(to_json(d))
+    path.write_text(d.to_json())
     return str(path)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.trainers import DataError, load_data
 from bwbpf.trainers import datasets as ds
 from bwbpf.trainers.sources import MAX_SIDE, imagefolder

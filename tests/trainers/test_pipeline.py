@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bwbpf.search.command_line.cli import main
+from bwbpf.search.cli import main
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling, build
 from bwbpf.trainers import Data, NonFiniteLoss, TrainPlan, fit
 from bwbpf.trainers.pipeline import PipelinedStepper
