@@ -46,7 +46,7 @@ def test_the_kept_count_is_the_count_from_scratch_after_every_change() -> None:
                 study.enqueue_trial({}, user_attrs={})
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
                 optuna_api.storage_of(study).set_trial_system_attr(
-                    waiting._trial_id, optuna_api.RETRY_HISTORY, [n])
+                    optuna_api.trial_id(waiting), optuna_api.RETRY_HISTORY, [n])
         before = rng.randrange(len(study.trials) + 1)
         assert budget.used(study) == from_scratch(study), step
         assert progress.best_so_far(study) is best_trial(study)  # the kept best, the ranked
