@@ -17,7 +17,7 @@ from bwbpf.search.study.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettin
 from bwbpf.search.study.storage import package_version
 from bwbpf.spaces import BlockOptim, SearchSpace, UserError
 from bwbpf.spaces.declared import choices, declared
-from bwbpf.spaces.space import CONSTRAINTS, LR_SCHEDULES, SPACE
+from bwbpf.spaces.space import CONSTRAINTS, SPACE
 
 
 class UsageError(UserError):
@@ -44,29 +44,42 @@ def add_declared(g: argparse._ArgumentGroup, cls: type, group: str, *, space: bo
     for f, d in declared(cls):
         if d.group != group or d.flag is None:
             continue
-        kw: dict[str, Any] = {"dest": f.name, "help": d.help}
-        if space:
-            kw["help"] += " " + at.space_default(f.name)
-        if d.metavar:
-            kw["metavar"] = d.metavar
-        default = None if space else f.default
-        if d.kind == "bool":
-            if d.flag.startswith("--no-"):
-                kw["action"] = "store_false"
-            elif f.default is False and not space:
-                kw["action"] = "store_true"
-            else:
-                kw.update(action=argparse.BooleanOptionalAction, default=default)
-        elif d.kind == "choice":
-            kw.update(choices=choices(cls, f.name), default=default)
-        else:
-            kw.setdefault("metavar", d.flag.lstrip("-").upper().replace("-", "_"))
-            allowed = choices(cls, f.name) if d.options is not None else ()
-            kw.update(type=at.of_kind(d.kind, allowed) if d.kind else str, default=default)
+        help = d.help + (" " + at.space_default(f.name) if space else "")
+        kw = _flag(cls, f.name, d, default=None if space else f.default, help=help)
         g.add_argument(d.flag, **kw)
         if d.renamed_from:
             g.add_argument(d.renamed_from, **{**kw, "help": argparse.SUPPRESS},
                            action=_Renamed, new=d.flag)
+
+
+def add_shared(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, name: str, *,
+               default: Any, help: str) -> None:
+    """The flag of another command's declared setting (`train`'s --seed is `run`'s), parsed
+    and checked by the declaration's kind; the default and help are this command's."""
+    f, d = next((f, d) for f, d in declared(cls) if f.name == name)
+    assert d.flag is not None
+    g.add_argument(d.flag, **_flag(cls, name, d, default=default, help=help))
+
+
+def _flag(cls: type, name: str, d: Any, *, default: Any, help: str) -> dict[str, Any]:
+    """argparse's keywords for a declared setting's flag."""
+    kw: dict[str, Any] = {"dest": name, "help": help}
+    if d.metavar:
+        kw["metavar"] = d.metavar
+    if d.kind == "bool":
+        if d.flag.startswith("--no-"):
+            kw["action"] = "store_false"
+        elif default is False:
+            kw["action"] = "store_true"
+        else:
+            kw.update(action=argparse.BooleanOptionalAction, default=default)
+    elif d.kind == "choice":
+        kw.update(choices=choices(cls, name), default=default)
+    else:
+        kw.setdefault("metavar", d.flag.lstrip("-").upper().replace("-", "_"))
+        allowed = choices(cls, name) if d.options is not None else ()
+        kw.update(type=at.of_kind(d.kind, allowed) if d.kind else str, default=default)
+    return kw
 
 
 class _Renamed(argparse.Action):
@@ -104,12 +117,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, type=at.backbone,
                    help=f"backbone (default {SearchSpace.backbones[0]} for paper/uniform; the "
                         "file's otherwise)")
-    p.add_argument("--width", type=at.positive_float, default=None,
-                   help=f"channel multiplier (default {SearchSpace.width} for paper/uniform; "
-                        "the file's)")
-    p.add_argument("--seed", type=at.seed, default=0, help="(default %(default)s)")
-    p.add_argument("--epochs", type=at.positive_int, default=TRAIN_EPOCHS,
-                   help="(default %(default)s)")
+    add_shared(p, SearchSpace, "width", default=None,
+               help=f"channel multiplier (default {SearchSpace.width} for paper/uniform; the "
+                    "file's)")
+    add_shared(p, SearchSettings, "seed", default=SearchSettings.seed,
+               help="(default %(default)s)")
+    add_shared(p, SearchSettings, "epochs", default=TRAIN_EPOCHS, help="(default %(default)s)")
     add_data_flags(p)
     p.add_argument("--lr", type=at.positive_float, default=BlockOptim.lr,
                    help="learning rate of the built-in decouplings")
@@ -118,11 +131,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                         "winner recorded in the file, else --lr)")
     p.add_argument("--compare-bp", action="store_true",
                    help="also train end-to-end BP on the same backbone and budget")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop and flip of training batches, for both (default: on)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                   help="warm-up + cosine, or one-cycle (default: as the file's search trained "
-                        "it; the built-ins: " + SearchSpace.lr_schedule + ")")
+    add_shared(p, SearchSpace, "augment", default=None,
+               help="random crop and flip of training batches, for both (default: on)")
+    add_shared(p, SearchSpace, "lr_schedule", default=None,
+               help="warm-up + cosine, or one-cycle (default: as the file's search trained it; "
+                    "the built-ins: " + SearchSpace.lr_schedule + ")")
     p.add_argument("--out", type=at.path, default=None,
                    help="results folder (not '-': results are files)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -179,10 +192,10 @@ def add_transfer_flags(p: argparse.ArgumentParser, what: str, *, backbone: bool 
     g.add_argument("--ignore-constraints", action="store_true",
                    help="keep the cuts at the same stages and fractions even where the "
                         "constraints break on the target")
-    g.add_argument("--cost-model", choices=["measured", "flops"], default=None,
-                   help="judge the constraints on the target, and the speed-up `train` "
-                        "reports, by step times measured here or by FLOPs (default: the "
-                        "document's; for paper/uniform the search's default, measured)")
+    add_shared(g, SearchSettings, "cost_model", default=None,
+               help="judge the constraints on the target, and the speed-up `train` reports, by "
+                    "step times measured here or by FLOPs (default: the document's; for "
+                    f"paper/uniform the search's default, {SearchSettings.cost_model})")
 
 
 DEFAULT_STORAGE = "sqlite:///study.db"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bwbpf.search.command_line.parser import parse
+from bwbpf.search.command_line.parser import UsageError, parse
 from bwbpf.search.winners.run_folder import check_out
 from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, UserError
@@ -80,3 +80,19 @@ def test_blocks_per_rank_has_one_name_and_the_former_still_works(
         parse(["train", "--help"])
     shown = capsys.readouterr().out
     assert "--blocks-per-rank N,N,.." in shown and "--placement" not in shown
+
+
+@pytest.mark.parametrize("flag, good, bad", [
+    ("--seed", "7", "x"), ("--epochs", "4", "0"), ("--width", "0.5", "-1"),
+    ("--lr-schedule", "cosine", "linear"), ("--cost-model", "flops", "seconds")])
+def test_train_reads_runs_settings_as_run_declares_them(flag: str, good: str, bad: str) -> None:
+    """`train`'s flags for `run`'s settings come from the same declarations: a value means
+    the same and a bad one is refused with the same words (only the default is train's)."""
+    seen = []
+    for command in ("run", "train"):
+        dest = flag.lstrip("-").replace("-", "_")
+        seen.append(getattr(parse([command, flag, good]), dest))
+        with pytest.raises(UsageError) as e:
+            parse([command, flag, bad])
+        seen.append(str(e.value))
+    assert seen[0] == seen[2] and seen[1] == seen[3] and bad in seen[1]
