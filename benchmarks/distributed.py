@@ -54,8 +54,8 @@ def transfer_seconds(shape: tuple[int, ...]) -> float:
     rank 1 with the trainer's Outbox/Inbox over Gloo (nothing else running in the ranks)."""
     from bwbpf.search.command_line.ranks import Ranks
 
-    ranks = Ranks(["--transfer", ",".join(map(str, shape))], 2, 1,
-                  program=(str(HERE / "distributed.py"),), stdout=subprocess.PIPE, text=True)
+    ranks = Ranks([sys.executable, str(HERE / "distributed.py"), "--transfer",
+                   ",".join(map(str, shape))], 2, 1, stdout=subprocess.PIPE, text=True)
     if ranks.wait(Path(tempfile.gettempdir())) != 0:
         raise RuntimeError("the transfer ranks failed")
     return float(ranks.procs[1].communicate()[0].strip().splitlines()[-1])

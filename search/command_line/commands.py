@@ -10,22 +10,16 @@ from typing import Any
 
 import torch
 
+from bwbpf.search.command_line.data_flags import load_data_from
+from bwbpf.search.command_line.launch import relaunch
+from bwbpf.search.command_line.ranks import launch, train_distributed
 from bwbpf.search.study.settings import SearchSettings, checked_plan
 from bwbpf.search.trial.costs import run_cost_model
 from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
 from bwbpf.spaces.heads import check_schedule
-from bwbpf.trainers import Data, TrainPlan, load_data, memory_guard, resolve_device
-
-
-def load_data_from(args: argparse.Namespace) -> Data:
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return load_data(args.dataset, data_dir=args.data_dir, device=device, val_size=args.val_size,
-                     train_subset=args.train_subset, seed=args.seed, download=args.download,
-                     image_size=args.image_size)
+from bwbpf.trainers import Data, TrainPlan, memory_guard, resolve_device
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -58,8 +52,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                         compile=args.compile, augment=augment, lr_schedule=lr_schedule)
     check_schedule((a.family for a in d.aux), args.schedule)
     if args.schedule == "distributed":
-        from bwbpf.search.command_line.ranks import launch, train_distributed
-
         if args.nproc:
             return launch(args, d.num_blocks, out, settings)
         return train_distributed(args, d, out, settings, plan, bp_lr)
@@ -187,22 +179,10 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
     --warm-start's starting trials queued already, the cores shared out (trials, not workers,
     seed the sampler: search.study.workers). The storage URL goes in the environment
     (BWBPF_STORAGE), never in the argv, where `ps` would show its password."""
-    argv = list(args.argv)
-    rest, skip = [], False
-    for a in argv[argv.index("run") + 1:]:
-        flag = a.partition("=")[0]
-        if skip:
-            skip = False
-        elif (len(flag) > 2 and "--storage".startswith(flag)  # argparse takes --sto as well
-              or flag.startswith("--warm") and "--warm-start".startswith(flag)
-              or flag.startswith("--seed-") and "--seed-from".startswith(flag)):
-            skip = "=" not in a  # `--storage URL`: the URL is the next word
-        else:
-            rest.append(a)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    cmd = [sys.executable, "-m", "bwbpf.search", "-q", "run", *rest, "--jobs", "1",
-           "--worker", str(worker), "--no-baselines", "--threads", str(threads),
-           "--confirm-top", "0", "--promote-top", "0"]  # the parent promotes and confirms
+    cmd = relaunch(args, quiet=True, leave_out=("storage", "warm_start", "jobs"), then=[
+        "--worker", str(worker), "--no-baselines", "--threads", str(threads),
+        "--confirm-top", "0", "--promote-top", "0"])  # the parent promotes and confirms
     return cmd, {**os.environ, "BWBPF_STORAGE": args.storage}
 
 

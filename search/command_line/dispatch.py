@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bwbpf.reports.optuna_api import OptunaChanged
 from bwbpf.search.cli import interrupted
+from bwbpf.search.command_line import commands, listing
 from bwbpf.search.command_line.parser import PROG, UsageError, parse
 from bwbpf.search.study.stopping import Terminated, stop_on_sigterm
 from bwbpf.search.study.storage import StorageLost, storage_lost
@@ -29,6 +30,10 @@ from bwbpf.trainers.group import RankStop, end_rank, joined
 
 log = logging.getLogger("bwbpf.search")
 Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {  # what each subcommand runs
+    "run": commands.cmd_run, "export": commands.cmd_export, "train": commands.cmd_train,
+    "report": commands.cmd_report, "dashboard": commands.cmd_dashboard,
+    "studies": commands.cmd_studies, "backbones": listing.cmd_backbones}
 
 
 _FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.$")
@@ -123,9 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     SIGTERM as it is) and the command's logging."""
     if args.command != "dashboard":
         stop_on_sigterm()
-    func: Command = args.func
     with command_logging(args.quiet):
-        code = func(args)
+        code = COMMANDS[args.command](args)
     sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     return code
 

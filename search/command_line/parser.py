@@ -12,7 +12,6 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from bwbpf.search.command_line import argtypes as at
-from bwbpf.search.command_line import commands, listing
 from bwbpf.search.study.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
 from bwbpf.search.study.storage import package_version
 from bwbpf.spaces import BlockOptim, SearchSpace, UserError
@@ -144,7 +143,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     add_distributed_flags(p)
     add_transfer_flags(p, "the file", backbone=False)
-    p.set_defaults(func=commands.cmd_train)
 
 
 def add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -176,7 +174,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                         "made a safe file name); not '-': outputs are files, never stdout")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     add_transfer_flags(p, "the exported decouplings")
-    p.set_defaults(func=commands.cmd_export)
 
 
 def add_transfer_flags(p: argparse.ArgumentParser, what: str, *, backbone: bool = True
@@ -226,13 +223,11 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                         "one --storage)")
     g.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     add_data_flags(p)
-    p.set_defaults(func=commands.cmd_run)
 
 
 def add_studies(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("studies", help="the studies in a storage, trial counts and best values")
     add_study_flags(p)
-    p.set_defaults(func=commands.cmd_studies)
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -244,7 +239,6 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parquet", type=at.path, default=None, help="also the trials as Parquet")
     p.add_argument("--force", action="store_true",
                    help="overwrite existing files (refused otherwise)")
-    p.set_defaults(func=commands.cmd_report)
 
 
 def add_backbones(sub: argparse._SubParsersAction) -> None:
@@ -256,7 +250,6 @@ def add_backbones(sub: argparse._SubParsersAction) -> None:
                    help="side of the square input images (default %(default)s)")
     p.add_argument("--channels", type=at.int_in(1, 64), default=3,
                    help="input channels (default %(default)s)")
-    p.set_defaults(func=listing.cmd_backbones)
 
 
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
@@ -264,7 +257,6 @@ def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=os.environ.get("BWBPF_STORAGE", DEFAULT_STORAGE))
     p.add_argument("--port", type=at.port, default=8080, help="(default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
-    p.set_defaults(func=commands.cmd_dashboard)
 
 
 PROG = "bwbpf-search"
@@ -289,5 +281,4 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # reported by the subcommand they were given to, as argparse's other errors
         raise UsageError(f"{PROG} {args.command}", f"unrecognized arguments: {' '.join(extra)}")
-    args.argv = argv
     return args

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bwbpf.search.command_line.commands import load_data_from
+from bwbpf.search.command_line.data_flags import load_data_from
+from bwbpf.search.command_line.launch import relaunch
 from bwbpf.search.winners import full_training as t
 from bwbpf.search.winners import run_folder as f
 from bwbpf.search.winners.run_folder import check_out
@@ -106,31 +107,20 @@ def launch(args: argparse.Namespace, blocks: int, out: Path, settings: TrainSett
     check_out(out, settings.with_ranks(args.nproc, args.blocks_per_rank), resume=args.resume,
               force=args.force)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
-    return Ranks(rank_argv(args.argv, threads), args.nproc, threads).wait(out)
+    return Ranks(rank_argv(args, threads), args.nproc, threads).wait(out)
 
 
-def rank_argv(argv: list[str], threads: int) -> list[str]:
-    """The launcher's argv less --nproc (as argparse reads it, abbreviations too), with
-    --threads for each rank unless given."""
-    rest, skip, has_threads = [], False, False
-    for a in argv:
-        flag = a.partition("=")[0]
-        if skip:
-            skip = False
-        elif len(flag) > 3 and "--nproc".startswith(flag):
-            skip = "=" not in a
-        else:
-            has_threads |= len(flag) > 3 and "--threads".startswith(flag)
-            rest.append(a)
-    return rest if has_threads else [*rest, "--threads", str(threads)]
+def rank_argv(args: argparse.Namespace, threads: int) -> list[str]:
+    """The command each rank runs: this one less --nproc, with --threads unless given."""
+    return relaunch(args, leave_out=("nproc",),
+                    then=[] if args.threads else ["--threads", str(threads)])
 
 
 class Ranks:
     """K rank processes of one command, and the store they meet in, hosted here so that it
     outlives any of them (as torchrun's agent hosts it)."""
 
-    def __init__(self, argv: list[str], nproc: int, threads: int, *,
-                 program: tuple[str, ...] = ("-m", "bwbpf.search"), **popen: Any) -> None:
+    def __init__(self, command: list[str], nproc: int, threads: int, **popen: Any) -> None:
         base = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False,
                              timeout=timedelta(seconds=10))
         self.store = dist.PrefixStore(store_prefix(), base)
@@ -138,7 +128,7 @@ class Ranks:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(base.port),
                "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0",
                "TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": str(threads)}
-        self.procs = [subprocess.Popen([sys.executable, *program, *argv],
+        self.procs = [subprocess.Popen(command,
                                        env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                                        **popen) for r in range(nproc)]
 

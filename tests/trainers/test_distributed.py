@@ -21,6 +21,8 @@ import pytest
 import torch
 
 from bwbpf.search.cli import main
+from bwbpf.search.command_line.launch import PROGRAM
+from bwbpf.search.command_line.parser import parse
 from bwbpf.search.command_line.ranks import Ranks, rank_argv
 from bwbpf.spaces import AuxSpec, BlockOptim, Decoupling
 from bwbpf.trainers.shards import MANIFEST, merged_weights, read_manifest
@@ -123,7 +125,7 @@ def test_a_killed_rank_stops_every_rank_and_the_run_resumes(
     ref = sequential(tmp_path / "seq", "--arch", a, *big)
     out = tmp_path / "d"
     argv = ["-q", "train", "--arch", a, *big, "--schedule", "distributed", "--out", str(out)]
-    ranks = Ranks(rank_argv(argv, 1), 3, 1, stdout=subprocess.PIPE,
+    ranks = Ranks(rank_argv(parse(argv), 1), 3, 1, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE, text=True)
     end = time.time() + RUN_S
     while time.time() < end and (read_manifest(out / "blockwise") or {}).get("epoch") != 1:
@@ -199,9 +201,10 @@ def test_distributed_flags_elsewhere_are_refused(argv: list[str], message: str, 
 
 
 def test_rank_argv_drops_nproc_and_gives_each_rank_its_threads() -> None:
-    assert rank_argv(["-q", "train", "--nproc", "2", "--epochs", "1"], 1) == [
-        "-q", "train", "--epochs", "1", "--threads", "1"]
-    assert rank_argv(["train", "--npr=3", "--threads", "2"], 1) == ["train", "--threads", "2"]
+    assert rank_argv(parse(["-q", "train", "--nproc", "2", "--epochs", "1"]), 1) == [
+        *PROGRAM, "-q", "train", "--epochs=1", "--threads", "1"]
+    assert rank_argv(parse(["train", "--npr=2", "--threads", "2"]), 1) == [
+        *PROGRAM, "train", "--threads=2"]
 
 
 REPEATS = int(os.environ.get("BWBPF_RESUME_REPEATS", "3"))  # a longer soak: set it to 60
