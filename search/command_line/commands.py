@@ -10,22 +10,36 @@ from typing import Any
 
 import torch
 
+from bwbpf.reports import trials_frame, write_report
+from bwbpf.reports.record import best_trial, describe_counts, state_counts
+from bwbpf.reports.study_attrs import confirmations
 from bwbpf.search.command_line.data_flags import load_data_from
 from bwbpf.search.command_line.launch import relaunch
 from bwbpf.search.command_line.ranks import launch, train_distributed
+from bwbpf.search.run.runner import run_search, run_workers
+from bwbpf.search.run.summary import summary
 from bwbpf.search.study.settings import SearchSettings, checked_plan
+from bwbpf.search.study.storage import (
+    check_study_name,
+    checked_studies,
+    load_existing,
+    open_storage,
+    redact,
+)
 from bwbpf.search.trial.costs import run_cost_model
+from bwbpf.search.winners.carry import carry_arch
+from bwbpf.search.winners.exporting import Target, export
+from bwbpf.search.winners.full_training import bp_for, check_fits, load_arch, train_one
+from bwbpf.search.winners.run_folder import check_out, finish, prepare_out, undone_unless_saved
 from bwbpf.search.winners.train_settings import TrainSettings
 from bwbpf.spaces import Decoupling, SearchSpace, UserError, file_stem, fit_to_networks
 from bwbpf.spaces.declared import before, declared
+from bwbpf.spaces.files import check_output, refuse_stdout, write_bytes_atomic
 from bwbpf.spaces.heads import check_schedule
 from bwbpf.trainers import Data, TrainPlan, memory_guard, resolve_device
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bwbpf.search.winners.carry import carry_arch
-    from bwbpf.search.winners.full_training import load_arch
-
     d, found, doc = load_arch(args.arch, args.backbone, args.width, args.lr)
     # Augmented unless told: a full training needs it, whatever the search's short trials
     # did. The schedule: as the search trained it (a file from before that was recorded:
@@ -86,9 +100,6 @@ def shape_of(args: argparse.Namespace, loaded: list[Data]) -> dict[str, Any]:
 def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: TrainSettings,
                plan: TrainPlan, bp_lr: float, data: Data | None = None) -> int:
     """`train` in this process: the decoupling (and BP with --compare-bp) into ``out``."""
-    from bwbpf.search.winners.full_training import bp_for, check_fits, train_one
-    from bwbpf.search.winners.run_folder import check_out, finish, prepare_out, undone_unless_saved
-
     check_out(out, settings, resume=args.resume, force=args.force)
     runs = {"blockwise": d}
     if args.compare_bp:
@@ -111,10 +122,6 @@ def train_here(args: argparse.Namespace, d: Decoupling, out: Path, settings: Tra
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bwbpf.search.study.storage import check_study_name, load_existing, open_storage
-    from bwbpf.search.winners.exporting import Target, export
-    from bwbpf.spaces.files import refuse_stdout
-
     check_study_name(args.study)
     refuse_stdout(args.output, "-o")
     study = load_existing(open_storage(args.storage, heartbeat_s=None, create=False),
@@ -157,9 +164,6 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bwbpf.search.run.runner import run_search, run_workers
-    from bwbpf.search.run.summary import summary
-
     settings = settings_from(args)
     code = 0
     if args.jobs > 1:
@@ -187,10 +191,6 @@ def worker_launch(args: argparse.Namespace, worker: int) -> tuple[list[str], dic
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from bwbpf.reports.record import best_trial, describe_counts, state_counts
-    from bwbpf.reports.study_attrs import confirmations
-    from bwbpf.search.study.storage import check_study_name, checked_studies, open_storage
-
     check_study_name(args.study)  # not used here, but a bad flag is still refused
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
     studies = checked_studies(storage)  # all read (a bad value refused) before a line
@@ -209,10 +209,6 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bwbpf.reports import trials_frame, write_report
-    from bwbpf.search.study.storage import check_study_name, load_existing, open_storage
-    from bwbpf.spaces.files import check_output, write_bytes_atomic
-
     check_study_name(args.study)
     outputs = [(f, p) for f, p in (("-o", args.output), ("--csv", args.csv),
                                    ("--parquet", args.parquet)) if p is not None]
@@ -239,7 +235,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from bwbpf.search.study.storage import checked_studies, open_storage, redact
 
     check_listen(args.host, args.port)
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
