@@ -15,7 +15,7 @@ from bwbpf.search.command_line import argtypes as at
 from bwbpf.search.study.settings import DATA, TRAIN_EPOCHS, TRIALS, SearchSettings
 from bwbpf.search.study.storage import package_version
 from bwbpf.spaces import BlockOptim, SearchSpace, UserError
-from bwbpf.spaces.declared import choices, declared
+from bwbpf.spaces.declared import Declared, choices, declared
 from bwbpf.spaces.space import CONSTRAINTS, SPACE
 
 
@@ -55,13 +55,14 @@ def add_shared(g: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, 
                default: Any, help: str) -> None:
     """The flag of another command's declared setting (`train`'s --seed is `run`'s), parsed
     and checked by the declaration's kind; the default and help are this command's."""
-    f, d = next((f, d) for f, d in declared(cls) if f.name == name)
+    d = next(d for f, d in declared(cls) if f.name == name)
     assert d.flag is not None
     g.add_argument(d.flag, **_flag(cls, name, d, default=default, help=help))
 
 
-def _flag(cls: type, name: str, d: Any, *, default: Any, help: str) -> dict[str, Any]:
+def _flag(cls: type, name: str, d: Declared, *, default: Any, help: str) -> dict[str, Any]:
     """argparse's keywords for a declared setting's flag."""
+    assert d.flag is not None
     kw: dict[str, Any] = {"dest": name, "help": help}
     if d.metavar:
         kw["metavar"] = d.metavar

@@ -15,7 +15,8 @@ RUN = ["run", "--sto", "sqlite:///x.db", "--study=s", "--backbone", "vgg8b,resne
        "--width", "0.125", "--heads", "linear,conv", "--min-blocks=3", "--augment",
        "--no-baselines", "--bp-lrs", "0.05,0.1", "--seed-from", "w.json", "--min-speedup",
        "1.5", "--cost-model", "flops", "--epochs", "2", "--n-tri", "5", "--sampler", "random",
-       "--device", "cpu", "--train-subset", "400", "--jobs", "2"]
+       "--device", "cpu", "--train-subset", "400", "--jobs", "2",
+       "--data-dir", "my data/../x y", "--study", "a b/../c"]
 TRAIN = ["-q", "train", "--arch", "best.json", "--backbone", "vgg16", "--no-augment",
          "--lr-schedule", "cosine", "--epochs=4", "--seed", "3", "--compare-bp", "--bp-lr",
          "0.03", "--schedule", "distributed", "--nproc", "2", "--placement", "2,2",
@@ -53,3 +54,13 @@ def test_a_worker_is_the_same_run_less_what_its_parent_did(capsys: pytest.Captur
     assert same == settings(args, "storage", "warm_start", "jobs", "worker", "threads",
                             "confirm_top", "promote_top", "quiet")
     assert capsys.readouterr().err == ""  # the worker is given the new name only
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://me:s3cret@db/x", "postgresql+psycopg://me:s3@cret@db/x",
+    "postgresql+psycopg://me@db/x?password=s3cret", "postgresql+psycopg://me:s3%40cret@db/x"])
+def test_a_worker_is_never_given_the_storage_url_in_its_argv(url: str) -> None:
+    for given in (["--storage", url], [f"--storage={url}"], ["--stor", url]):
+        cmd, env = worker_launch(parse(["run", *given, "--jobs", "2"]), 0)
+        assert env["BWBPF_STORAGE"] == url
+        assert not [a for a in cmd if "s3" in a or "db/x" in a], cmd
