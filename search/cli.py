@@ -5,7 +5,8 @@ torch failing to load (too little memory for its libraries), Ctrl-C while loadin
 
 Ctrl-C raises KeyboardInterrupt wherever Python is; where that is a finaliser or a weakref
 callback (SQLAlchemy's), Python prints "Exception ignored" and the command goes on. The
-handler here also remembers the signal, so such a command still ends "interrupted", 130.
+handler here also remembers the signal, so such a command still ends "interrupted", 130; and,
+like SIGTERM's, it waits for a point outside the storage's code (``safe_point``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 from types import FrameType
 from typing import Any, Sequence
 
+from bwbpf.search.study.safe_point import SafePoint
+
 PROG = "bwbpf-search"
 INTERRUPTED = 130
 
@@ -26,10 +29,11 @@ class _Interrupts:
 
     def __init__(self) -> None:
         self.seen = False
+        self._safe = SafePoint(KeyboardInterrupt)
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.seen = True
-        raise KeyboardInterrupt
+        self._safe(signum, frame)
 
 
 def _refusal() -> str | None:

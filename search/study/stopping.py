@@ -5,6 +5,8 @@ KeyboardInterrupt: the running trial is recorded as interrupted (it uses no budg
 study stays resumable. A `run --jobs N` parent forwards the signal to its workers, waits
 for them and kills any that hang; each worker also asks the kernel for SIGTERM when its
 parent dies (Linux's PR_SET_PDEATHSIG), so no worker outlives a parent killed by SIGKILL.
+
+Both signals wait for a point outside the storage's code (``safe_point``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import subprocess
 import sys
 import threading
 from contextlib import suppress
-from types import FrameType
 from typing import Any
+
+from bwbpf.search.study.safe_point import SafePoint
 
 GRACE_S = 60.0  # seconds workers get to record their trial as interrupted before SIGKILL
 PR_SET_PDEATHSIG = 1
@@ -26,16 +29,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: this process stops as after Ctrl-C."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+def _terminated() -> Terminated:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-up finish
-    raise Terminated
+    return Terminated()
 
 
 def stop_on_sigterm() -> None:
     """SIGTERM raises ``Terminated`` from now on (only the main thread may say so: a command
     run from another thread leaves SIGTERM as it was)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, SafePoint(_terminated))
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
