@@ -18,10 +18,9 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from bwbpf.reports import optuna_api
 from bwbpf.search import cli
 from bwbpf.search.study import safe_point, stopping
-
-STORAGE_PATHS = ("optuna/storages", "sqlalchemy")
 
 
 @pytest.fixture
@@ -39,8 +38,13 @@ def _signal_soon(sig: int, after_s: float) -> None:
     threading.Timer(after_s, signal.pthread_kill, (main, sig)).start()
 
 
-def _where_raised(e: BaseException) -> list[str]:
-    return [f.filename for f in traceback.extract_tb(e.__traceback__)]
+def _storage_frames_left(e: BaseException) -> list[str]:
+    """The frames between this test's and the signal handler's when ``e`` was raised. Python
+    3.11 raises it at the call into the storage (none); 3.10 and 3.12 on the returning frame of
+    that call, whose code has ended (one); deeper would be inside the storage, half-way."""
+    files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
+    below = files[len(files) - files[::-1].index(__file__):]
+    return [f for f in below if not f.endswith(("safe_point.py", "stopping.py", "cli.py"))]
 
 
 @pytest.mark.parametrize("sig, install, expected", [
@@ -53,7 +57,7 @@ def test_a_signal_never_lands_inside_the_storage(
     log = tmp_path / "study.log"
     storage = JournalStorage(JournalFileBackend(str(log)))
     study = optuna.create_study(study_name="s", storage=storage)
-    trial_id = study.ask()._trial_id
+    trial_id = optuna_api.trial_id(study.ask())
     rng = random.Random(0)
     written = 0
     for _ in range(25):
@@ -64,14 +68,13 @@ def test_a_signal_never_lands_inside_the_storage(
             while time.monotonic() < deadline:  # nearly all of this loop is the storage's
                 storage.set_trial_user_attr(trial_id, f"k{written}", written)
                 written += 1
+        written += f"k{written}" in storage.get_trial(trial_id).user_attrs  # stopped after it
         assert caught.value.__context__ is None, "the exception broke the storage's clean-up"
-        assert not [f for f in _where_raised(caught.value) if any(p in f for p in STORAGE_PATHS)]
+        assert len(_storage_frames_left(caught.value)) <= 1, "stopped inside the storage"
     assert not list(tmp_path.glob("*.lock*")), "a journal lock was left behind"
     attrs = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(
         str(log)))).trials[0].user_attrs
-    # every write is whole; the last may be stored though its caller was stopped on its return
-    assert attrs == {f"k{i}": i for i in range(len(attrs))}
-    assert len(attrs) in (written, written + 1)
+    assert attrs == {f"k{i}": i for i in range(written)}
 
 
 def _hung_storage(flag: list[bool]) -> Callable[[], None]:
