@@ -112,6 +112,15 @@ def count(at: Stored, value: Any, least: int = 1) -> int:
     return value
 
 
+def one_of(values: tuple[str, ...]) -> Callable[[Stored, Any], str]:
+    """A reader of one of ``values``."""
+    def read(at: Stored, value: Any) -> str:
+        if value not in values:
+            at.refuse(value, " or ".join(repr(v) for v in values))
+        return str(value)
+    return read
+
+
 def optional(read: Callable[[Stored, Any], Any]) -> Callable[[Stored, Any], Any]:
     """``read``, passing None (a value an older version stored as unknown)."""
     return lambda at, value: None if value is None else read(at, value)

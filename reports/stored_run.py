@@ -5,7 +5,7 @@ them: through ``read_settings``, which refuses a value no version stored (``attr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import optuna
 
@@ -14,11 +14,13 @@ from bwbpf.reports.attr_readers import (
     count,
     names,
     obj,
+    one_of,
     optional,
     positive,
     text,
     user_attrs,
 )
+from bwbpf.spaces.limits import CostModel
 
 SETTINGS = "settings"  # SearchSettings.record() of the run that created the study
 
@@ -26,7 +28,8 @@ Reader = Callable[[Stored, Any], Any]
 # The settings read on this side and how; other keys are only compared whole with a rerun's
 # (SearchSettings.conflicts), so any JSON value of theirs is safe. None: not known.
 SETTING_READERS: dict[str, Reader] = {
-    **{k: optional(text) for k in ("dataset", "sampler", "pruner", "storage", "cost_model")},
+    **{k: optional(text) for k in ("dataset", "sampler", "pruner", "storage")},
+    "cost_model": optional(one_of(get_args(CostModel))),
     **{k: optional(count) for k in ("epochs", "train_subset", "batch_size")},
     **{k: optional(names) for k in ("objectives", "references")}}
 SPACE_READERS: dict[str, Reader] = {"min_speedup": optional(positive),

@@ -17,6 +17,13 @@ import torch
 
 from bwbpf.trainers import Data, load_data
 
+# The processes a test starts (the command line, its workers and ranks, the benchmark scripts)
+# run beside the other test workers, one per core: torch's default of a thread per core would
+# oversubscribe the cores, its threads spinning while they wait for each other. One thread
+# each, as in the test processes themselves (``_one_thread_torch``); a command given
+# --threads still takes that many.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The two tiers. `make unit` runs the packages' logic on tiny tensors and in-memory studies;
 # `make test` adds the integration tier: whatever drives the command line end to end, opens a
 # storage file or a server, or starts a browser. A test that asks for one of these fixtures

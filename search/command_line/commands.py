@@ -136,7 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def space_from(args: argparse.Namespace) -> tuple[SearchSpace, frozenset[str]]:
     """The run's space, and the fields it names (by flag or in the --space file): a rerun of
-    a study keeps the study's value of the others (SearchSettings.adopt_space)."""
+    a study keeps the study's value of the others (stored_settings.adopt_space)."""
     named: set[str] = set()
     base = SearchSpace()
     if args.space:

@@ -12,7 +12,6 @@ import optuna
 from optuna.trial import TrialState
 
 from bwbpf.reports.record import TrialRecord
-from bwbpf.reports.stored_run import study_settings
 from bwbpf.reports.study_attrs import (
     BPBaseline,
     bp_baselines,
@@ -22,6 +21,7 @@ from bwbpf.reports.study_attrs import (
 )
 from bwbpf.search.study import budget
 from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stored_settings import StoredSettings
 from bwbpf.search.trial.placement import Placer
 from bwbpf.search.winners.full_training import Diverged
 from bwbpf.spaces import (
@@ -34,7 +34,6 @@ from bwbpf.spaces import (
     reference_decouplings,
 )
 from bwbpf.spaces.copied_heads import pyramidal_depth
-from bwbpf.spaces.declared import before
 from bwbpf.spaces.decoupling import MAX_LR
 from bwbpf.spaces.encoding import Draw
 from bwbpf.spaces.heads import AUX_HEADS
@@ -124,9 +123,9 @@ def enqueue_references(study: optuna.Study, s: SearchSettings, placer: Placer) -
     have = {TrialRecord.of(t).baseline for t in trials if t.number in spent
             or t.state in (TrialState.WAITING, TrialState.RUNNING)}
     # a study stored before a reference existed keeps the references it had
-    stored = study_settings(study)
-    wanted = [r for r in (s.references if "references" in stored or not stored
-                          else before(SearchSettings)["references"]) if r not in have]
+    stored = StoredSettings.of(study)
+    wanted = [r for r in (stored.meant("references") if stored.predates("references")
+                          else s.references) if r not in have]
     queued = []
     refs = {**reference_decouplings(s.space), **published(s.space, placer, wanted)}
     for name, d in refs.items():

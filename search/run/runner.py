@@ -28,6 +28,7 @@ from bwbpf.search.study.storage import (
     storage_cause,
     storage_lost,
 )
+from bwbpf.search.study.stored_settings import adopt_space, conflicts
 from bwbpf.search.study.workers import reap
 from bwbpf.search.trial.constraints import RejectionGuard, check_reachable, of_space
 from bwbpf.search.trial.costs import attach, step_timer
@@ -51,7 +52,7 @@ def prepare_study(s: SearchSettings) -> optuna.Study:
     if stored is None:
         study.set_user_attr(SETTINGS, s.record())
     else:
-        bad = s.conflicts(stored)
+        bad = conflicts(s, stored)
         if bad:
             k, old, new = bad[0]
             raise UserError(f"study {s.study!r} was created with {k}={old!r}; this run "
@@ -61,7 +62,7 @@ def prepare_study(s: SearchSettings) -> optuna.Study:
 
 def with_stored_space(s: SearchSettings) -> SearchSettings:
     """``s`` with the stored study's space fields that the run does not name (see
-    SearchSettings.adopt_space); ``s`` itself for a new study. Creates nothing."""
+    stored_settings.adopt_space); ``s`` itself for a new study. Creates nothing."""
     if s.space_given is None:
         return s
     try:
@@ -72,7 +73,7 @@ def with_stored_space(s: SearchSettings) -> SearchSettings:
         stored = storage.get_study_user_attrs(sid).get(SETTINGS)
     except UserError:  # no storage yet (a new study), or one that prepare_study will name
         return s
-    return s.adopt_space(stored) if isinstance(stored, dict) else s
+    return adopt_space(s, stored) if isinstance(stored, dict) else s
 
 
 def load_search_data(s: SearchSettings) -> Data:

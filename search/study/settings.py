@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bwbpf.reports.attr_readers import Stored
-from bwbpf.reports.stored_run import SETTINGS, read_settings
 from bwbpf.search.study.samplers import Pruner, Sampler
 from bwbpf.search.study.storage import check_study_name, redact
 from bwbpf.spaces import ConfigError, SearchSpace, UserError
 from bwbpf.spaces.declared import MAX_SEED as MAX_SEED  # the seed range, for callers
-from bwbpf.spaces.declared import before, check_fields, identity, meta, setting
+from bwbpf.spaces.declared import check_fields, meta, setting
 from bwbpf.spaces.heads import check_schedule
 from bwbpf.spaces.limits import DEFAULT_COST_MODEL, CostModel  # the speed-up's source
 from bwbpf.trainers import TrainPlan, list_datasets, resolve_device
@@ -239,7 +237,7 @@ class SearchSettings:
         """JSON-able settings, stored with the study (storage password removed)."""
         out = asdict(self)
         del out["space_given"]
-        out["space"] = _space_record(self.space)
+        out["space"] = space_record(self.space)
         out["objectives"] = list(self.objectives)
         out["bp_lrs"] = list(self.bp_lrs)
         out["references"] = list(self.references)
@@ -247,53 +245,6 @@ class SearchSettings:
         out["storage"] = redact(self.storage)
         return out
 
-    def conflicts(self, raw: Any) -> list[tuple[str, Any, Any]]:
-        """(key, the study's value, this run's) of every setting that differs from those the
-        study was created with (``raw``, as stored: refused when it is not settings); space
-        fields one by one ("space.min_speedup"). A space field added since a study was created
-        counts as its default there."""
-        stored = read_settings(Stored(self.study, SETTINGS), raw)
-        mine = self.record()
-        out = []
-        old_meaning = before(SearchSettings)
-        for k in ("space", *identity(SearchSettings)):
-            if k not in stored and k in old_meaning:
-                stored = {**stored, k: old_meaning[k]}
-            if k not in stored:
-                continue
-            if k == "space" and isinstance(stored[k], dict):
-                old = stored_space(stored[k])
-                out += [(f"space.{f}", old.get(f), v) for f, v in mine[k].items()
-                        if old.get(f) != v]
-            elif stored[k] != mine[k]:
-                out.append((k, stored[k], mine[k]))
-        return out
 
-    def adopt_space(self, raw: Any) -> SearchSettings:
-        """These settings with the stored study's value of every space field this run does
-        not name: a rerun without flags resumes a study made under other defaults (older
-        versions searched fewer heads and losses). A named field that differs is still a
-        conflict (see ``conflicts``)."""
-        space = read_settings(Stored(self.study, SETTINGS), raw).get("space")
-        if self.space_given is None or not isinstance(space, dict):
-            return self
-        old = stored_space(space)
-        mine = _space_record(self.space)
-        keep = {f: old[f] for f in mine if f not in self.space_given and f in old}
-        if all(mine[f] == v for f, v in keep.items()):
-            return self
-        try:
-            adopted = SearchSpace.from_mapping({**mine, **keep}, where="the study's space")
-        except ConfigError:  # a stored space this version cannot build: conflicts() says so
-            return self
-        return replace(self, space=adopted)
-
-
-def stored_space(record: dict[str, Any]) -> dict[str, Any]:
-    """A study's stored space record, complete: a field added since the study was created
-    reads as what the study meant (its declared ``before``), else as its default."""
-    return {**_space_record(SearchSpace()), **before(SearchSpace), **record}
-
-
-def _space_record(space: SearchSpace) -> dict[str, Any]:
+def space_record(space: SearchSpace) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()}

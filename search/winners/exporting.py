@@ -13,12 +13,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bwbpf.reports.pareto import front
 from bwbpf.reports.record import TrialRecord, feasible_trials, ranked
-from bwbpf.reports.stored_run import StoredRun
-from bwbpf.search.study.settings import SearchSettings
 from bwbpf.search.study.storage import redact
+from bwbpf.search.study.stored_settings import StoredSettings
 from bwbpf.search.winners.carry import carry_document
 from bwbpf.spaces import UserError, from_document
-from bwbpf.spaces.declared import before
 from bwbpf.spaces.document import upgrade
 from bwbpf.spaces.files import check_output, refuse_stdout, write_json_atomic
 from bwbpf.spaces.limits import CostModel, Limits
@@ -73,11 +71,11 @@ def document(t: FrozenTrial, limits: Limits = Limits()) -> dict[str, Any]:
 
 def study_limits(study: optuna.Study) -> Limits:
     """The study's constraints and their cost model (a study stored before the cost model was
-    a setting judged by FLOPs)."""
-    run = StoredRun.of(study)
-    model = run.cost_model if run.cost_model in ("measured", "flops") else before(
-        SearchSettings)["cost_model"]
-    return Limits(run.min_speedup, run.max_memory, cast(CostModel, model))
+    a setting judged by FLOPs: its declared ``before``)."""
+    stored = StoredSettings.of(study)
+    space = stored.space()
+    return Limits(space["min_speedup"], space["max_memory"],
+                  cast(CostModel, stored.meant("cost_model")))
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def export(study: optuna.Study, out: Path, *, trial: int | None = None, pareto: 
     limits = study_limits(study)
     docs = [(t, document(t, limits)) for t in trials]
     if to.any:  # every transfer placed (or refused) before any file is written
-        batch = StoredRun.of(study).batch_size or SearchSettings.batch_size  # (older: the default)
+        batch = StoredSettings.of(study).meant("batch_size")
         docs = [(t, to.carry(doc, batch)) for t, doc in docs]
     many = pareto or top is not None
     if many or out.is_dir():

@@ -20,6 +20,7 @@ from bwbpf.reports.study_attrs import CONFIRMED, bp_confirmation, confirmations,
 from bwbpf.search.run.confirm import candidates, top_trials, train
 from bwbpf.search.run.runner import load_search_data
 from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stored_settings import conflicts
 from bwbpf.spaces import SearchSpace, sample, to_document
 
 from .conftest import FAST, FAST_SUBSET, Runner
@@ -194,6 +195,6 @@ def test_bad_confirmation_flags(cli: Runner, tmp_path: Path, flags: list[str], m
 def test_a_rerun_may_ask_for_more_confirmation() -> None:
     s = SearchSettings(study="s", storage="sqlite:///x.db")
     more = SearchSettings(study="s", storage="sqlite:///x.db", confirm_top=5, confirm_seeds=4)
-    assert more.conflicts(s.record()) == []
+    assert conflicts(more, s.record()) == []
     with pytest.raises(Exception, match="--confirm-seeds: 0 must be >= 1"):
         SearchSettings(study="s", storage="sqlite:///x.db", confirm_seeds=0)

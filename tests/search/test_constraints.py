@@ -25,6 +25,7 @@ from bwbpf.reports.record import (
 from bwbpf.reports.standing import summary_rows
 from bwbpf.search.study import budget
 from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stored_settings import conflicts
 from bwbpf.search.trial import constraints
 from bwbpf.search.trial.constraints import (
     Constraint,
@@ -237,10 +238,10 @@ def test_a_study_stored_before_the_constraints_existed_still_resumes() -> None:
     stored = s.record()
     for key in ("min_speedup", "max_memory"):
         del stored["space"][key]
-    assert s.conflicts(stored) == []
+    assert conflicts(s, stored) == []
     constrained = SearchSettings(study="old", storage="sqlite:///x.db",
                                  space=SearchSpace(min_speedup=2))
-    assert constrained.conflicts(stored) == [("space.min_speedup", None, 2.0)]
+    assert conflicts(constrained, stored) == [("space.min_speedup", None, 2.0)]
 
 
 @pytest.mark.parametrize(("field", "value"), [("min_speedup", 0), ("min_speedup", True),

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 from bwbpf.reports.attr_readers import STEP_SECONDS
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stored_settings import conflicts
 from bwbpf.search.trial.costs import run_cost_model
 
 from .conftest import FAST, Runner
@@ -65,10 +66,10 @@ def test_the_cost_model_is_fixed_for_a_study(cli: Runner, db: str) -> None:
 def test_a_study_stored_before_measured_costs_meant_flops() -> None:
     stored = SearchSettings(study="old", storage="sqlite:///x.db").record()
     del stored["cost_model"]
-    assert SearchSettings(study="old", storage="sqlite:///x.db").conflicts(stored) == [
+    assert conflicts(SearchSettings(study="old", storage="sqlite:///x.db"), stored) == [
         ("cost_model", "flops", "measured")]
-    assert SearchSettings(study="old", storage="sqlite:///x.db",
-                          cost_model="flops").conflicts(stored) == []
+    assert conflicts(SearchSettings(study="old", storage="sqlite:///x.db",
+                                    cost_model="flops"), stored) == []
 
 
 @pytest.mark.parametrize(("given", "doc", "model"), [

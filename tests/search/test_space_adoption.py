@@ -7,6 +7,7 @@ import optuna
 
 from bwbpf.reports.record import TrialRecord
 from bwbpf.search.study.settings import SearchSettings
+from bwbpf.search.study.stored_settings import adopt_space, conflicts
 from bwbpf.spaces import SearchSpace
 from bwbpf.spaces.declared import before
 
@@ -50,16 +51,16 @@ def test_a_space_stored_before_a_field_existed_reads_as_it_meant() -> None:
     for field in before(SearchSpace):
         del stored["space"][field]
     new = SearchSettings(study="old", storage="sqlite:///x.db", space_given=frozenset())
-    assert new.conflicts(stored)  # today's defaults are another space
-    adopted = new.adopt_space(stored)
-    assert adopted.conflicts(stored) == []
+    assert conflicts(new, stored)  # today's defaults are another space
+    adopted = adopt_space(new, stored)
+    assert conflicts(adopted, stored) == []
     assert adopted.space.heads == old_space.heads and adopted.space.losses == old_space.losses
     assert (adopted.space.head_min_channels, adopted.space.pyramid,
             adopted.space.augment) == (0, 0.0, True)  # as the study trained: no floor
     # Named fields are not adopted: their conflict stays.
-    named = SearchSettings(study="old", storage="sqlite:///x.db",
-                           space_given=frozenset({"heads"})).adopt_space(stored)
-    assert [c[0] for c in named.conflicts(stored)] == ["space.heads"]
+    named = adopt_space(SearchSettings(study="old", storage="sqlite:///x.db",
+                                       space_given=frozenset({"heads"})), stored)
+    assert [c[0] for c in conflicts(named, stored)] == ["space.heads"]
     # The API's settings name every field (space_given None): nothing is adopted.
     api = SearchSettings(study="old", storage="sqlite:///x.db")
-    assert api.adopt_space(stored) == api
+    assert adopt_space(api, stored) == api

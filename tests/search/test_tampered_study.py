@@ -75,6 +75,13 @@ def bp_entry(**fields: Any) -> Tamper:
     return tamper
 
 
+def settings_entry(**fields: Any) -> Tamper:
+    def tamper(db: Path) -> None:
+        study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+        study.set_user_attr("settings", {**study.user_attrs["settings"], **fields})
+    return tamper
+
+
 # (tamper, what the line must say: the key, and what was expected)
 SETTINGS = {
     "settings-not-json": (not_json("settings", "{nope"),
@@ -96,6 +103,9 @@ OTHERS = {
     "confirmed-seed": (user_attr("confirmed:0", {"seeds": [0, "one"],
                                                  "val_accuracy": [0.1, 0.2]}),
                        ["'confirmed:0' (seeds[1]) is 'one'", "a whole number >= 0"]),
+    "settings-cost-model": (settings_entry(cost_model="gpu"),
+                            ["'settings' (cost_model) is 'gpu'",
+                             "expected 'measured' or 'flops'"]),
     "bp-accuracy": (bp_entry(val_accuracy=1e308),
                     ["'bp_baseline' (vgg8b.val_accuracy) is 1e+308", "in [0, 1]"]),
     "bp-sweep-point": (bp_entry(sweep=[{"lr": "fast"}]),
