@@ -26,7 +26,7 @@ SETTINGS = "settings"  # SearchSettings.record() of the run that created the stu
 
 Reader = Callable[[Stored, Any], Any]
 # The settings read on this side and how; other keys are only compared whole with a rerun's
-# (SearchSettings.conflicts), so any JSON value of theirs is safe. None: not known.
+# (stored_settings.conflicts), so any JSON value of theirs is safe. None: not known.
 SETTING_READERS: dict[str, Reader] = {
     **{k: optional(text) for k in ("dataset", "sampler", "pruner", "storage")},
     "cost_model": optional(one_of(get_args(CostModel))),
