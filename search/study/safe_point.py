@@ -50,7 +50,7 @@ class SafePoint:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         start = self._since = time.monotonic() if self._since is None else self._since
         outer = outermost_storage(frame)
-        if outer is None or time.monotonic() - start > DEFER_LIMIT_S:
+        if outer is None or time.monotonic() - start >= DEFER_LIMIT_S:
             self._raise()
         if self._trapped is None:
             self._trap(outer, signum)  # type: ignore[arg-type]
