@@ -235,7 +235,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-
     check_listen(args.host, args.port)
     storage = open_storage(args.storage, heartbeat_s=None, create=False)
     checked_studies(storage)  # the server answers HTTP 500 on a study it cannot read

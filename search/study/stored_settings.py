@@ -87,8 +87,8 @@ def conflicts(s: SearchSettings, raw: Any) -> list[tuple[str, Any, Any]]:
         if k == "space" and isinstance(stored.record[k], dict):
             old = stored.space()
             out += [(f"space.{f}", old.get(f), v) for f, v in mine[k].items() if old.get(f) != v]
-        elif stored.meant(k) != mine[k]:
-            out.append((k, stored.meant(k), mine[k]))
+        elif (old_value := stored.meant(k)) != mine[k]:
+            out.append((k, old_value, mine[k]))
     return out
 
 
@@ -96,10 +96,10 @@ def adopt_space(s: SearchSettings, raw: Any) -> SearchSettings:
     """``s`` with the stored study's value of every space field the run does not name: a
     rerun without flags resumes a study made under other defaults (older versions searched
     fewer heads and losses). A named field that differs is still a conflict."""
-    space = StoredSettings.parse(s.study, raw).record.get("space")
-    if s.space_given is None or not isinstance(space, dict):
+    stored = StoredSettings.parse(s.study, raw)
+    if s.space_given is None or not isinstance(stored.record.get("space"), dict):
         return s
-    old = stored_space(space)
+    old = stored.space()
     mine = space_record(s.space)
     keep = {f: old[f] for f in mine if f not in s.space_given and f in old}
     if all(mine[f] == v for f, v in keep.items()):
